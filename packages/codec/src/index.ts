@@ -1,1 +1,4 @@
-export {}
+export { CacheDesyncError, DECODE_RULES, type DecodeRule, XbzrleDecodeError } from './errors.js'
+export { decode, encode, getKernel, kernelName, selectKernelName } from './kernel.js'
+export type { EncodeMode, KernelName, XbzrleKernel } from './kernel-types.js'
+export { readUlebSmall, ULEB_SMALL_MAX, ulebSmallLength, writeUlebSmall } from './wire/uleb.js'
