@@ -1,1 +1,39 @@
-export {}
+/**
+ * `@xbzrle/protocol`: the versioned wire format of xbzrle streams (SPEC.md).
+ * Top-level API = the current version (v1) plus version dispatch: `FrameReader` reads every version ≤ current,
+ * `FrameWriter` takes `{ version }` to write an older one. Frozen per-version modules: `@xbzrle/protocol/v1`.
+ */
+export { ProtocolError, type ProtocolErrorCode } from './errors.js'
+export { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
+export * from './schema.js'
+export { describeNotXbzrle, isXbzrleStream } from './sniff.js'
+export {
+  type Batch,
+  type CacheParams,
+  DEFAULT_BATCH_BYTES,
+  type EndFrame,
+  type EndStats,
+  ExtensionType,
+  type Frame,
+  FrameKind,
+  type FrameKindName,
+  type HeaderExtension,
+  isValidPageSize,
+  LIMITS,
+  type Limits,
+  MAX_BLOCK_ID,
+  MAX_PAGE_INDEX,
+  MAX_PAGE_SIZE,
+  MIN_PAGE_SIZE,
+  type Mode,
+  type PageCounts,
+  type PageKey,
+  type SourceKind,
+  type StreamHeader,
+  verifyBatchOutput,
+  verifyEndTotals,
+} from './v1/index.js'
+export { CURRENT_VERSION, formatVersions, negotiateVersion, SUPPORTED_VERSIONS } from './versions.js'
+export { crc32, crc32Byte } from './wire/crc32.js'
+export { MAGIC } from './wire/magic.js'
+export { FrameWriter, type FrameWriterOptions } from './writer.js'

@@ -1,0 +1,180 @@
+// Test helpers (excluded from the build): a reference XBZRLE codec, a model decoder and stream readers.
+import { ProtocolError } from './errors.js'
+import { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
+import { verifyBatchOutput, verifyEndTotals } from './v1/reader.js'
+import type { StreamHeader } from './v1/types.js'
+import { crc32 } from './wire/crc32.js'
+import { FrameWriter } from './writer.js'
+
+const uleb = (n: number) => (n < 0x80 ? [n] : [(n & 0x7f) | 0x80, n >> 7])
+
+/** Canonical QEMU XBZRLE encoding of old→new (no output limit). Empty for identical pages. */
+export function xbzrleEncode(oldPage: Uint8Array, newPage: Uint8Array): Uint8Array {
+  const out: number[] = []
+  const n = newPage.length
+  let i = 0
+  while (i < n) {
+    let z = 0
+    while (i + z < n && oldPage[i + z] === newPage[i + z]) z++
+    if (i + z === n) break
+    let nz = 0
+    while (i + z + nz < n && oldPage[i + z + nz] !== newPage[i + z + nz]) nz++
+    out.push(...uleb(z), ...uleb(nz))
+    for (let k = 0; k < nz; k++) out.push(newPage[i + z + k]!)
+    i += z + nz
+  }
+  return Uint8Array.from(out)
+}
+
+/** Applies an XBZRLE delta onto `page` in place (throws on a malformed delta). */
+export function xbzrleApply(delta: Uint8Array, page: Uint8Array): void {
+  let i = 0
+  let d = 0
+  const read = () => {
+    const b0 = delta[i++]!
+    if (b0 < 0x80) return b0
+    const b1 = delta[i++]!
+    return (b0 & 0x7f) | (b1 << 7)
+  }
+  while (i < delta.length) {
+    d += read()
+    const nz = read()
+    if (d + nz > page.length || i + nz > delta.length) throw new Error('bad delta')
+    page.set(delta.subarray(i, i + nz), d)
+    i += nz
+    d += nz
+  }
+}
+
+export const concat = (parts: readonly Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let o = 0
+  for (const p of parts) {
+    out.set(p, o)
+    o += p.length
+  }
+  return out
+}
+
+/** Decodes items with an unbounded Map cache, verifying every batch's output like the real filter must. */
+export class ModelDecoder {
+  pageSize = 0
+  cache = new Map<string, Uint8Array>()
+  out: Uint8Array[] = []
+  produced = 0
+  ended = false
+
+  feed(item: ReaderItem): void {
+    if (item.type === 'header') this.pageSize = item.header.pageSize
+    else if (item.type === 'end') {
+      verifyEndTotals(item.end, this.produced)
+      this.ended = true
+    } else {
+      const parts: Uint8Array[] = []
+      for (const f of item.batch.frames()) {
+        if (f.kind === 'verbatim') parts.push(f.bytes)
+        else if (f.kind === 'reset') this.cache.clear()
+        else if (f.kind === 'invalidate') this.cache.delete(`${f.blockId}/${f.pageIndex}`)
+        else {
+          const key = `${f.blockId}/${f.pageIndex}`
+          parts.push(f.hdr)
+          if (f.kind === 'full') {
+            this.cache.set(key, f.page.slice())
+            parts.push(f.page)
+          } else if (f.kind === 'zero') {
+            this.cache.set(key, new Uint8Array(this.pageSize).fill(f.fill))
+            parts.push(Uint8Array.of(f.fill))
+          } else {
+            const page = this.cache.get(key) ?? new Uint8Array(this.pageSize)
+            if (f.kind === 'delta') xbzrleApply(f.delta, page)
+            if (f.kind === 'foreign') xbzrleApply(f.body.subarray(3), page)
+            this.cache.set(key, page)
+            if (f.kind === 'foreign') parts.push(f.body)
+            else parts.push(page.slice())
+          }
+        }
+      }
+      const bytes = concat(parts)
+      verifyBatchOutput(item.batch, crc32(bytes), bytes.length)
+      this.produced += bytes.length
+      this.out.push(bytes)
+    }
+  }
+
+  output(): Uint8Array {
+    return concat(this.out)
+  }
+}
+
+export interface ReadResult {
+  items: ReaderItem[]
+  error?: ProtocolError
+}
+
+/** Reads a whole stream in chunks of `chunkSize` (default: all at once). Non-ProtocolError exceptions propagate. */
+export function readStream(
+  bytes: Uint8Array,
+  chunkSize = bytes.length || 1,
+  opts?: FrameReaderOptions,
+): ReadResult {
+  const r = new FrameReader(opts)
+  const items: ReaderItem[] = []
+  try {
+    for (let o = 0; o < bytes.length; o += chunkSize) {
+      r.push(bytes.subarray(o, Math.min(bytes.length, o + chunkSize)))
+      for (let it = r.next(); it; it = r.next()) items.push(it)
+    }
+    r.finish()
+    return { items }
+  } catch (e) {
+    if (e instanceof ProtocolError) return { items, error: e }
+    throw e
+  }
+}
+
+/** Reads and decodes with the model; returns the output or the error. */
+export function decodeStream(
+  bytes: Uint8Array,
+  chunkSize?: number,
+): { output?: Uint8Array; error?: ProtocolError } {
+  const r = readStream(bytes, chunkSize)
+  if (r.error) return { error: r.error }
+  const m = new ModelDecoder()
+  try {
+    for (const it of r.items) m.feed(it)
+  } catch (e) {
+    if (e instanceof ProtocolError) return { error: e }
+    throw e
+  }
+  return { output: m.output() }
+}
+
+export const HEADER: StreamHeader = {
+  pageSize: 4096,
+  cache: { cacheBytes: 64 * 1024 * 1024, ways: 1, policy: 'lru' },
+  mode: 'canonical',
+  source: 'qemu',
+}
+
+/** Collects a writer's chunks. */
+export function collect(batchBytes?: number): {
+  w: FrameWriter
+  chunks: Uint8Array[]
+  bytes: () => Uint8Array
+} {
+  const chunks: Uint8Array[] = []
+  const w = new FrameWriter({ onChunk: (c) => chunks.push(c), batchBytes })
+  return { w, chunks, bytes: () => concat(chunks) }
+}
+
+/** A QEMU page-record header: be64 offset|flags, and the block name unless CONTINUE. */
+export function qemuHdr(offset: number, flags: number, name?: string): Uint8Array {
+  const b = new Uint8Array(8 + (name === undefined ? 0 : 1 + name.length))
+  const v = BigInt(offset) | BigInt(flags | (name === undefined ? 0x20 : 0))
+  new DataView(b.buffer).setBigUint64(0, v)
+  if (name !== undefined) {
+    b[8] = name.length
+    for (let i = 0; i < name.length; i++) b[9 + i] = name.charCodeAt(i)
+  }
+  return b
+}

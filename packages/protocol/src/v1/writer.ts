@@ -1,0 +1,339 @@
+import { ByteWriter } from '../wire/byte-writer.js'
+import { crc32, crc32Byte } from '../wire/crc32.js'
+import { MAGIC } from '../wire/magic.js'
+import { varintLength } from '../wire/varint.js'
+import {
+  CACHE_STAT_NAME,
+  DEFAULT_BATCH_BYTES,
+  FrameKind,
+  LIMITS,
+  MAX_BLOCK_ID,
+  MAX_CACHE_STATS,
+  MAX_PAGE_INDEX,
+  RecordTag,
+  VERSION,
+} from './constants.js'
+import { validateHeader, writeHeaderBody } from './header.js'
+import type { EndStats, FrameWriterOptions, PageCounts, StreamHeader } from './types.js'
+
+/** Fixed bytes of a batch body besides frames: seq varint (≤ 8) + outputLength u32 + outputCrc u32. */
+const BATCH_HEAD_MAX = 8 + 4 + 4
+
+/**
+ * Writes a v1 xbzrle stream. Frames are appended to one reusable buffer; each closed batch (or the header, or
+ * END) is handed to `onChunk` as a fresh array that the caller owns. No allocation per frame.
+ *
+ * Order: `header()` once, then any frames / `flush()`, then `end()` once. Misuse throws (Error / RangeError).
+ */
+export class FrameWriter {
+  private readonly w = new ByteWriter(64 * 1024)
+  private readonly onChunk: (chunk: Uint8Array) => void
+  private readonly batchBytes: number
+  private state: 'new' | 'open' | 'ended' = 'new'
+  private pageSize = 0
+
+  private inBatch = false
+  private batchStart = 0
+  private bodyStart = 0
+  private outAt = 0
+  private outLen = 0
+  private outCrc = 0
+  private seq = 0
+
+  private totalOut = 0
+  private readonly pages: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
+  private written = 0
+
+  constructor(opts: FrameWriterOptions) {
+    if (opts.version !== undefined && opts.version !== VERSION)
+      throw new RangeError(`this writer writes format version ${VERSION}, not ${opts.version}`)
+    const bb = opts.batchBytes ?? DEFAULT_BATCH_BYTES
+    if (!Number.isInteger(bb) || bb < 1 || bb > LIMITS.maxBatchOutputBytes)
+      throw new RangeError(`batchBytes must be an integer in 1..${LIMITS.maxBatchOutputBytes}, got ${bb}`)
+    this.batchBytes = bb
+    this.onChunk = opts.onChunk
+  }
+
+  /** Wire bytes handed to `onChunk` so far. */
+  get bytesWritten(): number {
+    return this.written
+  }
+
+  header(h: StreamHeader): void {
+    if (this.state !== 'new') throw new Error('FrameWriter.header() must be called exactly once, first')
+    validateHeader(h)
+    this.pageSize = h.pageSize
+    const w = this.w
+    w.bytes(MAGIC)
+    w.varint(VERSION)
+    w.u8(RecordTag.HEADER)
+    const lenAt = w.reserve(4)
+    const bodyStart = w.pos
+    writeHeaderBody(w, h)
+    const bodyLen = w.pos - bodyStart
+    if (bodyLen > LIMITS.maxHeaderBytes)
+      throw new RangeError(`header is ${bodyLen} bytes (max ${LIMITS.maxHeaderBytes})`)
+    w.patchU32le(lenAt, bodyLen)
+    w.u32le(crc32(w.view(0, w.pos)))
+    this.state = 'open'
+    this.emit()
+  }
+
+  verbatim(bytes: Uint8Array): void {
+    this.checkOpen()
+    const n = bytes.length
+    let off = 0
+    while (off < n) {
+      const room = this.inBatch ? this.batchBytes - this.outLen : this.batchBytes
+      const take = Math.min(n - off, LIMITS.maxVerbatimBytes, room)
+      this.begin(take, 1 + varintLength(take) + take)
+      const w = this.w
+      w.u8(FrameKind.VERBATIM)
+      w.varint(take)
+      const part = bytes.subarray(off, off + take)
+      w.bytes(part)
+      this.outCrc = crc32(part, this.outCrc)
+      this.outLen += take
+      off += take
+      this.finishFrame()
+    }
+  }
+
+  pageFull(blockId: number, pageIndex: number, hdr: Uint8Array, page: Uint8Array): void {
+    this.checkPage(blockId, pageIndex, hdr)
+    this.checkPageBytes(page, 'page')
+    this.pageHead(FrameKind.PAGE_FULL, blockId, pageIndex, hdr, this.pageSize, this.pageSize)
+    this.w.bytes(page)
+    this.outCrc = crc32(page, crc32(hdr, this.outCrc))
+    this.outLen += hdr.length + page.length
+    this.pages.full++
+    this.finishFrame()
+  }
+
+  /** `newPage` (the page after applying `delta`) only feeds the output CRC; it is not written. */
+  pageDelta(
+    blockId: number,
+    pageIndex: number,
+    hdr: Uint8Array,
+    delta: Uint8Array,
+    newPage: Uint8Array,
+  ): void {
+    this.checkPage(blockId, pageIndex, hdr)
+    this.checkPageBytes(newPage, 'newPage')
+    if (delta.length > this.pageSize)
+      throw new RangeError(`delta is ${delta.length} bytes; at most pageSize (${this.pageSize})`)
+    const extra = varintLength(delta.length) + delta.length
+    this.pageHead(FrameKind.PAGE_DELTA, blockId, pageIndex, hdr, extra, this.pageSize)
+    this.w.varint(delta.length)
+    this.w.bytes(delta)
+    this.outCrc = crc32(newPage, crc32(hdr, this.outCrc))
+    this.outLen += hdr.length + newPage.length
+    this.pages.delta++
+    this.finishFrame()
+  }
+
+  /** `page` (the cached page) only feeds the output CRC; it is not written. */
+  pageSame(blockId: number, pageIndex: number, hdr: Uint8Array, page: Uint8Array): void {
+    this.checkPage(blockId, pageIndex, hdr)
+    this.checkPageBytes(page, 'page')
+    this.pageHead(FrameKind.PAGE_SAME, blockId, pageIndex, hdr, 0, this.pageSize)
+    this.outCrc = crc32(page, crc32(hdr, this.outCrc))
+    this.outLen += hdr.length + page.length
+    this.pages.same++
+    this.finishFrame()
+  }
+
+  pageZero(blockId: number, pageIndex: number, hdr: Uint8Array, fill: number): void {
+    this.checkPage(blockId, pageIndex, hdr)
+    if (!Number.isInteger(fill) || fill < 0 || fill > 255)
+      throw new RangeError(`fill must be a byte, got ${fill}`)
+    this.pageHead(FrameKind.PAGE_ZERO, blockId, pageIndex, hdr, 1, 1)
+    this.w.u8(fill)
+    this.outCrc = crc32Byte(fill, crc32(hdr, this.outCrc))
+    this.outLen += hdr.length + 1
+    this.pages.zero++
+    this.finishFrame()
+  }
+
+  /** `body` is QEMU's XBZRLE record body: `01 | be16 n | n bytes`, n ≤ pageSize. */
+  pageForeign(blockId: number, pageIndex: number, hdr: Uint8Array, body: Uint8Array): void {
+    this.checkPage(blockId, pageIndex, hdr)
+    const why = foreignBodyProblem(body, this.pageSize)
+    if (why !== undefined) throw new RangeError(`foreign XBZRLE body: ${why}`)
+    const extra = varintLength(body.length) + body.length
+    this.pageHead(FrameKind.PAGE_FOREIGN, blockId, pageIndex, hdr, extra, body.length)
+    this.w.varint(body.length)
+    this.w.bytes(body)
+    this.outCrc = crc32(body, crc32(hdr, this.outCrc))
+    this.outLen += hdr.length + body.length
+    this.pages.foreign++
+    this.finishFrame()
+  }
+
+  invalidate(blockId: number, pageIndex: number): void {
+    this.checkOpen()
+    checkKey(blockId, pageIndex)
+    this.begin(0, 1 + varintLength(blockId) + varintLength(pageIndex))
+    this.w.u8(FrameKind.INVALIDATE)
+    this.w.varint(blockId)
+    this.w.varint(pageIndex)
+    this.finishFrame()
+  }
+
+  reset(): void {
+    this.checkOpen()
+    this.begin(0, 1)
+    this.w.u8(FrameKind.RESET)
+    this.finishFrame()
+  }
+
+  /** Closes the current batch (if it has frames) and hands it out now. */
+  flush(): void {
+    this.checkOpen()
+    if (this.inBatch) this.closeBatch()
+  }
+
+  /** Flushes, writes the END record with the totals of everything written, and hands it out. */
+  end(stats: EndStats = {}): void {
+    this.checkOpen()
+    const cache = stats.cache ?? {}
+    const names = Object.keys(cache)
+    if (names.length > MAX_CACHE_STATS) throw new RangeError(`at most ${MAX_CACHE_STATS} cache stats`)
+    for (const name of names) {
+      if (!CACHE_STAT_NAME.test(name))
+        throw new RangeError(`cache stat name ${JSON.stringify(name)} is invalid`)
+      const v = cache[name]!
+      if (!Number.isSafeInteger(v) || v < 0)
+        throw new RangeError(`cache stat ${name} must be a non-negative integer`)
+    }
+    if (this.inBatch) this.closeBatch()
+    const w = this.w
+    w.u8(RecordTag.END)
+    const lenAt = w.reserve(4)
+    const bodyStart = w.pos
+    w.varint(this.totalOut)
+    w.varint(this.seq)
+    const p = this.pages
+    w.varint(p.full)
+    w.varint(p.delta)
+    w.varint(p.same)
+    w.varint(p.zero)
+    w.varint(p.foreign)
+    w.varint(names.length)
+    for (const name of names) {
+      w.varint(name.length)
+      for (let i = 0; i < name.length; i++) w.u8(name.charCodeAt(i))
+      w.varint(cache[name]!)
+    }
+    w.patchU32le(lenAt, w.pos - bodyStart)
+    w.u32le(crc32(w.view(lenAt - 1, w.pos)))
+    this.state = 'ended'
+    this.emit()
+  }
+
+  // ---- internals ----
+
+  private checkOpen(): void {
+    if (this.state !== 'open')
+      throw new Error(
+        this.state === 'new' ? 'FrameWriter: header() first' : 'FrameWriter: stream already ended',
+      )
+  }
+
+  private checkPage(blockId: number, pageIndex: number, hdr: Uint8Array): void {
+    this.checkOpen()
+    checkKey(blockId, pageIndex)
+    if (hdr.length > LIMITS.maxHdrBytes)
+      throw new RangeError(`hdr is ${hdr.length} bytes (max ${LIMITS.maxHdrBytes})`)
+  }
+
+  private checkPageBytes(page: Uint8Array, name: string): void {
+    if (page.length !== this.pageSize)
+      throw new RangeError(`${name} is ${page.length} bytes, the stream's pageSize is ${this.pageSize}`)
+  }
+
+  /** Writes kind, key and hdr of a page frame; `extraWire` = bytes that follow, `payloadOut` = output after hdr. */
+  private pageHead(
+    kind: number,
+    blockId: number,
+    pageIndex: number,
+    hdr: Uint8Array,
+    extraWire: number,
+    payloadOut: number,
+  ): void {
+    const wire =
+      1 + varintLength(blockId) + varintLength(pageIndex) + varintLength(hdr.length) + hdr.length + extraWire
+    this.begin(hdr.length + payloadOut, wire)
+    const w = this.w
+    w.u8(kind)
+    w.varint(blockId)
+    w.varint(pageIndex)
+    w.varint(hdr.length)
+    w.bytes(hdr)
+  }
+
+  /** Makes sure a batch is open with room for a frame of `out` output and `wire` wire bytes. */
+  private begin(out: number, wire: number): void {
+    if (
+      this.inBatch &&
+      (this.outLen + out > LIMITS.maxBatchOutputBytes ||
+        this.w.pos - this.bodyStart + wire > LIMITS.maxBatchWireBytes)
+    )
+      this.closeBatch()
+    if (!this.inBatch) this.openBatch()
+    this.w.ensure(wire)
+  }
+
+  private finishFrame(): void {
+    if (this.outLen >= this.batchBytes || this.w.pos - this.bodyStart >= this.batchBytes) this.closeBatch()
+  }
+
+  private openBatch(): void {
+    const w = this.w
+    this.batchStart = w.pos
+    w.ensure(5 + BATCH_HEAD_MAX)
+    w.u8(RecordTag.BATCH)
+    w.reserve(4)
+    this.bodyStart = w.pos
+    w.varint(this.seq)
+    this.outAt = w.reserve(8)
+    this.outLen = 0
+    this.outCrc = 0
+    this.inBatch = true
+  }
+
+  private closeBatch(): void {
+    const w = this.w
+    w.patchU32le(this.batchStart + 1, w.pos - this.bodyStart)
+    w.patchU32le(this.outAt, this.outLen)
+    w.patchU32le(this.outAt + 4, this.outCrc)
+    w.u32le(crc32(w.view(this.batchStart, w.pos)))
+    this.totalOut += this.outLen
+    this.seq++
+    this.inBatch = false
+    this.emit()
+  }
+
+  private emit(): void {
+    const chunk = this.w.take()
+    this.written += chunk.length
+    this.onChunk(chunk)
+  }
+}
+
+function checkKey(blockId: number, pageIndex: number): void {
+  if (!Number.isInteger(blockId) || blockId < 0 || blockId > MAX_BLOCK_ID)
+    throw new RangeError(`blockId must be an integer in 0..${MAX_BLOCK_ID}, got ${blockId}`)
+  if (!Number.isInteger(pageIndex) || pageIndex < 0 || pageIndex > MAX_PAGE_INDEX)
+    throw new RangeError(`pageIndex must be an integer in 0..${MAX_PAGE_INDEX}, got ${pageIndex}`)
+}
+
+/** Why `body` is not a valid QEMU XBZRLE record body, or undefined. */
+export function foreignBodyProblem(body: Uint8Array, pageSize: number): string | undefined {
+  if (body.length < 3) return `${body.length} bytes, need at least 3`
+  if (body[0] !== 0x01) return `encoding flag 0x${body[0]!.toString(16)} (must be 0x01)`
+  const n = (body[1]! << 8) | body[2]!
+  if (n > pageSize) return `length ${n} exceeds pageSize ${pageSize}`
+  if (n !== body.length - 3) return `length field ${n} does not match ${body.length - 3} data bytes`
+  return undefined
+}

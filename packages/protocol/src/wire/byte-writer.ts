@@ -1,0 +1,79 @@
+import { writeVarint } from './varint.js'
+
+/**
+ * A growable byte buffer, written front to back and reused (msgpack-javascript style): one backing
+ * `Uint8Array` that doubles when full, no allocation per item. `take()` copies the written bytes out and rewinds.
+ */
+export class ByteWriter {
+  buf: Uint8Array
+  pos = 0
+
+  constructor(initialCapacity = 64 * 1024) {
+    this.buf = new Uint8Array(Math.max(16, initialCapacity))
+  }
+
+  ensure(extra: number): void {
+    const need = this.pos + extra
+    if (need <= this.buf.length) return
+    let cap = this.buf.length * 2
+    while (cap < need) cap *= 2
+    const next = new Uint8Array(cap)
+    next.set(this.buf.subarray(0, this.pos))
+    this.buf = next
+  }
+
+  u8(value: number): void {
+    this.ensure(1)
+    this.buf[this.pos++] = value
+  }
+
+  u32le(value: number): void {
+    this.ensure(4)
+    this.patchU32le(this.pos, value)
+    this.pos += 4
+  }
+
+  patchU32le(at: number, value: number): void {
+    const b = this.buf
+    b[at] = value & 0xff
+    b[at + 1] = (value >>> 8) & 0xff
+    b[at + 2] = (value >>> 16) & 0xff
+    b[at + 3] = (value >>> 24) & 0xff
+  }
+
+  varint(value: number): void {
+    this.ensure(10)
+    this.pos = writeVarint(this.buf, this.pos, value)
+  }
+
+  bytes(data: Uint8Array): void {
+    this.ensure(data.length)
+    this.buf.set(data, this.pos)
+    this.pos += data.length
+  }
+
+  /** Reserves `n` bytes (to be patched later) and returns their position. */
+  reserve(n: number): number {
+    this.ensure(n)
+    const at = this.pos
+    this.pos += n
+    return at
+  }
+
+  /** A view of written bytes; valid only until the next write. */
+  view(start = 0, end = this.pos): Uint8Array {
+    return this.buf.subarray(start, end)
+  }
+
+  /** Copies out everything written so far (a new, caller-owned array) and rewinds to 0. */
+  take(): Uint8Array {
+    const out = this.buf.slice(0, this.pos)
+    this.pos = 0
+    return out
+  }
+}
+
+/** Little-endian u32 read, no bounds check. */
+export function readU32le(buf: Uint8Array, at: number): number {
+  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0
+}
