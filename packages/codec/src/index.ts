@@ -1,4 +1,21 @@
 export { CacheDesyncError, DECODE_RULES, type DecodeRule, XbzrleDecodeError } from './errors.js'
 export { decode, encode, getKernel, kernelName, selectKernelName } from './kernel.js'
 export type { EncodeMode, KernelName, XbzrleKernel } from './kernel-types.js'
+export {
+  type CacheParameters,
+  type CachePolicy,
+  type CacheStats,
+  cacheParameters,
+  hashKey,
+  PageCache,
+  type PageCacheOptions,
+} from './page-cache.js'
+export {
+  type EncodeResult,
+  type ForeignDeltaOutcome,
+  PageDeltaDecoder,
+  PageDeltaEncoder,
+  type PageDeltaOptions,
+  type PageFrameKind,
+} from './page-delta.js'
 export { readUlebSmall, ULEB_SMALL_MAX, ulebSmallLength, writeUlebSmall } from './wire/uleb.js'

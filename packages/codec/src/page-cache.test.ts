@@ -1,0 +1,135 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { directMappedHitRate, makeTrace, setAssociativeHitRate } from './cache-model.testutil.js'
+import { cacheParameters, hashKey, PageCache } from './page-cache.js'
+
+type Op = ['lookup' | 'insert' | 'invalidate', number, number] | ['reset']
+
+const arbOp: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 10,
+    arbitrary: fc.tuple(fc.constantFrom('lookup' as const, 'insert' as const), fc.nat(3), fc.nat(200)),
+  },
+  { weight: 2, arbitrary: fc.tuple(fc.constant('invalidate' as const), fc.nat(3), fc.nat(200)) },
+  { weight: 1, arbitrary: fc.constant(['reset'] as Op) },
+)
+
+function run(c: PageCache, ops: Op[]): void {
+  for (const op of ops) {
+    if (op[0] === 'reset') c.reset()
+    else if (op[0] === 'lookup') c.lookup(op[1], op[2])
+    else if (op[0] === 'invalidate') c.invalidate(op[1], op[2])
+    else {
+      const s = c.insert(op[1], op[2])
+      c.pageView(s).fill((op[1] * 31 + op[2]) & 0xff)
+    }
+  }
+}
+
+describe('PageCache', () => {
+  it('derives power-of-two slots from the byte budget and exposes its parameters', () => {
+    const c = new PageCache({ cacheBytes: 100 * 4096 })
+    expect(c.slots).toBe(64)
+    expect(c.sets).toBe(8)
+    expect(c.slots * c.pageSize).toBeLessThanOrEqual(100 * 4096)
+    expect(c.parameters).toEqual({ pageSize: 4096, cacheBytes: 100 * 4096, ways: 8, policy: 'clock-v1' })
+    // The memory is sized once: slots + spare frame + delta scratch.
+    expect(c.memory.buffer.byteLength).toBeGreaterThanOrEqual(65 * 4096 + 2 * 4096)
+    expect(() => new PageCache({ cacheBytes: 4096 * 4, ways: 8 })).toThrow(RangeError)
+    expect(() => cacheParameters({ cacheBytes: 1 << 20, ways: 6 })).toThrow(RangeError)
+    expect(() => cacheParameters({ cacheBytes: 1 << 20, pageSize: 100 })).toThrow(RangeError)
+  })
+
+  it('hash is fixed (format promise)', () => {
+    expect([hashKey(0, 0), hashKey(0, 1), hashKey(1, 0), hashKey(3, 123456)]).toMatchInlineSnapshot(`
+      [
+        301794027,
+        2980047484,
+        3140136926,
+        3684991003,
+      ]
+    `)
+  })
+
+  it('lookup counts hits and misses; insert returns a fillable slot', () => {
+    const c = new PageCache({ cacheBytes: 64 * 4096 })
+    expect(c.lookup(0, 5)).toBe(-1)
+    const s = c.insert(0, 5)
+    c.pageView(s).fill(7)
+    expect(c.lookup(0, 5)).toBe(s)
+    expect(c.pageView(c.lookup(0, 5))[100]).toBe(7)
+    expect(c.stats).toMatchObject({ hits: 2, misses: 1, evictions: 0 })
+    expect(c.insert(0, 5)).toBe(s)
+    expect(c.invalidate(0, 5)).toBe(true)
+    expect(c.invalidate(0, 5)).toBe(false)
+    expect(c.find(0, 5)).toBe(-1)
+  })
+
+  it('never holds more pages than its slots and evicts within a set only', () => {
+    const c = new PageCache({ cacheBytes: 64 * 4096, ways: 8 })
+    for (let p = 0; p < 5000; p++) if (c.lookup(0, p) < 0) c.insert(0, p)
+    expect(c.size).toBe(64)
+    expect(c.stats.evictions).toBe(5000 - 64)
+    for (const [slot, b, p] of c.entries()) {
+      expect(Math.floor(slot / 8)).toBe(hashKey(b, p) & 7)
+    }
+  })
+
+  it('CLOCK evicts a page seen once before pages that were hit', () => {
+    const c = new PageCache({ cacheBytes: 8 * 4096, ways: 8 }) // one set
+    for (let p = 0; p < 8; p++) c.insert(0, p)
+    for (let p = 0; p < 8; p++) if (p !== 5) c.lookup(0, p)
+    c.insert(0, 100)
+    expect(c.find(0, 5)).toBe(-1)
+    for (let p = 0; p < 8; p++) if (p !== 5) expect(c.find(0, p)).toBeGreaterThanOrEqual(0)
+  })
+
+  it('hot pages re-sent every round survive a sweep through the rest of the set', () => {
+    const c = new PageCache({ cacheBytes: 8 * 4096, ways: 8 })
+    let next = 1000
+    for (let round = 0; round < 25; round++) {
+      for (let p = 0; p < 4; p++) if (c.lookup(0, p) < 0) c.insert(0, p)
+      for (let i = 0; i < 4; i++) c.insert(0, next++)
+    }
+    expect(c.stats.misses).toBe(4) // only the first round's hot misses
+  })
+
+  it('is deterministic: equal operation sequences give equal contents', () => {
+    fc.assert(
+      fc.property(fc.array(arbOp, { maxLength: 400 }), (ops) => {
+        const a = new PageCache({ cacheBytes: 32 * 4096, ways: 4 })
+        const b = new PageCache({ cacheBytes: 32 * 4096, ways: 4 })
+        run(a, ops)
+        run(b, ops)
+        expect(a.sameContents(b)).toBe(true)
+        expect([...a.entries()]).toEqual([...b.entries()])
+        expect(a.stats).toEqual(b.stats)
+      }),
+      { numRuns: 200 },
+    )
+  })
+
+  it('reset empties the cache', () => {
+    const c = new PageCache({ cacheBytes: 16 * 4096, ways: 4 })
+    for (let p = 0; p < 10; p++) c.insert(1, p)
+    c.reset()
+    expect(c.size).toBe(0)
+    expect(c.lookup(1, 3)).toBe(-1)
+  })
+
+  it('rejects keys outside the documented ranges', () => {
+    const c = new PageCache({ cacheBytes: 16 * 4096, ways: 4 })
+    expect(() => c.lookup(-1, 0)).toThrow(RangeError)
+    expect(() => c.lookup(0, 2 ** 32)).toThrow(RangeError)
+    expect(() => c.insert(0x10000, 0)).toThrow(RangeError)
+  })
+
+  it('hit rate on a recorded trace is at least QEMU direct-mapped at the same memory', () => {
+    const trace = makeTrace({})
+    const cacheBytes = 16 << 20
+    const dm = directMappedHitRate(trace, cacheBytes / 4096)
+    const sa = setAssociativeHitRate(trace, cacheBytes, 8)
+    expect(sa.hits + sa.misses).toBe(dm.hits + dm.misses)
+    expect(sa.rate).toBeGreaterThanOrEqual(dm.rate)
+  })
+})

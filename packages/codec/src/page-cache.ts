@@ -1,0 +1,300 @@
+/**
+ * Deterministic, set-associative cache of previous page versions, stored in ONE WebAssembly.Memory that is sized
+ * once at construction and never grown (growing would detach every view and the kernel's pointers).
+ *
+ * Format promise (policy id 'clock-v1'): an encoder and a decoder built from equal {@link CacheParameters} and fed
+ * the same operation sequence hold exactly the same (key → bytes) contents. Everything below is part of it:
+ *
+ * - slots = the largest power of two with slots * pageSize <= cacheBytes; sets = slots / ways (ways: power of two).
+ * - set(blockId, pageIndex) = fmix32((pageIndex ^ imul(blockId + 1, 0x9e3779b1)) >>> 0) & (sets - 1), where
+ *   fmix32 is MurmurHash3's finaliser (x ^= x>>>16; x = imul(x, 0x85ebca6b); x ^= x>>>13;
+ *   x = imul(x, 0xc2b2ae35); x ^= x>>>16). Mixing spreads strided and multi-block access over all sets.
+ * - lookup hit sets the slot's reference bit. insert puts the key in the lowest-numbered empty way; when the set
+ *   is full, CLOCK: starting at the set's hand, a way with its bit set has it cleared and is passed over, the
+ *   first way with a clear bit is the victim, and the hand moves one past it. A new entry starts with a CLEAR bit,
+ *   so pages seen once (a sweep) are evicted before pages that were re-sent (the ones XBZRLE helps).
+ * - invalidate empties the slot (bit cleared, hand unchanged); reset empties every slot and zeroes the hands.
+ *
+ * Physical layout: [delta scratch][frame 0]…[frame slots] — one frame more than slots. The spare frame receives
+ * an incoming page; when the page must replace the cached one, the slot and the spare exchange frames instead of
+ * copying (so a page is copied exactly once).
+ */
+
+export type CachePolicy = 'clock-v1'
+
+/** Everything a stream header must carry for a decoder to build an identical cache. */
+export type CacheParameters = { pageSize: number; cacheBytes: number; ways: number; policy: CachePolicy }
+
+export interface PageCacheOptions {
+  pageSize?: number
+  cacheBytes: number
+  ways?: number
+  policy?: CachePolicy
+}
+
+/** Counters in the spirit of QEMU's `xbzrle-cache` statistics (query-migrate). */
+export interface CacheStats {
+  hits: number
+  misses: number
+  evictions: number
+  /** Hits whose delta did not fit (sent as a full page). */
+  overflows: number
+  /** Sum of (pageSize - delta length) over delta pages, plus pageSize per unchanged page. */
+  bytesSaved: number
+  pages: { full: number; delta: number; same: number; zero: number; foreign: number; foreignInvalid: number }
+}
+
+export function emptyStats(): CacheStats {
+  return {
+    hits: 0,
+    misses: 0,
+    evictions: 0,
+    overflows: 0,
+    bytesSaved: 0,
+    pages: { full: 0, delta: 0, same: 0, zero: 0, foreign: 0, foreignInvalid: 0 },
+  }
+}
+
+const WASM_PAGE = 65536
+const MAX_MEMORY = 2 ** 31 // keep offsets in i32 range for the kernel
+const EMPTY = -1
+const BLOCK_MUL = 2 ** 32
+
+/** The fixed (blockId, pageIndex) → 32-bit hash of policy clock-v1. */
+export function hashKey(blockId: number, pageIndex: number): number {
+  let x = (pageIndex ^ Math.imul(blockId + 1, 0x9e3779b1)) >>> 0
+  x ^= x >>> 16
+  x = Math.imul(x, 0x85ebca6b)
+  x ^= x >>> 13
+  x = Math.imul(x, 0xc2b2ae35)
+  x ^= x >>> 16
+  return x >>> 0
+}
+
+function isPow2(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0
+}
+
+/** Normalises options into the parameters that go on the wire (validating them). */
+export function cacheParameters(o: PageCacheOptions | CacheParameters): CacheParameters {
+  const pageSize = o.pageSize ?? 4096
+  const ways = o.ways ?? 8
+  const policy = o.policy ?? 'clock-v1'
+  if (policy !== 'clock-v1') throw new RangeError(`page cache: unknown policy ${JSON.stringify(policy)}`)
+  if (!Number.isInteger(pageSize) || pageSize < 8 || pageSize % 8 !== 0 || pageSize > 65536)
+    throw new RangeError(`page cache: pageSize ${pageSize} must be a multiple of 8 in 8..65536`)
+  if (!isPow2(ways) || ways > 128)
+    throw new RangeError(`page cache: ways ${ways} must be a power of two <= 128`)
+  if (!Number.isSafeInteger(o.cacheBytes) || o.cacheBytes < pageSize * ways)
+    throw new RangeError(`page cache: cacheBytes ${o.cacheBytes} must hold at least ways (${ways}) pages`)
+  return { pageSize, cacheBytes: o.cacheBytes, ways, policy }
+}
+
+export class PageCache {
+  readonly parameters: CacheParameters
+  readonly pageSize: number
+  readonly slots: number
+  readonly sets: number
+  readonly ways: number
+  /** The single buffer holding every cached page and the scratch areas. Never grown. */
+  readonly memory: WebAssembly.Memory
+  /** View over the whole memory. */
+  readonly bytes: Uint8Array
+  /** Byte offset and capacity of the delta scratch (encoder output / decoder input). */
+  readonly deltaOffset = 0
+  readonly deltaCapacity: number
+  readonly stats: CacheStats = emptyStats()
+
+  private readonly setMask: number
+  private readonly framesOffset: number
+  /** blockId * 2^32 + pageIndex, or -1: one compare per way. */
+  private readonly keys: Float64Array
+  private readonly refBits: Uint8Array
+  private readonly hands: Uint8Array
+  /** Physical frame of each slot; frame `spare` is the incoming-page scratch. */
+  private readonly frameOf: Int32Array
+  private spare: number
+  private readonly views: (Uint8Array | undefined)[]
+
+  constructor(options: PageCacheOptions | CacheParameters) {
+    const p = cacheParameters(options)
+    this.parameters = p
+    this.pageSize = p.pageSize
+    this.ways = p.ways
+    let slots = 1
+    while (slots * 2 * p.pageSize <= p.cacheBytes) slots *= 2
+    this.slots = slots
+    this.sets = slots / p.ways
+    this.setMask = this.sets - 1
+    // A valid QEMU-format delta can exceed the page (1-byte runs cost 3 bytes per 2); 2 pages covers any
+    // delta our encoder writes and most foreign ones (larger ones are decoded without the scratch).
+    this.deltaCapacity = 2 * p.pageSize
+    this.framesOffset = this.deltaCapacity
+    const total = this.framesOffset + (slots + 1) * p.pageSize
+    if (total > MAX_MEMORY) throw new RangeError(`page cache: ${total} bytes exceeds the 2 GiB limit`)
+    const pages = Math.ceil(total / WASM_PAGE)
+    this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
+    this.bytes = new Uint8Array(this.memory.buffer)
+    this.keys = new Float64Array(slots).fill(EMPTY)
+    this.refBits = new Uint8Array(slots)
+    this.hands = new Uint8Array(this.sets)
+    this.frameOf = new Int32Array(slots)
+    for (let s = 0; s < slots; s++) this.frameOf[s] = s
+    this.spare = slots
+    this.views = new Array(slots + 1)
+  }
+
+  private setOf(blockId: number, pageIndex: number): number {
+    return (hashKey(blockId, pageIndex) & this.setMask) * this.ways
+  }
+
+  private static key(blockId: number, pageIndex: number): number {
+    if (!Number.isInteger(blockId) || blockId < 0 || blockId > 0xffff)
+      throw new RangeError(`page cache: blockId ${blockId} must be an integer in 0..65535`)
+    if (!Number.isInteger(pageIndex) || pageIndex < 0 || pageIndex > 0xffffffff)
+      throw new RangeError(`page cache: pageIndex ${pageIndex} must be an integer in 0..2^32-1`)
+    return blockId * BLOCK_MUL + pageIndex
+  }
+
+  /** Slot holding the key, or -1. No statistics, no recency update. */
+  find(blockId: number, pageIndex: number): number {
+    const k = PageCache.key(blockId, pageIndex)
+    const base = this.setOf(blockId, pageIndex)
+    const keys = this.keys
+    for (let s = base, end = base + this.ways; s < end; s++) if (keys[s] === k) return s
+    return -1
+  }
+
+  /** Slot holding the key, or -1; counts a hit or a miss and marks a hit as recently used. */
+  lookup(blockId: number, pageIndex: number): number {
+    const s = this.find(blockId, pageIndex)
+    if (s < 0) {
+      this.stats.misses++
+    } else {
+      this.stats.hits++
+      this.refBits[s] = 1
+    }
+    return s
+  }
+
+  /**
+   * Claims a slot for the key and returns it; the caller fills pageView(slot). Evicts by CLOCK when the set is
+   * full. If the key is already cached its slot is returned unchanged.
+   */
+  insert(blockId: number, pageIndex: number): number {
+    const existing = this.find(blockId, pageIndex)
+    if (existing >= 0) return existing
+    const base = this.setOf(blockId, pageIndex)
+    const keys = this.keys
+    const ways = this.ways
+    let victim = -1
+    for (let w = 0; w < ways; w++) {
+      if (keys[base + w] === EMPTY) {
+        victim = base + w
+        break
+      }
+    }
+    if (victim < 0) {
+      const set = base / ways
+      let hand = this.hands[set]!
+      const ref = this.refBits
+      // Terminates within 2 * ways steps: one pass clears every bit.
+      for (;;) {
+        const s = base + hand
+        hand = (hand + 1) & (ways - 1)
+        if (ref[s] === 0) {
+          victim = s
+          break
+        }
+        ref[s] = 0
+      }
+      this.hands[set] = hand
+      this.stats.evictions++
+    }
+    keys[victim] = blockId * BLOCK_MUL + pageIndex
+    this.refBits[victim] = 0
+    return victim
+  }
+
+  /** Forgets the key; returns whether it was cached. */
+  invalidate(blockId: number, pageIndex: number): boolean {
+    const s = this.find(blockId, pageIndex)
+    if (s < 0) return false
+    this.keys[s] = EMPTY
+    this.refBits[s] = 0
+    return true
+  }
+
+  /** Empties the cache (counters are kept; they are cumulative like QEMU's). */
+  reset(): void {
+    this.keys.fill(EMPTY)
+    this.refBits.fill(0)
+    this.hands.fill(0)
+  }
+
+  /** Byte offset of a slot's page in `memory`. */
+  pageOffset(slot: number): number {
+    return this.framesOffset + this.frameOf[slot]! * this.pageSize
+  }
+
+  /** View of a slot's page (stable until that slot is swapped with the spare frame). */
+  pageView(slot: number): Uint8Array {
+    return this.frameView(this.frameOf[slot]!)
+  }
+
+  /** Byte offset / view of the spare frame, where an incoming page is staged. */
+  spareOffset(): number {
+    return this.framesOffset + this.spare * this.pageSize
+  }
+
+  spareView(): Uint8Array {
+    return this.frameView(this.spare)
+  }
+
+  /** The staged page becomes the slot's page; the old frame becomes the spare. No bytes move. */
+  adoptSpare(slot: number): void {
+    const f = this.frameOf[slot]!
+    this.frameOf[slot] = this.spare
+    this.spare = f
+  }
+
+  private frameView(frame: number): Uint8Array {
+    let v = this.views[frame]
+    if (v === undefined) {
+      v = this.bytes.subarray(
+        this.framesOffset + frame * this.pageSize,
+        this.framesOffset + (frame + 1) * this.pageSize,
+      )
+      this.views[frame] = v
+    }
+    return v
+  }
+
+  /** Occupied slots as [slot, blockId, pageIndex] (for tests, debugging and equality checks). */
+  *entries(): IterableIterator<[slot: number, blockId: number, pageIndex: number]> {
+    for (let s = 0; s < this.slots; s++) {
+      const k = this.keys[s]!
+      if (k !== EMPTY) yield [s, Math.floor(k / BLOCK_MUL), k % BLOCK_MUL]
+    }
+  }
+
+  /** Number of occupied slots. */
+  get size(): number {
+    let n = 0
+    for (let s = 0; s < this.slots; s++) if (this.keys[s] !== EMPTY) n++
+    return n
+  }
+
+  /** True when both caches hold the same keys in the same slots with the same bytes. */
+  sameContents(other: PageCache): boolean {
+    if (other.slots !== this.slots || other.pageSize !== this.pageSize) return false
+    for (let s = 0; s < this.slots; s++) {
+      if (this.keys[s] !== other.keys[s]) return false
+      if (this.keys[s] === EMPTY) continue
+      const a = this.pageView(s)
+      const b = other.pageView(s)
+      for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+    }
+    return true
+  }
+}

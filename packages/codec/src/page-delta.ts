@@ -1,0 +1,223 @@
+/**
+ * Page-level XBZRLE with a mirrored cache: the API a stream filter uses. It knows nothing of QEMU framing;
+ * it turns (blockId, pageIndex, page) into full / delta / same frames and back.
+ *
+ * Mirroring: the encoder and the decoder perform the same cache operations for the same frame sequence
+ * (lookup on every page frame, insert on a miss, frame swap or copy on a change), so their caches stay equal.
+ * The shared operations (applyZero, applyForeignDelta, invalidate, reset) live in one base class.
+ */
+import { CacheDesyncError, decodeErrorFromCode, XbzrleDecodeError } from './errors.js'
+import { kernelName } from './kernel.js'
+import { decodeTs, encodeTs } from './kernel-ts.js'
+import type { EncodeMode, KernelName } from './kernel-types.js'
+import { WasmBinding } from './kernel-wasm.js'
+import { type CacheParameters, type CacheStats, PageCache, type PageCacheOptions } from './page-cache.js'
+
+export interface PageDeltaOptions {
+  cache: PageCacheOptions | CacheParameters
+  /** Default 'canonical' (QEMU's bytes). The decoder accepts both; the option only matters to the encoder. */
+  mode?: EncodeMode
+  /** Force a kernel (default: the selected one, see kernelName()). */
+  kernel?: KernelName
+}
+
+export type PageFrameKind = 'full' | 'delta' | 'same'
+
+export interface EncodeResult {
+  kind: PageFrameKind
+  /** The delta for kind 'delta' (empty otherwise). A view into scratch memory, valid until the next call. */
+  delta: Uint8Array
+}
+
+/** Outcome of applyForeignDelta. */
+export type ForeignDeltaOutcome = 'applied' | 'not-cached' | 'invalid'
+
+const EMPTY = new Uint8Array(0)
+
+abstract class PageDeltaState {
+  readonly cache: PageCache
+  readonly parameters: CacheParameters
+  readonly kernel: KernelName
+  protected readonly pageSize: number
+  protected readonly wasm: WasmBinding | null
+
+  constructor(options: PageDeltaOptions) {
+    this.cache = new PageCache(options.cache)
+    this.parameters = this.cache.parameters
+    this.pageSize = this.cache.pageSize
+    this.kernel = options.kernel ?? kernelName()
+    this.wasm = this.kernel === 'wasm' ? new WasmBinding(this.cache.memory) : null
+  }
+
+  get stats(): CacheStats {
+    return this.cache.stats
+  }
+
+  protected checkPage(page: Uint8Array): void {
+    if (page.length !== this.pageSize)
+      throw new RangeError(`page is ${page.length} bytes, the cache's pageSize is ${this.pageSize}`)
+  }
+
+  /**
+   * Validates `delta` and applies it to the page in `slot`. Throws XbzrleDecodeError with the page untouched.
+   * Wasm path: the delta is copied into the scratch (it is small; the page is not copied).
+   */
+  protected decodeInto(slot: number, delta: Uint8Array): number {
+    const c = this.cache
+    if (this.wasm !== null && delta.length <= c.deltaCapacity) {
+      c.bytes.set(delta, c.deltaOffset)
+      const r = this.wasm.decodeAt(c.deltaOffset, delta.length, c.pageOffset(slot), this.pageSize)
+      if (r < 0) throw decodeErrorFromCode(r)
+      return r
+    }
+    return decodeTs(delta, c.pageView(slot))
+  }
+
+  /**
+   * A ZERO-style record (the whole page is `fill`). If the key is cached its page becomes fill bytes; if not, a
+   * fill page is inserted (like QEMU's xbzrle_cache_zero_page: a later small write then encodes as a small
+   * delta). Uses find(), not lookup(): no hit/miss counted, no recency change.
+   */
+  applyZero(blockId: number, pageIndex: number, fill = 0): void {
+    const c = this.cache
+    let slot = c.find(blockId, pageIndex)
+    if (slot < 0) slot = c.insert(blockId, pageIndex)
+    c.pageView(slot).fill(fill)
+    c.stats.pages.zero++
+  }
+
+  /**
+   * QEMU's own XBZRLE record for this page: if cached, apply it to the cached page; if it is invalid, invalidate
+   * the key (the cached page itself is left untouched by the validating decoder, but no longer trusted).
+   * Not cached: nothing happens.
+   */
+  applyForeignDelta(blockId: number, pageIndex: number, qemuDelta: Uint8Array): ForeignDeltaOutcome {
+    const c = this.cache
+    const slot = c.find(blockId, pageIndex)
+    if (slot < 0) return 'not-cached'
+    try {
+      this.decodeInto(slot, qemuDelta)
+    } catch (e) {
+      if (!(e instanceof XbzrleDecodeError)) throw e
+      c.invalidate(blockId, pageIndex)
+      c.stats.pages.foreignInvalid++
+      return 'invalid'
+    }
+    c.stats.pages.foreign++
+    return 'applied'
+  }
+
+  invalidate(blockId: number, pageIndex: number): boolean {
+    return this.cache.invalidate(blockId, pageIndex)
+  }
+
+  reset(): void {
+    this.cache.reset()
+  }
+}
+
+export class PageDeltaEncoder extends PageDeltaState {
+  readonly mode: EncodeMode
+  private readonly result: EncodeResult = { kind: 'full', delta: EMPTY }
+  private readonly deltaDst: Uint8Array
+  private readonly dlen: number
+
+  constructor(options: PageDeltaOptions) {
+    super(options)
+    this.mode = options.mode ?? 'canonical'
+    // A delta is only worth sending when strictly smaller than the page.
+    this.dlen = this.pageSize - 1
+    this.deltaDst = this.cache.bytes.subarray(this.cache.deltaOffset, this.cache.deltaOffset + this.dlen)
+  }
+
+  /**
+   * Encodes one page. The page is copied once into wasm memory: into its new slot on a miss, else into the spare
+   * frame, which then becomes the slot's page if it changed. The returned object and its delta are reused.
+   */
+  encodePage(blockId: number, pageIndex: number, page: Uint8Array): EncodeResult {
+    this.checkPage(page)
+    const c = this.cache
+    const r = this.result
+    let slot = c.lookup(blockId, pageIndex)
+    if (slot < 0) {
+      slot = c.insert(blockId, pageIndex)
+      c.pageView(slot).set(page)
+      c.stats.pages.full++
+      r.kind = 'full'
+      r.delta = EMPTY
+      return r
+    }
+    const staged = c.spareView()
+    staged.set(page)
+    const n =
+      this.wasm !== null
+        ? this.wasm.encodeAt(
+            c.pageOffset(slot),
+            c.spareOffset(),
+            this.pageSize,
+            c.deltaOffset,
+            this.dlen,
+            this.mode,
+          )
+        : encodeTs(c.pageView(slot), staged, this.deltaDst, this.mode)
+    if (n === 0) {
+      c.stats.pages.same++
+      c.stats.bytesSaved += this.pageSize
+      r.kind = 'same'
+      r.delta = EMPTY
+      return r
+    }
+    c.adoptSpare(slot)
+    if (n < 0) {
+      c.stats.overflows++
+      c.stats.pages.full++
+      r.kind = 'full'
+      r.delta = EMPTY
+      return r
+    }
+    c.stats.pages.delta++
+    c.stats.bytesSaved += this.pageSize - n
+    r.kind = 'delta'
+    r.delta = this.deltaDst.subarray(0, n)
+    return r
+  }
+}
+
+export class PageDeltaDecoder extends PageDeltaState {
+  /** A full page frame: mirrors the encoder's miss (insert) or overflow (replace). */
+  full(blockId: number, pageIndex: number, page: Uint8Array): void {
+    this.checkPage(page)
+    const c = this.cache
+    let slot = c.lookup(blockId, pageIndex)
+    // A full frame for a cached page means the encoder's delta overflowed: count it the same way.
+    if (slot < 0) slot = c.insert(blockId, pageIndex)
+    else c.stats.overflows++
+    c.pageView(slot).set(page)
+    c.stats.pages.full++
+  }
+
+  /**
+   * A delta frame: applied to the cached page in place. Returns the reconstructed page (a view into the cache,
+   * valid until the next call). Throws CacheDesyncError if not cached, XbzrleDecodeError (page untouched) if the
+   * delta is invalid.
+   */
+  delta(blockId: number, pageIndex: number, delta: Uint8Array): Uint8Array {
+    const c = this.cache
+    const slot = c.lookup(blockId, pageIndex)
+    if (slot < 0) throw new CacheDesyncError(blockId, pageIndex, 'delta')
+    this.decodeInto(slot, delta)
+    c.stats.pages.delta++
+    c.stats.bytesSaved += this.pageSize - delta.length
+    return c.pageView(slot)
+  }
+
+  /** An unchanged-page frame: returns the cached page. Throws CacheDesyncError if not cached. */
+  same(blockId: number, pageIndex: number): Uint8Array {
+    const c = this.cache
+    const slot = c.lookup(blockId, pageIndex)
+    if (slot < 0) throw new CacheDesyncError(blockId, pageIndex, 'same')
+    c.stats.pages.same++
+    c.stats.bytesSaved += this.pageSize
+    return c.pageView(slot)
+  }
+}
