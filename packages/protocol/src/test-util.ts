@@ -39,7 +39,8 @@ export function xbzrleApply(delta: Uint8Array, page: Uint8Array): void {
   while (i < delta.length) {
     d += read()
     const nz = read()
-    if (d + nz > page.length || i + nz > delta.length) throw new Error('bad delta')
+    if (d + nz > page.length || i + nz > delta.length)
+      throw new ProtocolError('MALFORMED', 'xbzrle stream: bad XBZRLE delta (model decoder)')
     page.set(delta.subarray(i, i + nz), d)
     i += nz
     d += nz
@@ -177,4 +178,9 @@ export function qemuHdr(offset: number, flags: number, name?: string): Uint8Arra
     for (let i = 0; i < name.length; i++) b[9 + i] = name.charCodeAt(i)
   }
   return b
+}
+
+/** Fast byte equality (vitest's toEqual walks typed arrays element by element). */
+export function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && Buffer.compare(a, b) === 0
 }

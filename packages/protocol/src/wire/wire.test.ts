@@ -1,0 +1,85 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { ByteWriter, readU32le } from './byte-writer.js'
+import { ChunkQueue } from './chunk-queue.js'
+import { crc32, crc32Byte } from './crc32.js'
+import { readVarint, varintLength, writeVarint } from './varint.js'
+
+describe('varint', () => {
+  it('round-trips every safe integer size class', () => {
+    fc.assert(
+      fc.property(fc.maxSafeNat(), (n) => {
+        const b = new Uint8Array(10)
+        const end = writeVarint(b, 0, n)
+        expect(end).toBe(varintLength(n))
+        expect(readVarint(b, 0, end)).toEqual({ ok: true, value: n, length: end })
+      }),
+    )
+  })
+  it('encodes known values', () => {
+    const enc = (n: number) => {
+      const b = new Uint8Array(10)
+      return Array.from(b.subarray(0, writeVarint(b, 0, n)))
+    }
+    expect(enc(0)).toEqual([0])
+    expect(enc(127)).toEqual([0x7f])
+    expect(enc(128)).toEqual([0x80, 0x01])
+    expect(enc(300)).toEqual([0xac, 0x02])
+    expect(enc(Number.MAX_SAFE_INTEGER)).toEqual([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f])
+  })
+  it('rejects overlong, too long, too large and incomplete forms', () => {
+    expect(readVarint(Uint8Array.of(0x80, 0x00), 0, 2)).toEqual({ ok: false, reason: 'overlong' })
+    expect(readVarint(Uint8Array.of(0xff, 0x80, 0x00), 0, 3)).toEqual({ ok: false, reason: 'overlong' })
+    expect(readVarint(new Uint8Array(9).fill(0x80), 0, 9)).toEqual({ ok: false, reason: 'too-long' })
+    expect(readVarint(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x10), 0, 8)).toEqual({
+      ok: false,
+      reason: 'too-large',
+    })
+    expect(readVarint(Uint8Array.of(0x80), 0, 1)).toEqual({ ok: false, reason: 'incomplete' })
+  })
+})
+
+describe('crc32', () => {
+  it('is the zlib CRC-32 and composes', () => {
+    const a = new TextEncoder().encode('123456789')
+    expect(crc32(a)).toBe(0xcbf43926)
+    expect(crc32(a.subarray(4), crc32(a.subarray(0, 4)))).toBe(0xcbf43926)
+    expect(crc32Byte(0x39, crc32(a.subarray(0, 8)))).toBe(0xcbf43926)
+    expect(crc32(new Uint8Array(0))).toBe(0)
+  })
+})
+
+describe('ByteWriter', () => {
+  it('grows, patches and hands out caller-owned copies', () => {
+    const w = new ByteWriter(16)
+    const at = w.reserve(4)
+    for (let i = 0; i < 1000; i++) w.varint(i)
+    w.patchU32le(at, 0xdeadbeef)
+    const a = w.take()
+    expect(readU32le(a, 0)).toBe(0xdeadbeef)
+    expect(a.length).toBe(4 + 128 + 2 * 872)
+    w.u8(9)
+    expect(a[0]).toBe(0xef) // not overwritten by later writes
+    expect(w.take()).toEqual(Uint8Array.of(9))
+  })
+})
+
+describe('ChunkQueue', () => {
+  it('gives views inside one chunk, copies across chunks, tracks offsets', () => {
+    const q = new ChunkQueue()
+    const c1 = Uint8Array.of(1, 2, 3)
+    q.push(c1)
+    q.push(Uint8Array.of(4, 5))
+    expect(q.view(2).buffer).toBe(c1.buffer)
+    expect(Array.from(q.view(5))).toEqual([1, 2, 3, 4, 5])
+    expect(q.byteAt(3)).toBe(4)
+    q.consume(4)
+    expect(q.offset).toBe(4)
+    expect(q.length).toBe(1)
+    expect(Array.from(q.view(1))).toEqual([5])
+    for (let i = 0; i < 1000; i++) q.push(Uint8Array.of(i & 0xff))
+    q.consume(900)
+    expect(q.byteAt(0)).toBe(899 & 0xff)
+    expect(q.length).toBe(101)
+  })
+})
