@@ -33,10 +33,12 @@ describe('test guest', () => {
   })
 
   it('formats the command line', () => {
-    expect(guestCommandLine({ workload: 'sparse', mem: 32, seed: 7, rate: 'max', ops: 1000, verify: true })).toBe(
-      'workload=sparse mem=32 seed=7 rate=max ops=1000 verify=1',
-    )
-    expect(parsePassLines('x\npass 1 checksum 0000abcd\npass 2 checksum 12345678 memsum deadbeef\npass 3 chec')).toEqual([
+    expect(
+      guestCommandLine({ workload: 'sparse', mem: 32, seed: 7, rate: 'max', ops: 1000, verify: true }),
+    ).toBe('workload=sparse mem=32 seed=7 rate=max ops=1000 verify=1')
+    expect(
+      parsePassLines('x\npass 1 checksum 0000abcd\npass 2 checksum 12345678 memsum deadbeef\npass 3 chec'),
+    ).toEqual([
       { pass: 1, checksum: '0000abcd' },
       { pass: 2, checksum: '12345678', memsum: 'deadbeef' },
     ])

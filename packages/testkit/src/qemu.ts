@@ -82,6 +82,14 @@ export interface StartGuestOptions {
   append?: string | GuestConfig
   /** Guest RAM in MiB. Default 64. */
   memMiB?: number
+  /**
+   * Add 8 KiB to the RAM size (`-m <memMiB*1024+8>K`). Default true. QEMU 7.2 under TCG loses dirty pages
+   * during live migration when the RAM block length is a multiple of 256 KiB: the fast dirty-bitmap sync
+   * path clears the migration bits without re-arming TCG's TLB_NOTDIRTY, so writes through cached TLB
+   * entries go unrecorded (newer QEMU calls cpu_physical_memory_dirty_bits_cleared() there). An odd size
+   * forces the per-page slow path, which does reset the TLB. Without this, RAM after migration differs.
+   */
+  tcgDirtyWorkaround?: boolean
   /** `-incoming` value, e.g. 'defer', 'exec:cat < fifo', 'unix:/path'. */
   incoming?: string
   /** Start with -S (CPU stopped). Default: true when `incoming` is set, else false. */
@@ -103,6 +111,9 @@ export interface ResolvedGuestOptions {
   kernel: string
   append: string
   memMiB: number
+  tcgDirtyWorkaround: boolean
+  /** Actual guest RAM size in bytes (memMiB MiB, plus 8 KiB with tcgDirtyWorkaround). */
+  ramBytes: number
   machine: string
   extraArgs: string[]
 }
@@ -271,10 +282,14 @@ export class QemuProcess {
   static async start(opts: StartGuestOptions): Promise<QemuProcess> {
     const kernel = opts.kernel ?? (await buildTestGuest())
     const append = typeof opts.append === 'string' ? opts.append : guestCommandLine(opts.append ?? {})
+    const memMiB = opts.memMiB ?? 64
+    const tcgDirtyWorkaround = opts.tcgDirtyWorkaround ?? true
     const options: ResolvedGuestOptions = {
       kernel,
       append,
-      memMiB: opts.memMiB ?? 64,
+      memMiB,
+      tcgDirtyWorkaround,
+      ramBytes: memMiB * MiB + (tcgDirtyWorkaround ? 8192 : 0),
       machine: opts.machine ?? 'pc',
       extraArgs: [...(opts.extraArgs ?? [])],
     }
@@ -293,7 +308,7 @@ export class QemuProcess {
       '-smp',
       '1',
       '-m',
-      String(options.memMiB),
+      `${options.ramBytes / 1024}K`,
       '-nodefaults',
       '-no-user-config',
       '-display',
@@ -612,7 +627,8 @@ export function startGuest(options: StartGuestOptions = {}): Promise<QemuProcess
 // RAM comparison
 
 /**
- * Stop both VMs (if running), pmemsave guest-physical [0, memMiB) of each and compare byte for byte.
+ * Stop both VMs (if running), pmemsave guest-physical [0, memMiB MiB) of each (default: the whole RAM,
+ * ResolvedGuestOptions.ramBytes) and compare byte for byte.
  * Returns the offset of the first differing byte, or null when identical. Both VMs are left stopped.
  * Run it on a destination that is still paused after the incoming migration (startGuest's default for
  * incoming guests uses -S), before `cont`.
@@ -622,7 +638,7 @@ export async function compareGuestRam(
   b: QemuProcess,
   memMiB?: number,
 ): Promise<number | null> {
-  const size = (memMiB ?? Math.min(a.options.memMiB, b.options.memMiB)) * MiB
+  const size = memMiB !== undefined ? memMiB * MiB : Math.min(a.options.ramBytes, b.options.ramBytes)
   await Promise.all([a.ensureStopped(), b.ensureStopped()])
   const dir = tmpDir('xbzrle-ram-')
   try {
@@ -760,6 +776,7 @@ export async function migrateThrough(options: MigrateThroughOptions): Promise<Mi
           kernel: source.options.kernel,
           append: source.options.append,
           memMiB: source.options.memMiB,
+          tcgDirtyWorkaround: source.options.tcgDirtyWorkaround,
           machine: source.options.machine,
           extraArgs: source.options.extraArgs,
           name: 'dest',

@@ -1,0 +1,96 @@
+import { open } from 'node:fs/promises'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import {
+  captureMigration,
+  compareGuestRam,
+  installTestkitHooks,
+  migrateThrough,
+  requireQemu,
+  startGuest,
+} from './index.js'
+
+installTestkitHooks({ afterEach, afterAll })
+
+const MiB = 1024 * 1024
+
+describe('live migration between two QEMU processes', () => {
+  it('migrates through exec:cat pipes; RAM is identical; the destination runs on', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const source = await startGuest({
+      memMiB: 64,
+      append: { workload: 'sparse', mem: 32, rate: 1000, period: 200 },
+    })
+    await source.waitForReady()
+    await source.waitForPass(2)
+
+    const { dest, stats, destStats, encode, decode } = await migrateThrough({ source })
+    expect(stats.status).toBe('completed')
+    expect(destStats.status).toBe('completed')
+    expect(encode.exitCode).toBe(0)
+    expect(decode.exitCode).toBe(0)
+    expect(stats.ramTransferred).toBeGreaterThan(32 * MiB)
+    expect(await source.queryStatus()).toMatchObject({ running: false, status: 'postmigrate' })
+    expect(await dest.queryStatus()).toMatchObject({ running: false })
+
+    expect(await compareGuestRam(source, dest)).toBeNull()
+
+    const last = await source.lastPass()
+    await dest.cont()
+    await dest.waitForPass(last + 2)
+    const destPasses = await dest.passes()
+    expect(destPasses[0]?.pass).toBe(last + 1)
+  })
+
+  it('with the xbzrle capability and a bandwidth cap, re-sent pages go out as XBZRLE', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const source = await startGuest({
+      memMiB: 64,
+      append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
+    })
+    await source.waitForReady()
+    await source.waitForPass(1)
+
+    const { dest, stats } = await migrateThrough({
+      source,
+      capabilities: { xbzrle: true },
+      // a tiny downtime limit keeps the migration iterating; forceConvergeAfterSyncs then lets it finish
+      parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1, 'xbzrle-cache-size': 64 * MiB },
+      forceConvergeAfterSyncs: 4,
+    })
+    expect(stats.dirtySyncCount).toBeGreaterThanOrEqual(4)
+    expect(stats.xbzrle?.pages).toBeGreaterThan(0)
+    expect(stats.xbzrle?.bytes).toBeGreaterThan(0)
+    expect(await compareGuestRam(source, dest)).toBeNull()
+
+    const last = await source.lastPass()
+    await dest.cont()
+    await dest.waitForPass(last + 1)
+  })
+
+  it('reports a failing filter command', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const source = await startGuest({ memMiB: 32, append: { workload: 'idle', mem: 4 } })
+    await source.waitForReady()
+    await expect(
+      migrateThrough({ source, decode: 'echo broken >&2; exit 3', timeoutMs: 30_000 }),
+    ).rejects.toThrow(/broken/)
+  })
+})
+
+describe('captureMigrationStream', () => {
+  it('writes a raw QEVM stream to a file', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const { path, bytes, stats } = await captureMigration({
+      memMiB: 32,
+      append: { workload: 'idle', mem: 8 },
+    })
+    expect(stats.status).toBe('completed')
+    const fh = await open(path, 'r')
+    const head = Buffer.alloc(8)
+    await fh.read(head, 0, 8, 0)
+    await fh.close()
+    expect(head.subarray(0, 4).toString('latin1')).toBe('QEVM')
+    expect(head.readUInt32BE(4)).toBe(3)
+    expect(bytes).toBeGreaterThan(8 * MiB)
+  })
+})
