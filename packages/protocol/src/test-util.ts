@@ -86,12 +86,19 @@ export class ModelDecoder {
             this.cache.set(key, new Uint8Array(this.pageSize).fill(f.fill))
             parts.push(Uint8Array.of(f.fill))
           } else {
-            const page = this.cache.get(key) ?? new Uint8Array(this.pageSize)
-            if (f.kind === 'delta') xbzrleApply(f.delta, page)
-            if (f.kind === 'foreign') xbzrleApply(f.body.subarray(3), page)
-            this.cache.set(key, page)
-            if (f.kind === 'foreign') parts.push(f.body)
-            else parts.push(page.slice())
+            const page = this.cache.get(key)
+            if (f.kind === 'foreign') {
+              if (page) xbzrleApply(f.body.subarray(3), page) // a miss leaves the cache unchanged
+              parts.push(f.body)
+            } else {
+              if (!page)
+                throw new ProtocolError(
+                  'OUTPUT_MISMATCH',
+                  `xbzrle stream: cache miss on ${f.kind} ${key} (model)`,
+                )
+              if (f.kind === 'delta') xbzrleApply(f.delta, page)
+              parts.push(page.slice())
+            }
           }
         }
       }
