@@ -1,12 +1,16 @@
 import { open } from 'node:fs/promises'
+import { connect, createServer } from 'node:net'
+import { join } from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import {
   captureMigration,
   compareGuestRam,
   installTestkitHooks,
   migrateThrough,
+  migrateWithUris,
   requireQemu,
   startGuest,
+  tmpDir,
 } from './index.js'
 
 installTestkitHooks({ afterEach, afterAll })
@@ -92,5 +96,42 @@ describe('captureMigrationStream', () => {
     expect(head.subarray(0, 4).toString('latin1')).toBe('QEVM')
     expect(head.readUInt32BE(4)).toBe(3)
     expect(bytes).toBeGreaterThan(8 * MiB)
+  })
+})
+
+describe('migrateWithUris', () => {
+  it('migrates over unix sockets through a proxy of our own', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir()
+    const dstSock = join(dir, 'dst.sock')
+    const srcSock = join(dir, 'src.sock')
+    let proxied = 0
+    const server = createServer((down) => {
+      const up = connect(dstSock)
+      down.on('data', (b: Buffer) => {
+        proxied += b.length
+      })
+      down.pipe(up).pipe(down)
+      up.on('error', () => down.destroy())
+      down.on('error', () => up.destroy())
+    })
+    await new Promise<void>((r) => server.listen(srcSock, r))
+    try {
+      const source = await startGuest({
+        memMiB: 32,
+        append: { workload: 'hotset', mem: 16, hot: 64, period: 200 },
+      })
+      await source.waitForPass(1)
+      const { dest, stats } = await migrateWithUris({
+        source,
+        incomingUri: `unix:${dstSock}`,
+        uri: `unix:${srcSock}`,
+      })
+      expect(stats.status).toBe('completed')
+      expect(proxied).toBeGreaterThan(16 * MiB)
+      expect(await compareGuestRam(source, dest)).toBeNull()
+    } finally {
+      server.close()
+    }
   })
 })

@@ -229,8 +229,19 @@ export async function killAllGuests(): Promise<void> {
 // ---------------------------------------------------------------------------------------------------------
 // QemuProcess
 
+const SUPERVISOR = [
+  'exec 3<&0',
+  '"$@" </dev/null 3<&- &',
+  'q=$!',
+  '( read _ <&3; rm -rf "$XBZRLE_TESTKIT_DIR"; kill -KILL 0 ) 2>/dev/null &',
+  'exec 3<&-',
+  'wait $q',
+  'exit $?',
+].join('\n')
+
 /** A running QEMU with a QMP connection, its serial log and its temp dir. Close it with close(). */
 export class QemuProcess {
+  /** pid of the supervising sh, which is also the process group id of QEMU and its exec: children. */
   readonly pid: number
   /** Temp dir holding qmp.sock and serial.log; removed on close(). */
   readonly dir: string
@@ -247,7 +258,7 @@ export class QemuProcess {
   private closing: Promise<void> | undefined
 
   private constructor(
-    child: ChildProcess,
+    private readonly child: ChildProcess,
     init: {
       dir: string
       qmpPath: string
@@ -328,8 +339,15 @@ export class QemuProcess {
       ...options.extraArgs,
     ]
     installExitHook()
-    // detached: QEMU leads its own process group, so exec: children (sh, cat, filters) die with it.
-    const child = spawn(qemuBinary(), args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] })
+    if (!hasQemu()) throw new Error(`cannot start ${qemuBinary()}: not found on PATH`)
+    // A small sh supervisor leads a new process group holding QEMU and its exec: children (sh, cat,
+    // filters), so one group kill removes them all. Its watchdog reads our stdin pipe: when this Node
+    // process dies in any way (even SIGKILL), the pipe closes and the watchdog kills the group.
+    const child = spawn('/bin/sh', ['-c', SUPERVISOR, 'xbzrle-testkit-qemu', qemuBinary(), ...args], {
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, XBZRLE_TESTKIT_DIR: dir },
+    })
     const spawnError = new Promise<Error>((resolve) => child.once('error', resolve))
     const q = new QemuProcess(child, { dir, qmpPath, serialPath, args, name, options })
     live.add(q)
@@ -595,6 +613,7 @@ export class QemuProcess {
       this.killSync()
       await Promise.race([this.exited, sleep(5000)])
       this.qmpClient?.close()
+      this.child.stdin?.destroy()
       live.delete(this)
       removeTmpDir(this.dir)
     })()
@@ -677,7 +696,9 @@ export async function firstDifference(fileA: string, fileB: string): Promise<num
 // ---------------------------------------------------------------------------------------------------------
 // Migration through exec: pipes
 
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+/** Quote a string for /bin/sh. */
+export const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`
+const shq = shellQuote
 
 export interface FilterResult {
   /** Exit status of the wrapped command ({ cmd ; } — for a pipeline, its last command). */
@@ -685,17 +706,14 @@ export interface FilterResult {
   stderr: string
 }
 
-export interface MigrateThroughOptions {
+/** Options shared by migrateWithUris and migrateThrough. */
+export interface MigrationRunOptions {
   source: QemuProcess
   /**
    * Destination: overrides for startGuest (default: the source's kernel/append/memMiB/machine), or an
    * already started QemuProcess that was started with incoming: 'defer'.
    */
   dest?: Partial<StartGuestOptions> | QemuProcess
-  /** Shell command run by the source's `exec:` (reads the migration stream on stdin). Default 'cat'. */
-  encode?: string
-  /** Shell command run by the destination's `exec:` (writes the migration stream on stdout). Default 'cat'. */
-  decode?: string
   /** Migration capabilities set on both sides, e.g. { xbzrle: true }. */
   capabilities?: Record<string, boolean>
   /** Migration parameters set on the source, e.g. { 'max-bandwidth': 16 << 20 }. */
@@ -707,11 +725,18 @@ export interface MigrateThroughOptions {
   convergeDowntimeMs?: number
   /** Timeout for the whole migration. Default 120000 ms. */
   timeoutMs?: number
-  /** Throw if encode/decode exit non-zero. Default true. */
-  checkExit?: boolean
 }
 
-export interface MigrateThroughResult {
+export interface MigrateWithUrisOptions extends MigrationRunOptions {
+  /** URI for the destination's migrate-incoming, e.g. 'unix:/tmp/x/dst.sock' or 'exec:...'. */
+  incomingUri: string
+  /** URI for the source's migrate, e.g. 'unix:/tmp/x/src.sock' (a proxy of yours between the two). */
+  uri: string
+  /** Called after the destination listens and before the source starts (start a proxy here). */
+  beforeMigrate?: (pair: { source: QemuProcess; dest: QemuProcess }) => Promise<void> | void
+}
+
+export interface MigrationRunResult {
   source: QemuProcess
   /** The destination, still paused (-S) after the incoming migration; call cont() to run it. */
   dest: QemuProcess
@@ -719,6 +744,72 @@ export interface MigrateThroughResult {
   stats: MigrationStats
   /** Final query-migrate of the destination. */
   destStats: MigrationStats
+}
+
+/** Start (or take) the destination for `source`: same kernel, command line, RAM, machine; -incoming defer -S. */
+export async function startDestination(
+  source: QemuProcess,
+  overrides: Partial<StartGuestOptions> = {},
+): Promise<QemuProcess> {
+  return startGuest({
+    kernel: source.options.kernel,
+    append: source.options.append,
+    memMiB: source.options.memMiB,
+    tcgDirtyWorkaround: source.options.tcgDirtyWorkaround,
+    machine: source.options.machine,
+    extraArgs: source.options.extraArgs,
+    name: 'dest',
+    ...overrides,
+    incoming: 'defer',
+    paused: true,
+  })
+}
+
+/**
+ * Live-migrate `source` to a destination with explicit URIs: destination `migrate-incoming incomingUri`,
+ * then `beforeMigrate`, then source `migrate uri`; waits until both sides report completed. Use it with
+ * your own proxy between two unix sockets (libvirt/WebSocket adapters); migrateThrough covers exec: pipes.
+ */
+export async function migrateWithUris(options: MigrateWithUrisOptions): Promise<MigrationRunResult> {
+  const { source } = options
+  const timeoutMs = options.timeoutMs ?? 120_000
+  const dest =
+    options.dest instanceof QemuProcess ? options.dest : await startDestination(source, options.dest)
+  if (options.capabilities) {
+    await Promise.all([
+      source.migrateSetCapabilities(options.capabilities),
+      dest.migrateSetCapabilities(options.capabilities),
+    ])
+  }
+  if (options.parameters) await source.migrateSetParameters(options.parameters)
+  if (options.destParameters) await dest.migrateSetParameters(options.destParameters)
+  await dest.migrateIncoming(options.incomingUri)
+  await options.beforeMigrate?.({ source, dest })
+  await source.migrate(options.uri)
+  const waitOpts: WaitForMigrationOptions = { timeoutMs }
+  if (options.forceConvergeAfterSyncs !== undefined)
+    waitOpts.forceConvergeAfterSyncs = options.forceConvergeAfterSyncs
+  if (options.convergeDowntimeMs !== undefined) waitOpts.convergeDowntimeMs = options.convergeDowntimeMs
+  const [stats, destStats] = await Promise.all([
+    source.waitForMigration(waitOpts),
+    dest.waitForMigration({ timeoutMs }),
+  ])
+  return { source, dest, stats, destStats }
+}
+
+export interface MigrateThroughOptions extends MigrationRunOptions {
+  /**
+   * Shell command run by the source's `exec:` (/bin/sh -c, cwd and env of this process): reads the
+   * migration stream on stdin, writes to stdout. Default 'cat'.
+   */
+  encode?: string
+  /** Shell command run by the destination's `exec:`: reads stdin, writes the stream to stdout. Default 'cat'. */
+  decode?: string
+  /** Throw if encode/decode exit non-zero. Default true. */
+  checkExit?: boolean
+}
+
+export interface MigrateThroughResult extends MigrationRunResult {
   encode: FilterResult
   decode: FilterResult
 }
@@ -745,7 +836,8 @@ async function readIfExists(path: string): Promise<string> {
   }
 }
 
-function mkfifo(path: string): void {
+/** Create a named pipe (mkfifo(1)). */
+export function mkfifo(path: string): void {
   const r = spawnSync('mkfifo', ['-m', '600', path])
   if (r.status !== 0) throw new Error(`mkfifo ${path} failed: ${r.stderr?.toString() ?? r.error?.message}`)
 }
@@ -763,54 +855,22 @@ function wrapCommand(cmd: string, redirect: string, dir: string, label: string):
 /**
  * Live-migrate `source` into a new (or given) destination through `exec:` commands on both sides joined by
  * a named pipe: source `migrate "exec:{ ENCODE ; } > fifo"`, destination `migrate-incoming
- * "exec:{ DECODE ; } < fifo"`. Waits for completion on both sides and for both commands to exit.
- * The destination stays paused (started with -S), so compareGuestRam() is race-free; then cont() it.
+ * "exec:{ DECODE ; } < fifo"`. Waits for completion on both sides and for both commands to exit (QEMU
+ * reports completed before its exec: child has finished). The destination stays paused (-S), so
+ * compareGuestRam() is race-free; then cont() it.
  */
 export async function migrateThrough(options: MigrateThroughOptions): Promise<MigrateThroughResult> {
-  const { source } = options
-  const timeoutMs = options.timeoutMs ?? 120_000
-  const dest =
-    options.dest instanceof QemuProcess
-      ? options.dest
-      : await startGuest({
-          kernel: source.options.kernel,
-          append: source.options.append,
-          memMiB: source.options.memMiB,
-          tcgDirtyWorkaround: source.options.tcgDirtyWorkaround,
-          machine: source.options.machine,
-          extraArgs: source.options.extraArgs,
-          name: 'dest',
-          ...options.dest,
-          incoming: 'defer',
-          paused: true,
-        })
   const dir = tmpDir('xbzrle-mig-')
   const fifo = join(dir, 'stream.fifo')
   mkfifo(fifo)
-  if (options.capabilities) {
-    await Promise.all([
-      source.migrateSetCapabilities(options.capabilities),
-      dest.migrateSetCapabilities(options.capabilities),
-    ])
-  }
-  if (options.parameters) await source.migrateSetParameters(options.parameters)
-  if (options.destParameters) await dest.migrateSetParameters(options.destParameters)
-
-  const decodeCmd = wrapCommand(options.decode ?? 'cat', `<${shq(fifo)}`, dir, 'decode')
-  const encodeCmd = wrapCommand(options.encode ?? 'cat', `>${shq(fifo)}`, dir, 'encode')
   const filterOutput = async () =>
     `\nencode stderr: ${await readIfExists(join(dir, 'encode.err'))}\ndecode stderr: ${await readIfExists(join(dir, 'decode.err'))}`
   try {
-    await dest.migrateIncoming(`exec:${decodeCmd}`)
-    await source.migrate(`exec:${encodeCmd}`)
-    const waitOpts: WaitForMigrationOptions = { timeoutMs }
-    if (options.forceConvergeAfterSyncs !== undefined)
-      waitOpts.forceConvergeAfterSyncs = options.forceConvergeAfterSyncs
-    if (options.convergeDowntimeMs !== undefined) waitOpts.convergeDowntimeMs = options.convergeDowntimeMs
-    const [stats, destStats] = await Promise.all([
-      source.waitForMigration(waitOpts),
-      dest.waitForMigration({ timeoutMs }),
-    ])
+    const run = await migrateWithUris({
+      ...options,
+      incomingUri: `exec:${wrapCommand(options.decode ?? 'cat', `<${shq(fifo)}`, dir, 'decode')}`,
+      uri: `exec:${wrapCommand(options.encode ?? 'cat', `>${shq(fifo)}`, dir, 'encode')}`,
+    })
     const [encStatus, decStatus] = await Promise.all([
       waitForFile(join(dir, 'encode.status'), 30_000),
       waitForFile(join(dir, 'decode.status'), 30_000),
@@ -824,11 +884,9 @@ export async function migrateThrough(options: MigrateThroughOptions): Promise<Mi
       stderr: await readIfExists(join(dir, 'decode.err')),
     }
     if (options.checkExit !== false && (encode.exitCode !== 0 || decode.exitCode !== 0)) {
-      throw new Error(
-        `filter failed: encode exit ${encode.exitCode}, decode exit ${decode.exitCode}${await filterOutput()}`,
-      )
+      throw new Error(`filter failed: encode exit ${encode.exitCode}, decode exit ${decode.exitCode}`)
     }
-    return { source, dest, stats, destStats, encode, decode }
+    return { ...run, encode, decode }
   } catch (e) {
     if (e instanceof Error) e.message += await filterOutput()
     throw e
