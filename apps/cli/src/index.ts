@@ -1,11 +1,177 @@
-import { Command } from 'commander'
+import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import { runDemo } from './commands/demo.js'
+import { runDecode, runEncode } from './commands/filter.js'
+import { runInspect } from './commands/inspect.js'
+import { CliError, classify, ExitCode } from './errors.js'
+import { parseSize } from './io.js'
+
+const SETUPS = `
+Typical setups:
+  Save / restore (libvirt, save_image_format = "raw"):
+    virsh save vm vm.save && xbzrle encode vm.save -o vm.save.xbz
+    xbzrle decode vm.save.xbz -o vm.save && virsh restore vm.save
+
+  Plain QEMU live migration through exec: pipes:
+    destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode < /run/mig.xbz'
+    source (QMP): migrate "exec:xbzrle encode > /run/mig.xbz"
+    (or any pipe between hosts: exec:xbzrle -c | ssh dst 'xbzrle -dc | ...')
+
+  As a libvirt-style helper (lzop-compatible flags):
+    xbzrle -c  < qemu.stream > stream.xbz
+    xbzrle -dc < stream.xbz  > qemu.stream
+
+Exit codes: 0 ok, 2 usage, 3 bad or corrupt input, 4 I/O error, 5 network peer, 6 missing tool, 1 internal error.
+`
+
+function sizeArg(v: string): number {
+  try {
+    return parseSize(v)
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message)
+  }
+}
+
+function intArg(min: number, max: number) {
+  return (v: string) => {
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`expected an integer in ${min}..${max}`)
+    return n
+  }
+}
+
+/**
+ * libvirt runs compression helpers as `PROG -c` and `PROG -dc [--ignore-warn]` (lzop style). Those forms map to
+ * encode/decode; flags libvirt or lzop users add (-q, -1..-9, --ignore-warn, -f) are accepted and ignored.
+ */
+export function helperForm(argv: string[]): string[] | undefined {
+  const first = argv[0]
+  if (first === undefined || !/^-[a-zA-Z0-9]+$/.test(first) || first === '-h' || first === '-V')
+    return undefined
+  const letters = new Set<string>()
+  const files: string[] = []
+  for (const a of argv) {
+    if (/^-[a-zA-Z0-9]+$/.test(a)) for (const ch of a.slice(1)) letters.add(ch)
+    else if (a.startsWith('--')) continue
+    else files.push(a)
+  }
+  if (letters.has('d')) return ['decode', ...files]
+  if (letters.has('c')) return ['encode', ...files]
+  return undefined
+}
+
+export function buildProgram(): Command {
+  const program = new Command('xbzrle')
+  program
+    .description(
+      'Shrink QEMU/libvirt migration streams and save images with XBZRLE deltas, and give QEMU back the exact bytes.',
+    )
+    .version('0.1.0', '-V, --version')
+    .option('--debug', 'print stack traces on errors')
+    .addHelpText('after', SETUPS)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+
+  program
+    .command('encode')
+    .description('encode a QEMU migration stream or libvirt save image (FILE or stdin) into an xbzrle stream')
+    .argument('[input]', 'input file (default: stdin)')
+    .option('-o, --output <file>', 'output file (default: stdout)')
+    .option('--cache-size <bytes>', 'page cache budget, e.g. 256M (default: guest RAM, up to 1 GiB)', sizeArg)
+    .option('--ways <n>', 'cache associativity', intArg(1, 64))
+    .addOption(
+      new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
+    )
+    .addOption(new Option('--format-version <n>', 'xbzrle format version to write').choices(['1']))
+    .option('--stats', 'print a summary on stderr at the end')
+    .addHelpText(
+      'after',
+      '\nExample:\n  xbzrle encode vm.save -o vm.save.xbz --stats\n  qemu (QMP): migrate "exec:xbzrle encode > /srv/mig.xbz"\n',
+    )
+    .action(async (input: string | undefined, o) => {
+      await runEncode(input, {
+        output: o.output,
+        cacheSize: o.cacheSize,
+        ways: o.ways,
+        mode: o.mode,
+        formatVersion: o.formatVersion ? 1 : undefined,
+        stats: o.stats,
+      })
+    })
+
+  program
+    .command('decode')
+    .description('decode an xbzrle stream (FILE or stdin) back into the exact original bytes')
+    .argument('[input]', 'input file (default: stdin)')
+    .option('-o, --output <file>', 'output file (default: stdout)')
+    .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
+    .option('--stats', 'print a summary on stderr at the end')
+    .addHelpText(
+      'after',
+      "\nExample:\n  xbzrle decode vm.save.xbz -o vm.save\n  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode /srv/mig.xbz'\n",
+    )
+    .action(async (input: string | undefined, o) => {
+      await runDecode(input, { output: o.output, maxCache: o.maxCache, stats: o.stats })
+    })
+
+  program
+    .command('inspect')
+    .description('show what is inside a QEMU stream, a libvirt save image or an xbzrle stream')
+    .argument('<file>', 'file to inspect')
+    .option('--json', 'machine-readable output')
+    .option('--cache-size <bytes>', 'cache size to estimate the xbzrle output with', sizeArg)
+    .addHelpText(
+      'after',
+      '\nExample:\n  xbzrle inspect vm.save\n  xbzrle inspect --json mig.xbz | jq .frames\n',
+    )
+    .action(async (file: string, o) => {
+      await runInspect(file, { json: o.json, cacheSize: o.cacheSize })
+    })
+
+  program
+    .command('demo')
+    .description(
+      'simulate a busy guest migrating, pipe its QEMU stream through encode -> decode, verify and compare',
+    )
+    .addOption(
+      new Option('--workload <name>', 'what the guest does').choices(WORKLOADS as string[]).default('sparse'),
+    )
+    .option('--mem <MiB>', 'guest RAM in MiB', intArg(1, 4096), 64)
+    .option('--passes <n>', 'dirty passes after the first full pass', intArg(0, 100), 6)
+    .option('--seed <n>', 'random seed', intArg(0, 2 ** 31), 1)
+    .addHelpText('after', '\nExample:\n  xbzrle demo --workload text --mem 128\n')
+    .action(async (o) => {
+      await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
+    })
+  return program
+}
 
 export async function main(argv: string[]): Promise<number> {
-  const program = new Command('xbzrle')
-  program.description('Shrink QEMU/libvirt migration streams with XBZRLE, byte-exact.')
-  program.command('demo').description('Run the built-in demo').action(() => {
-    process.stdout.write('demo: not implemented yet\n')
-  })
-  await program.parseAsync(argv, { from: 'user' })
-  return 0
+  const debug = argv.includes('--debug')
+  const args = helperForm(argv) ?? argv
+  const program = buildProgram()
+  try {
+    await program.parseAsync(args, { from: 'user' })
+    return ExitCode.OK
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Commander already printed its message; help and version are not errors.
+      if (
+        e.code === 'commander.helpDisplayed' ||
+        e.code === 'commander.version' ||
+        e.code === 'commander.help'
+      )
+        return 0
+      return ExitCode.USAGE
+    }
+    const c = classify(e)
+    process.stderr.write(`xbzrle: ${c.message}\n`)
+    if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)
+    if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`)
+    return c.exitCode
+  }
 }
+
+export { CliError, ExitCode }

@@ -1,1 +1,39 @@
-export {}
+export {
+  DEFAULT_MAX_DECODER_CACHE,
+  type DecoderOptions,
+  type DecoderStats,
+  XbzrleDecoder,
+} from './filter/decoder.js'
+export {
+  DEFAULT_MAX_AUTO_CACHE,
+  type EncoderOptions,
+  type EncoderStats,
+  XbzrleEncoder,
+} from './filter/encoder.js'
+export { DecodeStream, EncodeStream, IO_CHUNK } from './filter/streams.js'
+export {
+  parseSaveImageHeader,
+  SAVE_FORMATS,
+  SAVE_HEADER_SIZE,
+  SAVE_MAGIC,
+  SAVE_PARTIAL_MAGIC,
+  SaveImageError,
+  type SaveImageHeader,
+  saveImageXml,
+  sniffSaveImage,
+} from './libvirt/save-image.js'
+export { DEFAULT_TARGET_PAGE_SIZE, type PageKind } from './qemu/format.js'
+export {
+  type PageRecord,
+  type PassthroughReason,
+  type QemuStreamHandler,
+  QemuStreamReader,
+  type QemuStreamStats,
+  type RamBlock,
+} from './qemu/stream-reader.js'
+export {
+  SimulatedGuest,
+  type SimulatedGuestOptions,
+  WORKLOADS,
+  type Workload,
+} from './simulate/simulated-guest.js'

@@ -4,7 +4,7 @@
 export const QEMU_VM_FILE_MAGIC = 0x5145564d // "QEVM"
 export const QEMU_VM_FILE_VERSION = 3
 
-export const enum Section {
+export enum Section {
   Eof = 0x00,
   Start = 0x01,
   Part = 0x02,
@@ -17,7 +17,7 @@ export const enum Section {
   Footer = 0x7e,
 }
 
-export const enum Command {
+export enum Command {
   OpenReturnPath = 1,
   Ping = 2,
   PostcopyAdvise = 3,
@@ -28,7 +28,7 @@ export const enum Command {
 }
 
 /** RAM record flags: the low bits of each record's be64 (offset | flags). */
-export const enum RamFlag {
+export enum RamFlag {
   Full = 0x01,
   Zero = 0x02,
   MemSize = 0x04,

@@ -68,7 +68,7 @@ export interface QemuStreamStats {
   resentPages: number
 }
 
-const enum State {
+enum State {
   FileHeader,
   ConfigStart,
   ConfigSubsection,
@@ -179,7 +179,11 @@ export class QemuStreamReader {
   finish(): void {
     if (this.carryLen > 0) {
       if (this.state !== State.Passthrough) {
-        this.startPassthrough(this.stats.bytes, 'truncated', `input ended inside an item (${this.carryLen} bytes)`)
+        this.startPassthrough(
+          this.stats.bytes,
+          'truncated',
+          `input ended inside an item (${this.carryLen} bytes)`,
+        )
       }
       const rest = this.carry.subarray(0, this.carryLen)
       this.stats.passthroughBytes += rest.length
@@ -337,7 +341,11 @@ export class QemuStreamReader {
         if (end - p < 4) return 0
         const bits = dv.getUint32(p)
         if (2 ** bits !== this.pageSize) {
-          this.startPassthrough(this.base + pos, 'unsupported', `target page bits ${bits} (reader set to ${this.pageSize})`)
+          this.startPassthrough(
+            this.base + pos,
+            'unsupported',
+            `target page bits ${bits} (reader set to ${this.pageSize})`,
+          )
           return -1
         }
         return head + 4
@@ -471,7 +479,11 @@ export class QemuStreamReader {
     if (this.ignoreShared) need += 8
     if (avail < need) return 0
     if (usedLength > this.blockTotalLeft || usedLength % this.pageSize !== 0) {
-      this.startPassthrough(this.base + pos, 'unsupported', `RAM block "${name}" length does not fit the total`)
+      this.startPassthrough(
+        this.base + pos,
+        'unsupported',
+        `RAM block "${name}" length does not fit the total`,
+      )
       return -1
     }
     const id = this.blockId(name)

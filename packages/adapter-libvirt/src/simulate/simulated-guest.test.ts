@@ -40,7 +40,9 @@ describe('SimulatedGuest', () => {
       expect(r.stats.passthrough?.reason).toBe('device-state') // the first FULL device section
     }
     // Every page of every block is sent in the first pass; the sparse workload re-sends pages after it.
-    expect(sim.reader.stats.pages.page + sim.reader.stats.pages.zero).toBeGreaterThan(sim.reader.ramBytes / 4096)
+    expect(sim.reader.stats.pages.page + sim.reader.stats.pages.zero).toBeGreaterThan(
+      sim.reader.ramBytes / 4096,
+    )
     expect(sim.reader.stats.resentPages).toBeGreaterThan(0)
     // The trailer is a VMDESCRIPTION with valid JSON, as QEMU writes it.
     const at = sim.data.lastIndexOf('{"page_size"')

@@ -54,9 +54,8 @@ class Rng {
   }
 }
 
-const WORDS = 'the quick brown fox jumps over lazy dog migration page cache guest kernel memory record value '.split(
-  ' ',
-)
+const WORDS =
+  'the quick brown fox jumps over lazy dog migration page cache guest kernel memory record value '.split(' ')
 
 /** Fills a page with content that looks like a guest's: zero, text, code-like, struct-like or random pages. */
 function fillPage(page: Uint8Array, rng: Rng): void {

@@ -1,0 +1,37 @@
+import { createReadStream, createWriteStream } from 'node:fs'
+import type { Readable, Writable } from 'node:stream'
+import { IO_CHUNK } from '@xbzrle/adapter-libvirt'
+
+/** FILE or stdin ("-" or absent). Large reads: most of a filter's speed is its I/O size. */
+export function openInput(path: string | undefined): Readable {
+  if (path === undefined || path === '-') return process.stdin
+  return createReadStream(path, { highWaterMark: IO_CHUNK })
+}
+
+/** FILE or stdout. stdout carries nothing but data. */
+export function openOutput(path: string | undefined): Writable {
+  if (path === undefined || path === '-') return process.stdout
+  return createWriteStream(path, { highWaterMark: IO_CHUNK })
+}
+
+/** Parses sizes like 512M, 1GiB, 4096, 64k (binary units). */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)$/i.exec(text.trim())
+  if (!m) throw new Error(`not a size: ${JSON.stringify(text)} (examples: 4096, 64K, 512M, 2G)`)
+  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k']
+  const v = Math.round(Number(m[1]) * unit)
+  if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`size out of range: ${text}`)
+  return v
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  let v = n / 1024
+  let i = 0
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`
+}

@@ -1,0 +1,57 @@
+import cliProgress from 'cli-progress'
+import { formatBytes } from './io.js'
+
+export interface ProgressSample {
+  bytesIn: number
+  bytesOut: number
+  /** Cache hit rate in [0, 1], if known. */
+  hitRate?: number
+}
+
+/**
+ * A live progress line on stderr, only when stderr is a terminal (libvirt captures stderr as its log, and
+ * stdout is data). Uses cli-progress, which also renders nothing on a non-TTY stream.
+ */
+export class Progress {
+  private readonly bar: cliProgress.SingleBar | undefined
+  private readonly started = Date.now()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(
+    label: string,
+    private readonly sample: () => ProgressSample,
+    enabled = process.stderr.isTTY === true,
+  ) {
+    if (!enabled) return
+    this.bar = new cliProgress.SingleBar(
+      {
+        stream: process.stderr,
+        format: `${label} {text}`,
+        hideCursor: true,
+        clearOnComplete: false,
+        fps: 5,
+      },
+      cliProgress.Presets.legacy,
+    )
+    this.bar.start(1, 0, { text: this.text() })
+    this.timer = setInterval(() => this.bar?.update(0, { text: this.text() }), 250)
+    this.timer.unref()
+  }
+
+  private text(): string {
+    const s = this.sample()
+    const secs = (Date.now() - this.started) / 1000
+    const ratio = s.bytesIn > 0 ? (s.bytesOut / s.bytesIn).toFixed(3) : '-'
+    const mbps = secs > 0 ? (s.bytesIn / 1e6 / secs).toFixed(0) : '0'
+    const hit = s.hitRate === undefined ? '' : ` | hit ${(s.hitRate * 100).toFixed(1)}%`
+    return `in ${formatBytes(s.bytesIn)} | out ${formatBytes(s.bytesOut)} | ratio ${ratio} | ${mbps} MB/s${hit} | ${secs.toFixed(1)}s`
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer)
+    if (this.bar) {
+      this.bar.update(0, { text: this.text() })
+      this.bar.stop()
+    }
+  }
+}

@@ -1,0 +1,244 @@
+import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
+import { FrameWriter, type Mode, type SourceKind, type StreamHeader } from '@xbzrle/protocol'
+import {
+  parseSaveImageHeader,
+  SAVE_HEADER_SIZE,
+  type SaveImageHeader,
+  sniffSaveImage,
+} from '../libvirt/save-image.js'
+import { DEFAULT_TARGET_PAGE_SIZE } from '../qemu/format.js'
+import { type PageRecord, QemuStreamReader, type QemuStreamStats } from '../qemu/stream-reader.js'
+
+export interface EncoderOptions {
+  /** Cache budget in bytes. Default: the guest's RAM (from the stream's block list), rounded up to a power of two,
+   *  capped at `maxAutoCacheBytes`. */
+  cacheBytes?: number
+  /** Cap of the automatic cache size (default 1 GiB). */
+  maxAutoCacheBytes?: number
+  ways?: number
+  mode?: Mode
+  /** Target original bytes per batch (default 1 MiB). */
+  batchBytes?: number
+  /** Format version to write (default: the newest). */
+  formatVersion?: 1
+  targetPageSize?: number
+  /** Informational header field; `libvirt-save` is set by the save-image wrapper. */
+  source?: SourceKind
+  encoderName?: string
+}
+
+export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
+/** The smallest cache: used for input that is not a QEMU stream (nothing to cache). */
+const MIN_CACHE_BYTES = 1 << 20
+/** Verbatim bytes held back while waiting for the RAM block list that sizes the cache. */
+const MAX_EARLY_BYTES = 1 << 20
+
+export interface EncoderStats {
+  bytesIn: number
+  bytesOut: number
+  pages: { full: number; delta: number; same: number; zero: number; foreign: number; compress: number }
+  cache: CacheStats | undefined
+  cacheBytes: number
+  qemu: QemuStreamStats
+}
+
+function nextPow2(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)))
+}
+
+/**
+ * QEMU migration stream in, xbzrle stream out: QemuStreamReader → PageDeltaEncoder → FrameWriter.
+ * Push chunks of any size; `onChunk` receives the encoded stream in large chunks.
+ */
+export class XbzrleEncoder {
+  private readonly reader: QemuStreamReader
+  private readonly writer: FrameWriter
+  private codec: PageDeltaEncoder | undefined
+  private early: Uint8Array[] = []
+  private earlyBytes = 0
+  private readonly pageSize: number
+  private cacheBytes = 0
+  private bytesIn = 0
+  private bytesOut = 0
+  private finished = false
+  private readonly counts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0, compress: 0 }
+  /** A libvirt save image starts with a header and the domain XML, kept verbatim before the QEMU stream. */
+  private prefix: 'sniff' | 'save-data' | 'done' = 'sniff'
+  private readonly head = new Uint8Array(SAVE_HEADER_SIZE)
+  private headLen = 0
+  private prefixLeft = 0
+  saveImage: SaveImageHeader | undefined
+
+  constructor(
+    onChunk: (chunk: Uint8Array) => void,
+    private readonly options: EncoderOptions = {},
+  ) {
+    this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
+    this.writer = new FrameWriter({
+      onChunk: (c) => {
+        this.bytesOut += c.length
+        onChunk(c)
+      },
+      batchBytes: options.batchBytes,
+      version: options.formatVersion,
+    })
+    this.reader = new QemuStreamReader(
+      { verbatim: (b) => this.onVerbatim(b), page: (r) => this.onPage(r) },
+      { targetPageSize: this.pageSize },
+    )
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.finished) throw new Error('XbzrleEncoder: push after finish')
+    this.bytesIn += chunk.length
+    const rest = this.prefix === 'done' ? chunk : this.consumePrefix(chunk)
+    if (rest.length > 0) this.reader.push(rest)
+    // Once the reader gave up on the grammar, nothing will size the cache any more.
+    if (!this.codec && this.reader.stats.passthrough) this.start()
+  }
+
+  /** Closes the current batch so that everything pushed so far reaches the output (live migrations). */
+  flush(): void {
+    if (this.codec) this.writer.flush()
+  }
+
+  finish(): void {
+    if (this.finished) return
+    if (this.prefix === 'sniff' && this.headLen > 0) {
+      // Shorter than a save image header: whatever it is, it goes through the QEMU reader (which passes it on).
+      this.prefix = 'done'
+      this.reader.push(this.head.subarray(0, this.headLen))
+    }
+    this.reader.finish()
+    this.start()
+    this.finished = true
+    const { hits, misses, evictions, overflows, bytesSaved } = this.codec!.stats
+    this.writer.end({ cache: { hits, misses, evictions, overflows, bytesSaved } })
+  }
+
+  get stats(): EncoderStats {
+    return {
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      pages: { ...this.counts },
+      cache: this.codec?.stats,
+      cacheBytes: this.cacheBytes,
+      qemu: this.reader.stats,
+    }
+  }
+
+  /** Splits off a libvirt save image's header and XML area (verbatim); returns what belongs to the reader. */
+  private consumePrefix(chunk: Uint8Array): Uint8Array {
+    let c = chunk
+    if (this.prefix === 'sniff') {
+      const n = Math.min(SAVE_HEADER_SIZE - this.headLen, c.length)
+      this.head.set(c.subarray(0, n), this.headLen)
+      this.headLen += n
+      c = c.subarray(n)
+      if (this.headLen < 16) return c
+      const kind = sniffSaveImage(this.head.subarray(0, this.headLen))
+      if (kind === undefined) {
+        this.prefix = 'done'
+        this.reader.push(this.head.subarray(0, this.headLen))
+        return c
+      }
+      if (this.headLen < SAVE_HEADER_SIZE) return c
+      this.saveImage = parseSaveImageHeader(this.head) // throws for partial, compressed or unknown images
+      this.onVerbatim(this.head)
+      this.prefixLeft = this.saveImage.dataLen
+      this.prefix = 'save-data'
+    }
+    const n = Math.min(this.prefixLeft, c.length)
+    if (n > 0) this.onVerbatim(c.subarray(0, n))
+    this.prefixLeft -= n
+    if (this.prefixLeft === 0) this.prefix = 'done'
+    return c.subarray(n)
+  }
+
+  /** Writes the stream header once the cache size is known, then the bytes held back until then. */
+  private start(): void {
+    if (this.codec) return
+    const o = this.options
+    const isQemu = this.reader.stats.passthrough?.reason !== 'not-qemu' && this.reader.stats.bytes > 0
+    const ram = this.reader.ramBytes
+    let cacheBytes = o.cacheBytes
+    if (cacheBytes === undefined) {
+      cacheBytes =
+        isQemu && ram > 0
+          ? Math.min(nextPow2(ram), o.maxAutoCacheBytes ?? DEFAULT_MAX_AUTO_CACHE)
+          : MIN_CACHE_BYTES
+    }
+    this.codec = new PageDeltaEncoder({
+      cache: { pageSize: this.pageSize, cacheBytes, ways: o.ways },
+      mode: o.mode ?? 'canonical',
+    })
+    const p = this.codec.parameters
+    this.cacheBytes = p.cacheBytes
+    const header: StreamHeader = {
+      pageSize: this.pageSize,
+      cache: { cacheBytes: p.cacheBytes, ways: p.ways, policy: p.policy },
+      mode: o.mode ?? 'canonical',
+      source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
+      encoder: o.encoderName,
+    }
+    this.writer.header(header)
+    for (const b of this.early) this.writer.verbatim(b)
+    this.early = []
+    this.earlyBytes = 0
+  }
+
+  private onVerbatim(bytes: Uint8Array): void {
+    if (this.codec) {
+      this.writer.verbatim(bytes)
+      return
+    }
+    this.early.push(bytes.slice())
+    this.earlyBytes += bytes.length
+    if (this.earlyBytes > MAX_EARLY_BYTES) this.start()
+  }
+
+  private onPage(r: PageRecord): void {
+    this.start()
+    const codec = this.codec!
+    const w = this.writer
+    switch (r.kind) {
+      case 'page': {
+        if (r.body.length !== this.pageSize) break
+        const res = codec.encodePage(r.blockId, r.pageIndex, r.body)
+        if (res.kind === 'delta') {
+          w.pageDelta(r.blockId, r.pageIndex, r.header, res.delta, r.body)
+          this.counts.delta++
+        } else if (res.kind === 'same') {
+          w.pageSame(r.blockId, r.pageIndex, r.header, r.body)
+          this.counts.same++
+        } else {
+          w.pageFull(r.blockId, r.pageIndex, r.header, r.body)
+          this.counts.full++
+        }
+        return
+      }
+      case 'zero': {
+        const fill = r.body[0]!
+        codec.applyZero(r.blockId, r.pageIndex, fill)
+        w.pageZero(r.blockId, r.pageIndex, r.header, fill)
+        this.counts.zero++
+        return
+      }
+      case 'xbzrle': {
+        // QEMU's own delta: passed through as it is; both caches apply it to their copy of the page.
+        codec.applyForeignDelta(r.blockId, r.pageIndex, r.body.subarray(3))
+        w.pageForeign(r.blockId, r.pageIndex, r.header, r.body)
+        this.counts.foreign++
+        return
+      }
+      case 'compress':
+        break
+    }
+    // Anything else changes the page in a way we do not model: forget the cached copy on both sides.
+    codec.invalidate(r.blockId, r.pageIndex)
+    w.invalidate(r.blockId, r.pageIndex)
+    w.verbatim(r.header)
+    w.verbatim(r.body)
+    this.counts.compress++
+  }
+}
