@@ -1,0 +1,72 @@
+// Real QEMU (TCG) live migrations through the built `xbzrle encode` / `xbzrle decode` commands.
+
+import {
+  compareGuestRam,
+  installTestkitHooks,
+  migrateThrough,
+  requireQemu,
+  startGuest,
+} from '@xbzrle/testkit'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { CLI_SH } from './test-cli.js'
+
+installTestkitHooks({ afterEach, afterAll })
+
+const MiB = 1024 * 1024
+
+/** Numbers from `--stats` on stderr. */
+function statsOf(stderr: string) {
+  const m = /(\d+) full, (\d+) delta, (\d+) unchanged, (\d+) zero, (\d+) qemu-xbzrle/.exec(stderr)
+  expect(m, stderr).not.toBeNull()
+  const [full, delta, same, zero, foreign] = m!.slice(1).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
+  return { full, delta, same, zero, foreign }
+}
+
+describe('live migration: source QEMU → xbzrle encode → xbzrle decode → destination QEMU', () => {
+  it.each([
+    { xbzrle: false, name: 'QEMU xbzrle off' },
+    { xbzrle: true, name: 'QEMU xbzrle on' },
+  ])('$name: completes, guest RAM identical, destination runs on', async ({ xbzrle }) => {
+    if (!requireQemu()) return
+    const source = await startGuest({
+      memMiB: 64,
+      append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
+    })
+    await source.waitForReady()
+    await source.waitForPass(1)
+    const { dest, stats, encode, decode } = await migrateThrough({
+      source,
+      encode: `${CLI_SH} encode --stats`,
+      decode: `${CLI_SH} decode --stats`,
+      capabilities: xbzrle ? { xbzrle: true } : {},
+      // Capped bandwidth and a tiny downtime limit make QEMU iterate and re-send dirty pages.
+      parameters: {
+        'max-bandwidth': 32 * MiB,
+        'downtime-limit': 1,
+        ...(xbzrle ? { 'xbzrle-cache-size': 64 * MiB } : {}),
+      },
+      forceConvergeAfterSyncs: 4,
+    })
+    expect(stats.status).toBe('completed')
+    expect(encode.exitCode).toBe(0)
+    expect(decode.exitCode).toBe(0)
+    const s = statsOf(encode.stderr)
+    if (xbzrle) {
+      expect(stats.xbzrle?.pages).toBeGreaterThan(0)
+      expect(s.foreign).toBeGreaterThan(0)
+    } else {
+      // Pages QEMU re-sent in full became deltas (or unchanged) against our cache.
+      expect(s.delta + s.same).toBeGreaterThan(0)
+    }
+    expect(await compareGuestRam(source, dest)).toBeNull()
+    const last = await source.lastPass()
+    await dest.cont()
+    await dest.waitForPass(last + 2)
+  })
+})
