@@ -34,6 +34,12 @@ function eqEnd(a: usize, b: usize, i: i32, len: i32): i32 {
 
 // First index >= i where a and b are equal, or len.
 function neEnd(a: usize, b: usize, i: i32, len: i32): i32 {
+  // Most changed runs are short (scattered writes): look at one vector before the unrolled loop.
+  if (i + 16 <= len) {
+    const m = i8x16.bitmask(i8x16.eq(v128.load(a + <usize>i), v128.load(b + <usize>i)));
+    if (m != 0) return i + ctz<i32>(m);
+    i += 16;
+  }
   while (i + 64 <= len) {
     const p = <usize>i;
     const e0 = i8x16.eq(v128.load(a + p), v128.load(b + p));

@@ -42,59 +42,71 @@ function wordsOf(a: Uint8Array): Uint32Array | null {
   return w
 }
 
-/** Scanner state for one encode call; module-level so calls allocate nothing. */
-let O: Uint8Array = new Uint8Array(0)
-let N: Uint8Array = new Uint8Array(0)
-let OW: Uint32Array | null = null
-let NW: Uint32Array | null = null
-let oBase = 0 // word index of O[0] in OW
-let nBase = 0
+/**
+ * Scanner over one (old, new) pair. An object with fixed shape and monomorphic fields keeps V8's hot loops
+ * fast (module-level `let`s measured ~2x slower). One instance is reused, so calls allocate nothing.
+ */
+class Scanner {
+  o: Uint8Array = EMPTY
+  n: Uint8Array = EMPTY
+  ow: Uint32Array = EMPTY_W
+  nw: Uint32Array = EMPTY_W
+  words = false
+  oBase = 0 // word index of o[0] in ow
+  nBase = 0
 
-/** First index >= i where old and new differ, or len. */
-function eqEnd(i: number, len: number): number {
-  const o = O
-  const n = N
-  if (OW !== null && NW !== null) {
-    const ow = OW
-    const nw = NW
-    while (i < len && (i & 3) !== 0) {
-      if (o[i] !== n[i]) return i
-      i++
+  /** First index >= i where old and new differ, or len. */
+  eqEnd(i: number, len: number): number {
+    const o = this.o
+    const n = this.n
+    if (this.words) {
+      while (i < len && (i & 3) !== 0) {
+        if (o[i] !== n[i]) return i
+        i++
+      }
+      const ow = this.ow
+      const nw = this.nw
+      const d = this.nBase - this.oBase
+      const wEnd = this.oBase + (len >>> 2)
+      for (let w = this.oBase + (i >>> 2); w < wEnd; w++) {
+        const x = ow[w]! ^ nw[w + d]!
+        if (x !== 0) return ((w - this.oBase) << 2) + (ctz32(x) >>> 3)
+      }
+      return len
     }
-    const wEnd = len >>> 2
-    for (let w = i >>> 2; w < wEnd; w++) {
-      const x = ow[oBase + w]! ^ nw[nBase + w]!
-      if (x !== 0) return (w << 2) + (ctz32(x) >>> 3)
-    }
-    return len
+    while (i < len && o[i] === n[i]) i++
+    return i
   }
-  while (i < len && o[i] === n[i]) i++
-  return i
+
+  /** First index >= i where old and new are equal, or len. */
+  neEnd(i: number, len: number): number {
+    const o = this.o
+    const n = this.n
+    if (this.words) {
+      while (i < len && (i & 3) !== 0) {
+        if (o[i] === n[i]) return i
+        i++
+      }
+      const ow = this.ow
+      const nw = this.nw
+      const d = this.nBase - this.oBase
+      const wEnd = this.oBase + (len >>> 2)
+      for (let w = this.oBase + (i >>> 2); w < wEnd; w++) {
+        const x = ow[w]! ^ nw[w + d]!
+        // Has-zero-byte: the lowest flagged byte is exactly the first equal byte (no borrow reaches below it).
+        const t = (x - 0x01010101) & ~x & 0x80808080
+        if (t !== 0) return ((w - this.oBase) << 2) + (ctz32(t) >>> 3)
+      }
+      return len
+    }
+    while (i < len && o[i] !== n[i]) i++
+    return i
+  }
 }
 
-/** First index >= i where old and new are equal, or len. */
-function neEnd(i: number, len: number): number {
-  const o = O
-  const n = N
-  if (OW !== null && NW !== null) {
-    const ow = OW
-    const nw = NW
-    while (i < len && (i & 3) !== 0) {
-      if (o[i] === n[i]) return i
-      i++
-    }
-    const wEnd = len >>> 2
-    for (let w = i >>> 2; w < wEnd; w++) {
-      const x = ow[oBase + w]! ^ nw[nBase + w]!
-      // Has-zero-byte: the lowest flagged byte is exactly the first equal byte (no borrow reaches below it).
-      const t = (x - 0x01010101) & ~x & 0x80808080
-      if (t !== 0) return (w << 2) + (ctz32(t) >>> 3)
-    }
-    return len
-  }
-  while (i < len && o[i] !== n[i]) i++
-  return i
-}
+const EMPTY = new Uint8Array(0)
+const EMPTY_W = new Uint32Array(0)
+const S = new Scanner()
 
 function copyRun(dst: Uint8Array, d: number, src: Uint8Array, s: number, n: number): void {
   // subarray() allocates; for the typical few-byte run a loop is cheaper.
@@ -125,19 +137,19 @@ function encodeCanonical(len: number, dst: Uint8Array, dlen: number): number {
   let d = 0
   while (i < len) {
     if (d + 2 > dlen) return -1
-    const j = eqEnd(i, len)
+    const j = S.eqEnd(i, len)
     if (j - i === len) return 0
     if (j === len) return d // trailing zrun is not encoded
     const z = j - i
     if (z > MAX_RUN) return -1 // only possible for pages > 16 KiB: unrepresentable, send the page
     d = putUleb(dst, d, z)
     if (d + 2 > dlen) return -1
-    const k = neEnd(j, len)
+    const k = S.neEnd(j, len)
     const nz = k - j
     if (nz > MAX_RUN) return -1
     d = putUleb(dst, d, nz)
     if (d + nz > dlen) return -1
-    copyRun(dst, d, N, j, nz)
+    copyRun(dst, d, S.n, j, nz)
     d += nz
     i = k
   }
@@ -151,7 +163,7 @@ function emitPair(dst: Uint8Array, d: number, dlen: number, z: number, s: number
   if (d + ul(z) + ul(nz) + nz > dlen) return -1
   d = putUleb(dst, d, z)
   d = putUleb(dst, d, nz)
-  copyRun(dst, d, N, s, nz)
+  copyRun(dst, d, S.n, s, nz)
   return d + nz
 }
 
@@ -161,17 +173,17 @@ function emitPair(dst: Uint8Array, d: number, dlen: number, z: number, s: number
  * are copied from `new`, where they equal `old`, so the strict decoder reproduces the page exactly.
  */
 function encodeCompact(len: number, dst: Uint8Array, dlen: number): number {
-  const j0 = eqEnd(0, len)
+  const j0 = S.eqEnd(0, len)
   if (j0 === len) return 0
   let pz = j0
   let ps = j0
-  let pe = neEnd(j0, len)
+  let pe = S.neEnd(j0, len)
   let d = 0
   while (pe < len) {
-    const j = eqEnd(pe, len)
+    const j = S.eqEnd(pe, len)
     if (j === len) break
     const k = j - pe
-    const e = neEnd(j, len)
+    const e = S.neEnd(j, len)
     if (k <= FOLD_MAX) {
       const merged = e - ps
       const a = pe - ps
@@ -205,20 +217,21 @@ export function encodeTs(
   mode: EncodeMode = 'canonical',
 ): number {
   const len = checkEncodeArgs(old, cur)
-  O = old
-  N = cur
-  OW = wordsOf(old)
-  NW = OW === null ? null : wordsOf(cur)
-  oBase = old.byteOffset >>> 2
-  nBase = cur.byteOffset >>> 2
+  const ow = wordsOf(old)
+  const nw = ow === null ? null : wordsOf(cur)
+  S.o = old
+  S.n = cur
+  S.words = ow !== null && nw !== null
+  S.ow = ow ?? EMPTY_W
+  S.nw = nw ?? EMPTY_W
+  S.oBase = old.byteOffset >>> 2
+  S.nBase = cur.byteOffset >>> 2
   const r = mode === 'compact' ? encodeCompact(len, dst, dst.length) : encodeCanonical(len, dst, dst.length)
   // Drop references so a big buffer is not kept alive by the module.
-  O = N = EMPTY
-  OW = NW = null
+  S.o = S.n = EMPTY
+  S.ow = S.nw = EMPTY_W
   return r
 }
-const EMPTY = new Uint8Array(0)
-
 /**
  * Pass 1 of the decoder: every rule of QEMU's `xbzrle_decode_buffer`, in QEMU's order, without writing.
  * Returns the end offset of the last nzrun, or a negative error code (see errors.ts).

@@ -2,25 +2,29 @@
  * Deterministic, set-associative cache of previous page versions, stored in ONE WebAssembly.Memory that is sized
  * once at construction and never grown (growing would detach every view and the kernel's pointers).
  *
- * Format promise (policy id 'clock-v1'): an encoder and a decoder built from equal {@link CacheParameters} and fed
- * the same operation sequence hold exactly the same (key → bytes) contents. Everything below is part of it:
+ * Format promise (policy id 'lru-age-v1'): an encoder and a decoder built from equal {@link CacheParameters} and
+ * fed the same operation sequence hold exactly the same (key -> bytes) contents. Everything below is part of it:
  *
  * - slots = the largest power of two with slots * pageSize <= cacheBytes; sets = slots / ways (ways: power of two).
  * - set(blockId, pageIndex) = fmix32((pageIndex ^ imul(blockId + 1, 0x9e3779b1)) >>> 0) & (sets - 1), where
  *   fmix32 is MurmurHash3's finaliser (x ^= x>>>16; x = imul(x, 0x85ebca6b); x ^= x>>>13;
  *   x = imul(x, 0xc2b2ae35); x ^= x>>>16). Mixing spreads strided and multi-block access over all sets.
- * - lookup hit sets the slot's reference bit. insert puts the key in the lowest-numbered empty way; when the set
- *   is full, CLOCK: starting at the set's hand, a way with its bit set has it cleared and is passed over, the
- *   first way with a clear bit is the victim, and the hand moves one past it. A new entry starts with a CLEAR bit,
- *   so pages seen once (a sweep) are evicted before pages that were re-sent (the ones XBZRLE helps).
- * - invalidate empties the slot (bit cleared, hand unchanged); reset empties every slot and zeroes the hands.
+ * - A logical clock `tick` counts lookup() calls. A lookup hit stamps the slot with tick; insert stamps it too.
+ * - insert: the lowest-numbered empty way; if the set is full, the way with the oldest stamp (lowest way on a
+ *   tie) is the victim, UNLESS it was stamped within the last 8 * slots ticks: then the insert is refused
+ *   (returns -1, counted in `refused`) and the page is simply not cached.
+ *   This is QEMU's own age rule (page_cache.c refuses to replace a page used in the current or previous
+ *   dirty-sync generation) restated without generations, which a stream does not carry. It is what keeps
+ *   re-dirtied pages cached while a sweep passes through; plain LRU/CLOCK lost to direct-mapped QEMU on the
+ *   bench trace whenever the per-round dirty set exceeds the cache (see BENCHMARKS.md).
+ * - invalidate empties the slot; reset empties every slot and sets tick to 0.
  *
- * Physical layout: [delta scratch][frame 0]…[frame slots] — one frame more than slots. The spare frame receives
+ * Physical layout: [delta scratch][frame 0]...[frame slots], one frame more than slots. The spare frame receives
  * an incoming page; when the page must replace the cached one, the slot and the spare exchange frames instead of
  * copying (so a page is copied exactly once).
  */
 
-export type CachePolicy = 'clock-v1'
+export type CachePolicy = 'lru-age-v1'
 
 /** Everything a stream header must carry for a decoder to build an identical cache. */
 export type CacheParameters = { pageSize: number; cacheBytes: number; ways: number; policy: CachePolicy }
@@ -37,6 +41,8 @@ export interface CacheStats {
   hits: number
   misses: number
   evictions: number
+  /** Misses not cached because every way of the set was used too recently (the age rule). */
+  refused: number
   /** Hits whose delta did not fit (sent as a full page). */
   overflows: number
   /** Sum of (pageSize - delta length) over delta pages, plus pageSize per unchanged page. */
@@ -49,6 +55,7 @@ export function emptyStats(): CacheStats {
     hits: 0,
     misses: 0,
     evictions: 0,
+    refused: 0,
     overflows: 0,
     bytesSaved: 0,
     pages: { full: 0, delta: 0, same: 0, zero: 0, foreign: 0, foreignInvalid: 0 },
@@ -60,7 +67,7 @@ const MAX_MEMORY = 2 ** 31 // keep offsets in i32 range for the kernel
 const EMPTY = -1
 const BLOCK_MUL = 2 ** 32
 
-/** The fixed (blockId, pageIndex) → 32-bit hash of policy clock-v1. */
+/** The fixed (blockId, pageIndex) → 32-bit hash of policy lru-age-v1. */
 export function hashKey(blockId: number, pageIndex: number): number {
   let x = (pageIndex ^ Math.imul(blockId + 1, 0x9e3779b1)) >>> 0
   x ^= x >>> 16
@@ -79,8 +86,8 @@ function isPow2(n: number): boolean {
 export function cacheParameters(o: PageCacheOptions | CacheParameters): CacheParameters {
   const pageSize = o.pageSize ?? 4096
   const ways = o.ways ?? 8
-  const policy = o.policy ?? 'clock-v1'
-  if (policy !== 'clock-v1') throw new RangeError(`page cache: unknown policy ${JSON.stringify(policy)}`)
+  const policy = o.policy ?? 'lru-age-v1'
+  if (policy !== 'lru-age-v1') throw new RangeError(`page cache: unknown policy ${JSON.stringify(policy)}`)
   if (!Number.isInteger(pageSize) || pageSize < 8 || pageSize % 8 !== 0 || pageSize > 65536)
     throw new RangeError(`page cache: pageSize ${pageSize} must be a multiple of 8 in 8..65536`)
   if (!isPow2(ways) || ways > 128)
@@ -109,8 +116,11 @@ export class PageCache {
   private readonly framesOffset: number
   /** blockId * 2^32 + pageIndex, or -1: one compare per way. */
   private readonly keys: Float64Array
-  private readonly refBits: Uint8Array
-  private readonly hands: Uint8Array
+  /** Logical time of each slot's last use; see the policy above. */
+  private readonly stamps: Float64Array
+  private tick = 0
+  /** Age rule window in lookups. */
+  readonly protectTicks: number
   /** Physical frame of each slot; frame `spare` is the incoming-page scratch. */
   private readonly frameOf: Int32Array
   private spare: number
@@ -136,8 +146,8 @@ export class PageCache {
     this.memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
     this.bytes = new Uint8Array(this.memory.buffer)
     this.keys = new Float64Array(slots).fill(EMPTY)
-    this.refBits = new Uint8Array(slots)
-    this.hands = new Uint8Array(this.sets)
+    this.stamps = new Float64Array(slots)
+    this.protectTicks = 8 * slots
     this.frameOf = new Int32Array(slots)
     for (let s = 0; s < slots; s++) this.frameOf[s] = s
     this.spare = slots
@@ -165,27 +175,30 @@ export class PageCache {
     return -1
   }
 
-  /** Slot holding the key, or -1; counts a hit or a miss and marks a hit as recently used. */
+  /** Slot holding the key, or -1; counts a hit or a miss, advances the clock and stamps a hit. */
   lookup(blockId: number, pageIndex: number): number {
     const s = this.find(blockId, pageIndex)
+    this.tick++
     if (s < 0) {
       this.stats.misses++
     } else {
       this.stats.hits++
-      this.refBits[s] = 1
+      this.stamps[s] = this.tick
     }
     return s
   }
 
   /**
-   * Claims a slot for the key and returns it; the caller fills pageView(slot). Evicts by CLOCK when the set is
-   * full. If the key is already cached its slot is returned unchanged.
+   * Claims a slot for the key and returns it; the caller fills pageView(slot). Evicts the set's least recently
+   * used page, or returns -1 (refused) when that page is still protected by the age rule. If the key is already
+   * cached its slot is returned unchanged.
    */
   insert(blockId: number, pageIndex: number): number {
     const existing = this.find(blockId, pageIndex)
     if (existing >= 0) return existing
     const base = this.setOf(blockId, pageIndex)
     const keys = this.keys
+    const stamps = this.stamps
     const ways = this.ways
     let victim = -1
     for (let w = 0; w < ways; w++) {
@@ -195,24 +208,16 @@ export class PageCache {
       }
     }
     if (victim < 0) {
-      const set = base / ways
-      let hand = this.hands[set]!
-      const ref = this.refBits
-      // Terminates within 2 * ways steps: one pass clears every bit.
-      for (;;) {
-        const s = base + hand
-        hand = (hand + 1) & (ways - 1)
-        if (ref[s] === 0) {
-          victim = s
-          break
-        }
-        ref[s] = 0
+      victim = base
+      for (let s = base + 1, end = base + ways; s < end; s++) if (stamps[s]! < stamps[victim]!) victim = s
+      if (this.tick - stamps[victim]! < this.protectTicks) {
+        this.stats.refused++
+        return -1
       }
-      this.hands[set] = hand
       this.stats.evictions++
     }
     keys[victim] = blockId * BLOCK_MUL + pageIndex
-    this.refBits[victim] = 0
+    stamps[victim] = this.tick
     return victim
   }
 
@@ -221,15 +226,15 @@ export class PageCache {
     const s = this.find(blockId, pageIndex)
     if (s < 0) return false
     this.keys[s] = EMPTY
-    this.refBits[s] = 0
+    this.stamps[s] = 0
     return true
   }
 
   /** Empties the cache (counters are kept; they are cumulative like QEMU's). */
   reset(): void {
     this.keys.fill(EMPTY)
-    this.refBits.fill(0)
-    this.hands.fill(0)
+    this.stamps.fill(0)
+    this.tick = 0
   }
 
   /** Byte offset of a slot's page in `memory`. */

@@ -75,14 +75,14 @@ abstract class PageDeltaState {
 
   /**
    * A ZERO-style record (the whole page is `fill`). If the key is cached its page becomes fill bytes; if not, a
-   * fill page is inserted (like QEMU's xbzrle_cache_zero_page: a later small write then encodes as a small
+   * fill page is inserted (unless the age rule refuses it) (like QEMU's xbzrle_cache_zero_page: a later small write then encodes as a small
    * delta). Uses find(), not lookup(): no hit/miss counted, no recency change.
    */
   applyZero(blockId: number, pageIndex: number, fill = 0): void {
     const c = this.cache
     let slot = c.find(blockId, pageIndex)
     if (slot < 0) slot = c.insert(blockId, pageIndex)
-    c.pageView(slot).fill(fill)
+    if (slot >= 0) c.pageView(slot).fill(fill)
     c.stats.pages.zero++
   }
 
@@ -141,7 +141,8 @@ export class PageDeltaEncoder extends PageDeltaState {
     let slot = c.lookup(blockId, pageIndex)
     if (slot < 0) {
       slot = c.insert(blockId, pageIndex)
-      c.pageView(slot).set(page)
+      // Refused by the age rule: not cached, nothing copied (the decoder's insert is refused the same way).
+      if (slot >= 0) c.pageView(slot).set(page)
       c.stats.pages.full++
       r.kind = 'full'
       r.delta = EMPTY
@@ -192,7 +193,7 @@ export class PageDeltaDecoder extends PageDeltaState {
     // A full frame for a cached page means the encoder's delta overflowed: count it the same way.
     if (slot < 0) slot = c.insert(blockId, pageIndex)
     else c.stats.overflows++
-    c.pageView(slot).set(page)
+    if (slot >= 0) c.pageView(slot).set(page)
     c.stats.pages.full++
   }
 
