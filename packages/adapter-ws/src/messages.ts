@@ -1,0 +1,59 @@
+/**
+ * Control messages on the wire (JSON text frames): the protocol package's zod schemas (hello, welcome, refuse,
+ * ack), validated with `parseControlMessage`, plus a few optional transport fields that adapter-ws adds through
+ * `.extend` (so a plain protocol Hello stays valid):
+ *   hello.token          token, for clients that cannot set an Authorization header
+ *   hello.returnFromSeq  first return-path sequence number the client wants
+ *   welcome.maxMessageBytes  largest binary message the receiver accepts
+ *   ack.final            present on the final ack only: payload bytes delivered; the stream is complete
+ */
+import {
+  AckSchema,
+  type ControlMessage,
+  HelloSchema,
+  parseControlMessage,
+  RefuseSchema,
+  safeJsonParse,
+  WelcomeSchema,
+} from '@xbzrle/protocol'
+
+const uint = AckSchema.shape.seq
+
+export const WsHelloSchema = HelloSchema.extend({
+  token: RefuseSchema.shape.message.optional(),
+  returnFromSeq: uint.optional(),
+})
+export const WsWelcomeSchema = WelcomeSchema.extend({ maxMessageBytes: uint.optional() })
+export const WsAckSchema = AckSchema.extend({ final: uint.optional() })
+
+type Infer<T extends { _zod: { output: unknown } }> = T['_zod']['output']
+export type WsHello = Infer<typeof WsHelloSchema>
+export type WsWelcome = Infer<typeof WsWelcomeSchema>
+export type WsAck = Infer<typeof WsAckSchema>
+export type WsControl = WsHello | WsWelcome | WsAck | Extract<ControlMessage, { type: 'refuse' }>
+
+const EXTENDED = { hello: WsHelloSchema, welcome: WsWelcomeSchema, ack: WsAckSchema } as const
+
+/** Parses a text control message; returns a one-line error instead of throwing. */
+export function parseControl(text: string): { ok: true; msg: WsControl } | { ok: false; error: string } {
+  let value: unknown
+  try {
+    value = safeJsonParse(text)
+  } catch {
+    return { ok: false, error: 'control message is not valid JSON' }
+  }
+  let base: ControlMessage
+  try {
+    base = parseControlMessage(value)
+  } catch (err) {
+    return { ok: false, error: (err as Error).message }
+  }
+  if (base.type === 'refuse') return { ok: true, msg: base }
+  const r = EXTENDED[base.type].safeParse(value)
+  if (!r.success)
+    return {
+      ok: false,
+      error: `invalid ${base.type}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    }
+  return { ok: true, msg: r.data as WsControl }
+}
