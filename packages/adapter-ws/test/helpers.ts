@@ -87,7 +87,9 @@ export interface HashSink {
 }
 
 /** A Writable that hashes what it receives; optionally slow (a delay of `delayMs` every `delayEvery` bytes). */
-export function hashSink(opts: { delayEvery?: number; delayMs?: number; highWaterMark?: number } = {}): HashSink {
+export function hashSink(
+  opts: { delayEvery?: number; delayMs?: number; highWaterMark?: number } = {},
+): HashSink {
   const hash: Hash = createHash('sha256')
   let bytes = 0
   let sinceDelay = 0
@@ -144,7 +146,10 @@ export function makeCert(): TestCert {
       ],
       { stdio: 'ignore' },
     )
-    return { cert: readFileSync(join(dir, 'cert.pem'), 'utf8'), key: readFileSync(join(dir, 'key.pem'), 'utf8') }
+    return {
+      cert: readFileSync(join(dir, 'cert.pem'), 'utf8'),
+      key: readFileSync(join(dir, 'key.pem'), 'utf8'),
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
