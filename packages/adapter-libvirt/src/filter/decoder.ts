@@ -2,6 +2,7 @@ import { type CacheParameters, PageDeltaDecoder } from '@xbzrle/codec'
 import {
   type Batch,
   crc32,
+  describeNotXbzrle,
   type EndFrame,
   FrameReader,
   ProtocolError,
@@ -33,6 +34,9 @@ export class XbzrleDecoder {
   private readonly reader: FrameReader
   private codec: PageDeltaDecoder | undefined
   private readonly s: DecoderStats = { bytesIn: 0, bytesOut: 0 }
+  /** The first bytes, to name what a non-xbzrle input looks like. */
+  private readonly head = new Uint8Array(16)
+  private headLen = 0
 
   constructor(
     private readonly onOutput: (chunk: Uint8Array) => void,
@@ -46,14 +50,35 @@ export class XbzrleDecoder {
   }
 
   push(chunk: Uint8Array): void {
+    if (this.headLen < this.head.length) {
+      const n = Math.min(chunk.length, this.head.length - this.headLen)
+      this.head.set(chunk.subarray(0, n), this.headLen)
+      this.headLen += n
+    }
     this.s.bytesIn += chunk.length
-    this.reader.push(chunk)
+    try {
+      this.reader.push(chunk)
+    } catch (e) {
+      throw this.explain(e)
+    }
     this.drain()
+  }
+
+  /** A bad magic usually means the wrong kind of file: say which kind it looks like. */
+  private explain(e: unknown): unknown {
+    if (e instanceof ProtocolError && e.code === 'BAD_MAGIC') {
+      return new ProtocolError('BAD_MAGIC', `xbzrle decode: ${describeNotXbzrle(this.head.subarray(0, this.headLen))}`, 0)
+    }
+    return e
   }
 
   /** End of input: throws if the stream was truncated. */
   finish(): void {
-    this.reader.finish()
+    try {
+      this.reader.finish()
+    } catch (e) {
+      throw this.explain(e)
+    }
     this.drain()
     if (!this.s.end) {
       throw new ProtocolError(
