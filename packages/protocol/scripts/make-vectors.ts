@@ -34,6 +34,12 @@ function qhdr(offset: number, flags: number, name?: string): Uint8Array {
   new DataView(b.buffer).setBigUint64(0, BigInt(offset) | BigInt(flags | (name === undefined ? 0x20 : 0)))
   return name === undefined ? b : cat(b, Uint8Array.of(name.length), ascii(name))
 }
+/** A bare be64 value (no CONTINUE flag added), for header look-alikes. */
+function be64(value: number): Uint8Array {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(value))
+  return b
+}
 const PAGE_F = 0x08
 const ZERO_F = 0x02
 const XBZRLE_F = 0x40
@@ -273,6 +279,75 @@ valid(
   ),
 )
 
+valid(
+  'hdr-forms',
+  'Both page-record header forms (SPEC.md §5.2). Derived (h = flags + 1): PAGE_FULL (0,1) CONTINUE|PAGE (h 0x29), ' +
+    'PAGE_ZERO (0,2) with flags 4095 (h 4096, the largest). Raw (h = 0): PAGE_FULL (0,0) whose header names block ' +
+    '"pc.ram" (15 bytes); PAGE_SAME (0,1) with the 8-byte header of offset 0x3000 (not 1 * pageSize); PAGE_ZERO ' +
+    '(0,3) with be64(4 * 4096) (flags 4096 would be ≥ pageSize for page 3); PAGE_ZERO (0,4) with an empty header.',
+  write((w, o) => {
+    const p0 = page((i) => (i * 5) & 0xff)
+    const h0 = qhdr(0, PAGE_F, 'pc.ram')
+    w.pageFull(0, 0, h0, p0)
+    o.push(h0, p0)
+    const p1 = page((i) => (i >> 3) & 0xff)
+    const h1 = qhdr(PAGE, PAGE_F)
+    w.pageFull(0, 1, h1, p1)
+    o.push(h1, p1)
+    const hOff = qhdr(3 * PAGE, PAGE_F)
+    w.pageSame(0, 1, hOff, p1)
+    o.push(hOff, p1)
+    const hMax = be64(2 * PAGE + 4095)
+    w.pageZero(0, 2, hMax, 0)
+    o.push(hMax, Uint8Array.of(0))
+    const hNext = be64(4 * PAGE)
+    w.pageZero(0, 3, hNext, 0)
+    o.push(hNext, Uint8Array.of(0))
+    const hEmpty = new Uint8Array(0)
+    w.pageZero(0, 4, hEmpty, 0xff)
+    o.push(hEmpty, Uint8Array.of(0xff))
+  }),
+)
+
+valid(
+  'page-index-order',
+  'pageIndex delta coding (zigzag of pageIndex − (previous + 1)) in one batch, over blocks 0 and 1: ' +
+    'PAGE_ZERO pages 5, 6, 7 (deltas 5, 0, 0), 3 (−5), 1000 (996), 999 (−2), 2^40 − 1, 0 (−2^40, the most ' +
+    'negative), block 1 page 1 (0), INVALIDATE block 0 page 1 (−1), block 0 page 1 again (−1).',
+  write((w, o) => {
+    const zero = (b: number, i: number) => {
+      const h = qhdr(i * PAGE, ZERO_F)
+      w.pageZero(b, i, h, 0)
+      o.push(h, Uint8Array.of(0))
+    }
+    for (const i of [5, 6, 7, 3, 1000, 999, 2 ** 40 - 1, 0]) zero(0, i)
+    zero(1, 1)
+    w.invalidate(0, 1)
+    zero(0, 1)
+  }),
+)
+
+valid(
+  'page-index-batch-reset',
+  'The pageIndex delta restarts at every batch (previous = −1): batch 0 holds PAGE_ZERO (0,100) (field ' +
+    'zigzag(100) = c8 01); batch 1 holds PAGE_ZERO (0,101) (field zigzag(101) = ca 01, not 00) and (0,102) ' +
+    '(field 00); batch 2 holds INVALIDATE (0,100) (field zigzag(100)) and PAGE_ZERO (0,100) (field zigzag(−1) = 01).',
+  write((w, o) => {
+    const zero = (i: number) => {
+      const h = qhdr(i * PAGE, ZERO_F)
+      w.pageZero(0, i, h, 0)
+      o.push(h, Uint8Array.of(0))
+    }
+    zero(100)
+    w.flush()
+    zero(101)
+    zero(102)
+    w.flush()
+    w.invalidate(0, 100)
+    zero(100)
+  }),
+)
+
 const mixed = write(
   (w, o) => {
     o.push(QEVM)
@@ -402,8 +477,9 @@ const head = write(() => {}).chunks[0]!
   const hdr = new Uint8Array(300)
   const fw = new ByteWriter()
   fw.u8(0x05) // PAGE_ZERO
-  fw.varint(0)
-  fw.varint(0)
+  fw.varint(0) // blockId
+  fw.varint(0) // pageIndex 0
+  fw.varint(0) // raw header
   fw.varint(300)
   fw.bytes(hdr)
   fw.u8(0)
@@ -467,6 +543,44 @@ bad(
   const s = write(() => {}).xbz.slice()
   s[20] ^= 0x01
   bad('header-bit-flip', 'The empty vector with one bit flipped in the header record.', s, 'CHECKSUM')
+}
+
+/** A hand-made stream holding one batch of `frames` that decodes to `out`, and a matching END. */
+function oneBatch(frames: Uint8Array, out: Uint8Array, pages = [0, 0, 0, 0, 0]): Uint8Array {
+  const b = record(0x42, batchBody(0, out.length, crc32(out), frames))
+  return cat(head, b, record(0x45, endBody(out.length, 1, pages)))
+}
+{
+  const out = cat(be64(4096), Uint8Array.of(0))
+  bad(
+    'hdr-flags-too-large',
+    'A PAGE_ZERO frame (0,0) with derived header h = 4097: flags h − 1 = 4096 is not below pageSize 4096 ' +
+      '(the header be64(4096) would belong to page 1; a writer sends it raw).',
+    oneBatch(hex('05 00 00 81 20 00'), out, [0, 0, 0, 1, 0]),
+    'MALFORMED',
+  )
+}
+bad(
+  'page-index-below-zero',
+  'INVALIDATE (0,2) (field 04), then an INVALIDATE whose pageIndex field 07 = zigzag(−4) gives 3 − 4 = −1.',
+  oneBatch(hex('07 00 04 07 00 07'), new Uint8Array(0)),
+  'MALFORMED',
+)
+bad(
+  'page-index-too-large',
+  'An INVALIDATE whose pageIndex field is zigzag(2^40) = 80 80 80 80 80 40: page 2^40 is above 2^40 − 1.',
+  oneBatch(hex('07 00 80 80 80 80 80 40'), new Uint8Array(0)),
+  'LIMIT',
+)
+{
+  const h = qhdr(0, ZERO_F)
+  bad(
+    'raw-hdr-derivable',
+    'A PAGE_ZERO frame (0,0) carrying its CONTINUE|ZERO header be64(0x22) raw (h = 0, len 8): that header has the ' +
+      'derived form h = 0x23, the only valid encoding of it.',
+    oneBatch(cat(hex('05 00 00 00 08'), h, hex('00')), cat(h, Uint8Array.of(0)), [0, 0, 0, 1, 0]),
+    'MALFORMED',
+  )
 }
 
 // ---------- write (never overwrite) ----------

@@ -41,7 +41,7 @@ export interface Limits {
   maxBatchOutputBytes: number
   /** Max payload bytes of one VERBATIM frame. */
   maxVerbatimBytes: number
-  /** Max length of a carried QEMU page-record header (`hdr`). */
+  /** Max length of a QEMU page-record header (`hdr`) carried in raw form (a derived one is always 8 bytes). */
   maxHdrBytes: number
   /** Max body bytes of the END record. */
   maxEndBytes: number
@@ -49,7 +49,7 @@ export interface Limits {
 
 const MiB = 1024 * 1024
 
-/** The normative limits of v1 (SPEC.md §6). A reader may be configured with lower values, never higher. */
+/** The normative limits of v1 (SPEC.md §7). A reader may be configured with lower values, never higher. */
 export const LIMITS: Readonly<Limits> = Object.freeze({
   maxHeaderBytes: 64 * 1024,
   maxBatchWireBytes: 4 * MiB + 64 * 1024,
@@ -63,6 +63,13 @@ export const MIN_PAGE_SIZE = 512
 export const MAX_PAGE_SIZE = 65536
 export const MAX_BLOCK_ID = 0xffff
 export const MAX_PAGE_INDEX = 2 ** 40 - 1
+/**
+ * Page-record header form (SPEC.md §5.2): `h = 0` is followed by the raw header (`len:varint bytes[len]`);
+ * `h ≥ 1` stands for the 8-byte header `be64(pageIndex * pageSize + (h - 1))`, with `h - 1 < pageSize`.
+ */
+export const HDR_RAW = 0
+/** Length of a derived page-record header (QEMU's `be64 offset|flags` without a block name). */
+export const DERIVED_HDR_BYTES = 8
 export const MAX_WAYS = 0xffff
 export const MAX_POLICY_BYTES = 64
 export const MAX_ENCODER_BYTES = 255

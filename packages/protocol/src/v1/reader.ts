@@ -6,7 +6,9 @@ import { Cursor } from '../wire/cursor.js'
 import { readPrelude, unsupportedVersion } from '../wire/prelude.js'
 import {
   CACHE_STAT_NAME,
+  DERIVED_HDR_BYTES,
   FrameKind,
+  HDR_RAW,
   LIMITS,
   type Limits,
   MAX_BLOCK_ID,
@@ -16,12 +18,16 @@ import {
   VERSION,
 } from './constants.js'
 import { readHeaderBody } from './header.js'
+import { derivableFlags, unzigzag, writeDerivedHdr } from './page-key.js'
 import type { Batch, EndFrame, Frame, FrameReaderOptions, PageCounts, ReaderItem } from './types.js'
 import { foreignBodyProblem } from './writer.js'
 
 /** Record envelope: tag u8 + length u32le … crc u32le. */
 const ENVELOPE_HEAD = 5
 const ENVELOPE_TAIL = 4
+/** Largest block of reconstructed (derived) page-record headers allocated at once. */
+const MAX_HDR_ARENA = 64 * 1024
+const EMPTY = new Uint8Array(0)
 
 export function resolveLimits(given: Partial<Limits> | undefined): Limits {
   const out: Limits = { ...LIMITS }
@@ -240,6 +246,11 @@ export class FrameReader {
     const counts: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
     const pageSize = this.pageSize
     let out = 0
+    let prev = -1 // pageIndex of the previous keyed frame of this batch (SPEC.md §5.2)
+    // Derived headers are rebuilt into blocks owned by this batch: every frame gets its own 8 bytes, so a
+    // frame's hdr stays valid however long the caller keeps it (frames are all parsed before the batch is out).
+    let arena = EMPTY
+    let arenaPos = 0
     while (c.remaining > 0) {
       const frameAt = c.offset
       const kind = c.u8('frame kind')
@@ -264,22 +275,48 @@ export class FrameReader {
         c.fail(`unknown frame kind 0x${kind.toString(16).padStart(2, '0')}`, frameAt)
       const keyAt = c.offset
       const blockId = c.varint('blockId')
-      const pageIndex = c.varint('pageIndex')
-      if (blockId > MAX_BLOCK_ID || pageIndex > MAX_PAGE_INDEX)
+      const indexAt = c.offset
+      const delta = unzigzag(c.varint('pageIndex delta'))
+      const pageIndex = prev + 1 + delta
+      if (blockId > MAX_BLOCK_ID)
         throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
+      if (pageIndex < 0) c.fail(`pageIndex delta ${delta} from ${prev + 1} goes below 0`, indexAt)
+      if (pageIndex > MAX_PAGE_INDEX)
+        throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
+      prev = pageIndex
       if (kind === FrameKind.INVALIDATE) {
         frames.push({ kind: 'invalidate', blockId, pageIndex })
         continue
       }
-      const hdrAt = c.offset
-      const hdrLen = c.varint('hdr length')
-      if (hdrLen > lim.maxHdrBytes)
-        throw streamError(
-          'LIMIT',
-          `${ctx}: page record header of ${hdrLen} bytes (max ${lim.maxHdrBytes})`,
-          hdrAt,
-        )
-      const hdr = c.bytes(hdrLen, 'hdr')
+      const formAt = c.offset
+      const form = c.varint('hdr form')
+      let hdr: Uint8Array
+      if (form === HDR_RAW) {
+        const lenAt = c.offset
+        const len = c.varint('hdr length')
+        if (len > lim.maxHdrBytes)
+          throw streamError(
+            'LIMIT',
+            `${ctx}: page record header of ${len} bytes (max ${lim.maxHdrBytes})`,
+            lenAt,
+          )
+        hdr = c.bytes(len, 'hdr')
+        const flags = derivableFlags(hdr, pageIndex, pageSize)
+        if (flags >= 0)
+          c.fail(`raw page record header has the derived form (must be written as h = ${flags + 1})`, formAt)
+      } else {
+        const flags = form - 1
+        if (flags >= pageSize) c.fail(`derived header flags ${flags} not below pageSize ${pageSize}`, formAt)
+        if (arenaPos + DERIVED_HDR_BYTES > arena.length) {
+          // At most one derived header per 4 remaining wire bytes (kind, blockId, pageIndex, h).
+          arena = new Uint8Array(Math.min(MAX_HDR_ARENA, DERIVED_HDR_BYTES * (1 + (c.remaining >> 2))))
+          arenaPos = 0
+        }
+        writeDerivedHdr(arena, arenaPos, pageIndex, pageSize, flags)
+        hdr = arena.subarray(arenaPos, arenaPos + DERIVED_HDR_BYTES)
+        arenaPos += DERIVED_HDR_BYTES
+      }
+      const hdrLen = hdr.length
       switch (kind) {
         case FrameKind.PAGE_FULL:
           frames.push({ kind: 'full', blockId, pageIndex, hdr, page: c.bytes(pageSize, 'page') })

@@ -26,6 +26,9 @@ type Op =
       index: number
       seed: number
       hdrLen: number
+      /** random: hdrLen random bytes; derived: be64(index * PAGE + flags); others: 8-byte look-alikes that go raw. */
+      hdrKind?: 'random' | 'derived' | 'otherPage' | 'flagsTooBig'
+      flags?: number
     }
   | { t: 'reset' }
   | { t: 'flush' }
@@ -35,13 +38,21 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
     t: fc.constantFrom('full', 'delta', 'same', 'zero', 'foreign', 'invalidate'),
     block: fc.nat(3),
-    index: fc.nat(5),
+    index: fc.oneof(fc.nat(5), fc.constantFrom(1000, 2 ** 32 - 1, 2 ** 32, 2 ** 40 - 2, 2 ** 40 - 1)),
     seed: fc.nat(),
     hdrLen: fc.nat(20),
+    hdrKind: fc.constantFrom('random', 'derived', 'derived', 'otherPage', 'flagsTooBig'),
+    flags: fc.nat(PAGE - 1),
   }),
   fc.constant({ t: 'reset' as const }),
   fc.constant({ t: 'flush' as const }),
 )
+
+function be64(v: number): Uint8Array {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(v))
+  return b
+}
 
 function rng(seed: number) {
   let s = seed | 1
@@ -72,7 +83,14 @@ function build(ops: Op[], batchBytes?: number): { stream: Uint8Array; orig: Uint
     } else {
       const key = `${op.block}/${op.index}`
       const r = rng(op.seed)
-      const hdr = Uint8Array.from({ length: op.hdrLen }, () => (r() * 256) | 0)
+      const hdr =
+        op.hdrKind === undefined || op.hdrKind === 'random'
+          ? Uint8Array.from({ length: op.hdrLen }, () => (r() * 256) | 0)
+          : op.hdrKind === 'derived'
+            ? be64(op.index * PAGE + op.flags!)
+            : op.hdrKind === 'otherPage'
+              ? be64(op.index * PAGE + op.flags! + 2 ** 52) // a far-away offset
+              : be64(op.index * PAGE + PAGE + op.flags!) // flags ≥ PAGE: not derivable for this index
       const cached = cache.get(key)
       let t = op.t
       if ((t === 'delta' || t === 'same' || t === 'foreign') && !cached) t = 'full'
@@ -141,19 +159,20 @@ describe('v1 round trip', () => {
   it('reads a small stream fed one byte at a time, and a large one in 1 MiB chunks', () => {
     const ops: Op[] = [
       { t: 'verbatim', len: 100, seed: 1 },
-      { t: 'full', block: 0, index: 0, seed: 2, hdrLen: 8 },
+      { t: 'full', block: 0, index: 0, seed: 2, hdrLen: 8, hdrKind: 'derived', flags: 0x28 },
       { t: 'delta', block: 0, index: 0, seed: 3, hdrLen: 8 },
       { t: 'flush' },
-      { t: 'same', block: 0, index: 0, seed: 4, hdrLen: 8 },
+      { t: 'same', block: 0, index: 0, seed: 4, hdrLen: 8, hdrKind: 'derived', flags: 0x28 },
       { t: 'zero', block: 1, index: 3, seed: 5, hdrLen: 9 },
-      { t: 'foreign', block: 1, index: 3, seed: 6, hdrLen: 8 },
+      { t: 'foreign', block: 1, index: 3, seed: 6, hdrLen: 8, hdrKind: 'derived', flags: 0x60 },
       { t: 'invalidate', block: 1, index: 3, seed: 7, hdrLen: 0 },
       { t: 'reset' },
     ]
     const small = build(ops, 300)
     expect(sameBytes(decodeStream(small.stream, 1).output, small.orig)).toBe(true)
     const big: Op[] = []
-    for (let i = 0; i < 4000; i++) big.push({ t: 'full', block: i % 3, index: i, seed: i, hdrLen: 8 })
+    for (let i = 0; i < 4400; i++)
+      big.push({ t: 'full', block: i % 3, index: i, seed: i, hdrLen: 8, hdrKind: 'derived', flags: 0x28 })
     big.push({ t: 'verbatim', len: 3000, seed: 9 })
     const large = build(big)
     expect(large.stream.length).toBeGreaterThan(2 << 20)

@@ -62,6 +62,13 @@ export interface PageKey {
   pageIndex: number
 }
 
+/**
+ * One frame of a batch. Byte fields (`bytes`, `page`, `delta`, `body`, and a raw `hdr`) are views into the
+ * reader's input, not copies. `hdr` is the original QEMU page-record header; when the stream carried it in
+ * derived form (SPEC.md §5.2: `be64(pageIndex * pageSize + flags)`), it is a view of 8 bytes the reader rebuilt
+ * into a scratch block owned by the batch: valid as long as the caller keeps the frame, never rewritten by the
+ * reader, but not part of the input buffer. Treat every byte field as read-only.
+ */
 export type Frame =
   | { kind: 'verbatim'; bytes: Uint8Array }
   | { kind: 'full'; blockId: number; pageIndex: number; hdr: Uint8Array; page: Uint8Array }
@@ -84,7 +91,7 @@ export interface Batch {
   /** Byte offset of the batch record in the stream. */
   offset: number
   frameCount: number
-  /** The frames in order. Byte fields are views into the reader's input (no copies). */
+  /** The frames in order. Byte fields are views (see `Frame`): into the input, or (derived `hdr`) into scratch. */
   frames(): Iterable<Frame>
 }
 

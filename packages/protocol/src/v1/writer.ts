@@ -6,6 +6,7 @@ import {
   CACHE_STAT_NAME,
   DEFAULT_BATCH_BYTES,
   FrameKind,
+  HDR_RAW,
   LIMITS,
   MAX_BLOCK_ID,
   MAX_CACHE_STATS,
@@ -14,6 +15,7 @@ import {
   VERSION,
 } from './constants.js'
 import { validateHeader, writeHeaderBody } from './header.js'
+import { derivableFlags, pageIndexField } from './page-key.js'
 import type { EndStats, FrameWriterOptions, PageCounts, StreamHeader } from './types.js'
 
 /** Fixed bytes of a batch body besides frames: seq varint (≤ 8) + outputLength u32 + outputCrc u32. */
@@ -39,6 +41,8 @@ export class FrameWriter {
   private outLen = 0
   private outCrc = 0
   private seq = 0
+  /** pageIndex of the last keyed frame of the open batch, −1 at its start (SPEC.md §5.2). */
+  private prevIndex = -1
 
   private totalOut = 0
   private readonly pages: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
@@ -173,10 +177,9 @@ export class FrameWriter {
   invalidate(blockId: number, pageIndex: number): void {
     this.checkOpen()
     checkKey(blockId, pageIndex)
-    this.begin(0, 1 + varintLength(blockId) + varintLength(pageIndex))
+    this.begin(0, 1 + this.keyWireBound(blockId, pageIndex))
     this.w.u8(FrameKind.INVALIDATE)
-    this.w.varint(blockId)
-    this.w.varint(pageIndex)
+    this.writeKey(blockId, pageIndex)
     this.finishFrame()
   }
 
@@ -252,7 +255,11 @@ export class FrameWriter {
       throw new RangeError(`${name} is ${page.length} bytes, the stream's pageSize is ${this.pageSize}`)
   }
 
-  /** Writes kind, key and hdr of a page frame; `extraWire` = bytes that follow, `payloadOut` = output after hdr. */
+  /**
+   * Writes kind, key and hdr of a page frame; `extraWire` = bytes that follow, `payloadOut` = output after hdr.
+   * The header is derived (`h = flags + 1`) when it is exactly `be64(pageIndex * pageSize + flags)` with
+   * `flags < pageSize`, raw (`h = 0`, len, bytes) otherwise.
+   */
   private pageHead(
     kind: number,
     blockId: number,
@@ -261,15 +268,36 @@ export class FrameWriter {
     extraWire: number,
     payloadOut: number,
   ): void {
-    const wire =
-      1 + varintLength(blockId) + varintLength(pageIndex) + varintLength(hdr.length) + hdr.length + extraWire
-    this.begin(hdr.length + payloadOut, wire)
+    const flags = derivableFlags(hdr, pageIndex, this.pageSize)
+    const hdrWire = flags >= 0 ? varintLength(flags + 1) : 1 + varintLength(hdr.length) + hdr.length
+    this.begin(hdr.length + payloadOut, 1 + this.keyWireBound(blockId, pageIndex) + hdrWire + extraWire)
     const w = this.w
     w.u8(kind)
-    w.varint(blockId)
-    w.varint(pageIndex)
-    w.varint(hdr.length)
-    w.bytes(hdr)
+    this.writeKey(blockId, pageIndex)
+    if (flags >= 0) {
+      w.varint(flags + 1)
+    } else {
+      w.varint(HDR_RAW)
+      w.varint(hdr.length)
+      w.bytes(hdr)
+    }
+  }
+
+  /**
+   * Wire bytes of a key, at most: the pageIndex field depends on the batch, and `begin()` may open a new one
+   * (where prev = −1), so this is the larger of both encodings.
+   */
+  private keyWireBound(blockId: number, pageIndex: number): number {
+    const here = varintLength(pageIndexField(pageIndex, this.prevIndex))
+    const fresh = varintLength(pageIndexField(pageIndex, -1))
+    return varintLength(blockId) + Math.max(here, fresh)
+  }
+
+  /** blockId (absolute), then pageIndex delta-coded against the previous keyed frame of this batch. */
+  private writeKey(blockId: number, pageIndex: number): void {
+    this.w.varint(blockId)
+    this.w.varint(pageIndexField(pageIndex, this.prevIndex))
+    this.prevIndex = pageIndex
   }
 
   /** Makes sure a batch is open with room for a frame of `out` output and `wire` wire bytes. */
@@ -299,6 +327,7 @@ export class FrameWriter {
     this.outAt = w.reserve(8)
     this.outLen = 0
     this.outCrc = 0
+    this.prevIndex = -1
     this.inBatch = true
   }
 
