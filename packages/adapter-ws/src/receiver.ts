@@ -235,6 +235,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const refuse = (ws: WebSocket, name: CloseCodeName, message: string, remoteAddress: string | undefined) => {
     const code = CloseCode[name]
     emit({ type: 'refused', code, name, message, remoteAddress })
+    if (ws.isPaused) ws.resume() // to read the peer's close frame
     if (ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify({ type: 'refuse', code: name, message: truncateUtf8(message, 1000) }))
       ws.close(code, truncateUtf8(message, 120))
