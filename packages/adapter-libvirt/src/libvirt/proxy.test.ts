@@ -1,0 +1,336 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import {
+  compareGuestRam,
+  installTestkitHooks,
+  type QemuProcess,
+  requireQemu,
+  startDestination,
+  startGuest,
+  tmpDir,
+} from '@xbzrle/testkit'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { type MigrationProxy, startDestinationProxy, startSourceProxy, tcpConnector } from './proxy.js'
+import { ProxyUsageError, parseHostPort, parseProxyArgs } from './proxy-cli.js'
+
+installTestkitHooks({ afterEach, afterAll })
+
+const MiB = 1024 * 1024
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+const proxies: MigrationProxy[] = []
+const children: ChildProcess[] = []
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()))
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+})
+
+/** QEMU's return path needs a socket transport; libvirt 9.0 turns it on for every non-tunnelled migration. */
+const CAPS = { 'return-path': true, 'postcopy-ram': true, events: true }
+
+async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  const addr = s.address()
+  await new Promise<void>((r) => s.close(() => r()))
+  return typeof addr === 'object' && addr ? addr.port : 0
+}
+
+async function startPair(dir: string) {
+  const dstSock = join(dir, 'dst.sock')
+  const srcSock = join(dir, 'src.sock')
+  const dst = await startDestinationProxy({ listen: { host: '127.0.0.1', port: 0 }, qemuSocket: dstSock })
+  proxies.push(dst)
+  const port = Number(dst.address.split(':').pop())
+  const src = await startSourceProxy({
+    listen: srcSock,
+    connect: tcpConnector({ host: '127.0.0.1', port }),
+  })
+  proxies.push(src)
+  return { src, dst, srcSock, dstSock }
+}
+
+/** Migrate `source` into a new destination listening on `dstSock`, through `srcSock`. */
+async function migrate(
+  source: QemuProcess,
+  srcSock: string,
+  dstSock: string,
+  parameters: Record<string, unknown>,
+  forceConvergeAfterSyncs?: number,
+) {
+  const dest = await startDestination(source)
+  await Promise.all([source.migrateSetCapabilities(CAPS), dest.migrateSetCapabilities(CAPS)])
+  await source.migrateSetParameters(parameters)
+  await dest.migrateIncoming(`unix:${dstSock}`)
+  await source.migrate(`unix:${srcSock}`)
+  const [stats, destStats] = await Promise.all([
+    source.waitForMigration({ timeoutMs: 60_000, forceConvergeAfterSyncs }),
+    dest.waitForMigration({ timeoutMs: 60_000 }),
+  ])
+  return { dest, stats, destStats }
+}
+
+describe('proxy arguments', () => {
+  it('parses source and destination flags and rejects mixed ones', () => {
+    expect(
+      parseProxyArgs(['source', '--listen', '/s.sock', '--connect', 'dst:4000', '--cache=64M']),
+    ).toMatchObject({
+      role: 'source',
+      listen: '/s.sock',
+      connect: { host: 'dst', port: 4000 },
+      cacheBytes: 64 * MiB,
+    })
+    expect(
+      parseProxyArgs([
+        'destination',
+        '--listen',
+        '4000',
+        '--qemu-socket',
+        '/d.sock',
+        '--once',
+        '--idle-timeout',
+        '30',
+      ]),
+    ).toMatchObject({ role: 'destination', qemuSocket: '/d.sock', once: true, idleTimeoutMs: 30_000 })
+    expect(parseHostPort('[::1]:5')).toEqual({ host: '::1', port: 5 })
+    expect(() => parseProxyArgs(['source', '--listen', '/s.sock'])).toThrow(ProxyUsageError)
+    expect(() =>
+      parseProxyArgs(['destination', '--listen', '4000', '--qemu-socket', '/d', '--cache', '1M']),
+    ).toThrow(/belong to "proxy source"/)
+    expect(() => parseProxyArgs(['sideways'])).toThrow(/source" or "destination/)
+  })
+})
+
+describe('unix-socket migration through the proxy pair (real QEMU, return path on)', () => {
+  it('migrates twice in a row through the same proxies; RAM identical; return path relayed', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir('xbzrle-proxy-')
+    const { src, dst, srcSock, dstSock } = await startPair(dir)
+
+    const a = await startGuest({
+      memMiB: 64,
+      append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
+    })
+    await a.waitForPass(1)
+    const first = await migrate(a, srcSock, dstSock, { 'max-bandwidth': 64 * MiB, 'downtime-limit': 1 }, 3)
+    const b = first.dest
+    expect(first.stats.status).toBe('completed')
+    expect(first.stats.dirtySyncCount).toBeGreaterThanOrEqual(3)
+    const [s1, d1] = await Promise.all([src.waitForSession(1), dst.waitForSession(1)])
+    expect(s1).toMatchObject({ id: 1, ok: true })
+    expect(d1).toMatchObject({ id: 1, ok: true })
+    // byte-exact: what the destination proxy wrote to QEMU is what the source QEMU sent
+    expect(d1.forwardOut).toBe(s1.forwardIn)
+    expect(d1.forwardIn).toBe(s1.forwardOut)
+    expect(s1.returnPath).toBeGreaterThan(0)
+    expect(s1.returnPath).toBe(d1.returnPath)
+    expect(await compareGuestRam(a, b)).toBeNull()
+    const last = await a.lastPass()
+    await b.cont()
+    await b.waitForPass(last + 2)
+    expect((await b.passes())[0]?.pass).toBe(last + 1)
+    console.info(
+      `proxy migration 1: QEMU ${s1.forwardIn} B → xbzrle ${s1.forwardOut} B (ratio ${(s1.forwardIn / s1.forwardOut).toFixed(2)}), ` +
+        `return path ${s1.returnPath} B, ${first.stats.dirtySyncCount} dirty syncs`,
+    )
+    await a.close({ graceful: false })
+
+    // second migration, B → C, through the same pair of proxies
+    const second = await migrate(b, srcSock, dstSock, { 'max-bandwidth': 256 * MiB })
+    const [s2, d2] = await Promise.all([src.waitForSession(2), dst.waitForSession(2)])
+    expect(second.stats.status).toBe('completed')
+    expect(s2).toMatchObject({ id: 2, ok: true })
+    expect(d2.forwardOut).toBe(s2.forwardIn)
+    expect(s2.returnPath).toBeGreaterThan(0)
+    expect(await compareGuestRam(b, second.dest)).toBeNull()
+    const last2 = await b.lastPass()
+    await second.dest.cont()
+    await second.dest.waitForPass(last2 + 1)
+    expect(src.counters).toMatchObject({ sessions: 2, completed: 2, failed: 0 })
+    expect(src.counters.returnPath).toBe(s1.returnPath + s2.returnPath)
+    console.info(
+      `proxy migration 2: QEMU ${s2.forwardIn} B → xbzrle ${s2.forwardOut} B, return path ${s2.returnPath} B`,
+    )
+  })
+
+  it('a corrupt stream (flipped byte on the transport) fails both QEMUs cleanly; the source runs on', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir('xbzrle-proxy-')
+    const dstSock = join(dir, 'dst.sock')
+    const srcSock = join(dir, 'src.sock')
+    const dst = await startDestinationProxy({ listen: { host: '127.0.0.1', port: 0 }, qemuSocket: dstSock })
+    proxies.push(dst)
+    const port = Number(dst.address.split(':').pop())
+    const connect = tcpConnector({ host: '127.0.0.1', port })
+    let seen = 0
+    const src = await startSourceProxy({
+      listen: srcSock,
+      // a transport that flips one bit somewhere after the first 2 MB
+      connect: async () => {
+        const t = await connect()
+        const write = t.write.bind(t) as (c: Buffer, ...rest: unknown[]) => boolean
+        t.write = ((c: Buffer, ...rest: unknown[]) => {
+          if (seen < 2e6 && seen + c.length >= 2e6) {
+            const copy = Buffer.from(c)
+            copy[copy.length >> 1]! ^= 0x10
+            c = copy
+          }
+          seen += c.length
+          return write(c, ...rest)
+        }) as typeof t.write
+        return t
+      },
+    })
+    proxies.push(src)
+    const a = await startGuest({
+      memMiB: 64,
+      append: { workload: 'sparse', mem: 32, rate: 2000, period: 200 },
+    })
+    await a.waitForPass(1)
+    const dest = await startDestination(a)
+    await Promise.all([a.migrateSetCapabilities(CAPS), dest.migrateSetCapabilities(CAPS)])
+    await a.migrateSetParameters({ 'max-bandwidth': 32 * MiB })
+    await dest.migrateIncoming(`unix:${dstSock}`)
+    await a.migrate(`unix:${srcSock}`)
+    await expect(a.waitForMigration({ timeoutMs: 30_000 })).rejects.toThrow(/migration failed/)
+    const [s, d] = await Promise.all([src.waitForSession(1), dst.waitForSession(1)])
+    expect(d.ok).toBe(false)
+    expect(d.error).toMatch(/CRC|corrupt|checksum|mismatch|invalid/i)
+    expect(d.error).not.toMatch(/\n/)
+    expect(s.ok).toBe(false)
+    expect(await a.queryStatus()).toMatchObject({ running: true, status: 'running' })
+    // the destination QEMU (7.2) exits after a failed incoming migration, or reports failed
+    const destOutcome = await Promise.race([
+      dest.exited.then(() => 'exited'),
+      dest.waitForMigration({ timeoutMs: 10_000 }).then(
+        () => 'completed',
+        (e: Error) => (/exited/.test(e.message) ? 'exited' : 'failed'),
+      ),
+    ])
+    expect(destOutcome).not.toBe('completed')
+    const before = await a.lastPass()
+    await a.waitForPass(before + 1)
+    console.info(`corrupt stream: source ${s.error}; destination ${d.error}; destination QEMU ${destOutcome}`)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------------------
+// Proxies as separate processes, killed with SIGKILL mid-migration
+
+const proxyCli = join(fileURLToPath(new URL('.', import.meta.url)), 'proxy-cli.ts')
+
+interface ProxyChild {
+  child: ChildProcess
+  stderr: () => string
+  exited: Promise<number | null>
+}
+
+function spawnProxy(args: string[]): ProxyChild {
+  const child = spawn(
+    process.execPath,
+    [
+      '--conditions=@xbzrle/source',
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `const { proxyMain } = await import(${JSON.stringify(proxyCli)}); process.exitCode = await proxyMain(process.argv.slice(1))`,
+      '--',
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  )
+  children.push(child)
+  let err = ''
+  child.stderr?.on('data', (b: Buffer) => {
+    err += b.toString()
+  })
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+  return { child, stderr: () => err, exited }
+}
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+describe('a proxy process killed mid-migration', () => {
+  it.each(['source', 'destination'] as const)(
+    'SIGKILL of the %s proxy: the migration fails cleanly, the source VM keeps running, nothing hangs',
+    async (victim, ctx) => {
+      if (!requireQemu(ctx)) return
+      expect(existsSync(proxyCli)).toBe(true)
+      const dir = tmpDir('xbzrle-proxy-kill-')
+      const dstSock = join(dir, 'dst.sock')
+      const srcSock = join(dir, 'src.sock')
+      const port = await freePort()
+      const dst = spawnProxy([
+        'destination',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--qemu-socket',
+        dstSock,
+        '--once',
+      ])
+      const src = spawnProxy(['source', '--listen', srcSock, '--connect', `127.0.0.1:${port}`, '--once'])
+      await waitFor(
+        () => /listening/.test(dst.stderr()) && /listening/.test(src.stderr()),
+        'the proxies to listen',
+      )
+
+      const a = await startGuest({
+        memMiB: 64,
+        append: { workload: 'sparse', mem: 32, rate: 2000, period: 200 },
+      })
+      await a.waitForPass(1)
+      const dest = await startDestination(a)
+      await Promise.all([a.migrateSetCapabilities(CAPS), dest.migrateSetCapabilities(CAPS)])
+      await a.migrateSetParameters({ 'max-bandwidth': 4 * MiB }) // ≥ 8 s for 32 MiB: time to kill
+      await dest.migrateIncoming(`unix:${dstSock}`)
+      await a.migrate(`unix:${srcSock}`)
+      await waitFor(() => true, 'noop')
+      const t0 = Date.now()
+      for (;;) {
+        const m = await a.queryMigrate()
+        if ((m.ramTransferred ?? 0) > 2 * MiB) break
+        if (Date.now() - t0 > 20_000) throw new Error(`migration did not start: ${JSON.stringify(m.raw)}`)
+        await sleep(100)
+      }
+      const killed = victim === 'source' ? src : dst
+      const other = victim === 'source' ? dst : src
+      killed.child.kill('SIGKILL')
+      const tKill = Date.now()
+
+      await expect(a.waitForMigration({ timeoutMs: 20_000 })).rejects.toThrow(/migration failed/)
+      expect(await a.queryStatus()).toMatchObject({ running: true, status: 'running' })
+      // the surviving proxy reports one line and exits 1 (--once)
+      const code = await Promise.race([other.exited, sleep(15_000).then(() => 'hung')])
+      expect(code).toBe(1)
+      const lines = other
+        .stderr()
+        .split('\n')
+        .filter((l) => / failed: /.test(l))
+      expect(lines).toHaveLength(1)
+      // the destination QEMU does not hang in the incoming state
+      const destOutcome = await Promise.race([
+        dest.exited.then(() => 'exited'),
+        dest.waitForMigration({ timeoutMs: 15_000 }).then(
+          () => 'completed',
+          (e: Error) => (/exited/.test(e.message) ? 'exited' : 'failed'),
+        ),
+      ])
+      expect(destOutcome).not.toBe('completed')
+      const before = await a.lastPass()
+      await a.waitForPass(before + 1)
+      console.info(
+        `killed ${victim} proxy: source QEMU failed after ${Date.now() - tKill} ms, destination QEMU ${destOutcome}; ` +
+          `surviving proxy: ${lines[0]}`,
+      )
+    },
+  )
+})

@@ -1,0 +1,633 @@
+/**
+ * Unix-socket migration proxy pair for `virsh migrate --migrateuri unix:///PATH` and plain QEMU
+ * `migrate unix:PATH` / `-incoming unix:PATH`.
+ *
+ * ```
+ * source QEMU ──unix──▶ source proxy ──(EncodeStream)──▶ transport ──(DecodeStream)──▶ destination proxy ──unix──▶ destination QEMU
+ *             ◀──────────────────────── return path: raw bytes, untouched ◀───────────────────────────────
+ * ```
+ *
+ * The transport is any full-duplex byte stream that supports half-close (a TCP socket here; a WebSocket Duplex
+ * later): forward direction = xbzrle stream, reverse direction = QEMU's return path verbatim. One migration
+ * (connection) at a time per proxy; a connection that arrives while one is active is refused (closed at once).
+ * Migrations one after another through the same pair work.
+ */
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs'
+import { createServer, type Server, type Socket, connect as socketConnect } from 'node:net'
+import type { Duplex, Transform } from 'node:stream'
+import type { DecoderOptions } from '../filter/decoder.js'
+import type { EncoderOptions } from '../filter/encoder.js'
+import { DecodeStream, EncodeStream } from '../filter/streams.js'
+
+// ---------------------------------------------------------------------------------------------------------
+// Transports
+
+/** Opens one transport connection (source side), e.g. TCP to the destination proxy. */
+export type TransportConnector = () => Promise<Duplex>
+
+/**
+ * Yields transport connections (destination side). The Duplex must support half-close: `end()` on one side is
+ * seen as `'end'` on the other while the opposite direction stays open.
+ */
+export interface TransportListener {
+  /** Human-readable address for messages, e.g. `tcp:127.0.0.1:4444`. */
+  readonly address: string
+  /** Registers the handler for new connections (called once, by the proxy). */
+  onConnection(handler: (connection: Duplex) => void): void
+  close(): Promise<void>
+}
+
+export interface TcpEndpoint {
+  host?: string
+  port: number
+}
+
+function tuneTcp(s: Socket): void {
+  s.setNoDelay(true) // the return path carries tiny messages QEMU waits for
+  s.setKeepAlive(true, 10_000)
+}
+
+/** A TransportConnector that opens a TCP connection (half-close enabled, no Nagle, keep-alive). */
+export function tcpConnector(endpoint: TcpEndpoint & { timeoutMs?: number }): TransportConnector {
+  const host = endpoint.host ?? '127.0.0.1'
+  const timeoutMs = endpoint.timeoutMs ?? 10_000
+  return () =>
+    new Promise<Duplex>((resolve, reject) => {
+      const s = socketConnect({ host, port: endpoint.port, allowHalfOpen: true })
+      const timer = setTimeout(() => {
+        s.destroy()
+        reject(new Error(`connecting to tcp:${host}:${endpoint.port} timed out after ${timeoutMs} ms`))
+      }, timeoutMs)
+      s.once('connect', () => {
+        clearTimeout(timer)
+        s.removeAllListeners('error')
+        tuneTcp(s)
+        resolve(s)
+      })
+      s.once('error', (e) => {
+        clearTimeout(timer)
+        reject(new Error(`cannot connect to tcp:${host}:${endpoint.port}: ${e.message}`))
+      })
+    })
+}
+
+/** A TransportListener on a TCP port (port 0 picks a free one; see `port`). */
+export async function listenTcp(endpoint: TcpEndpoint): Promise<TransportListener & { port: number }> {
+  const host = endpoint.host ?? '127.0.0.1'
+  let handler: ((c: Duplex) => void) | undefined
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    tuneTcp(s)
+    if (handler) handler(s)
+    else s.destroy()
+  })
+  await listen(server, { host, port: endpoint.port })
+  const addr = server.address()
+  const port = typeof addr === 'object' && addr ? addr.port : endpoint.port
+  return {
+    address: `tcp:${host}:${port}`,
+    port,
+    onConnection(h) {
+      handler = h
+    },
+    close: () => closeServer(server),
+  }
+}
+
+function listen(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(e)
+    server.once('error', onError)
+    server.listen(where, () => {
+      server.off('error', onError)
+      resolve()
+    })
+  })
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) {
+      resolve()
+      return
+    }
+    server.close(() => resolve())
+  })
+}
+
+/** Removes a stale unix socket file (never a regular file or directory). */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path)
+  } catch {
+    // does not exist
+  }
+}
+
+function connectUnix(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = socketConnect({ path, allowHalfOpen: true })
+    const timer = setTimeout(() => {
+      s.destroy()
+      reject(new Error(`connecting to unix:${path} timed out after ${timeoutMs} ms`))
+    }, timeoutMs)
+    s.once('connect', () => {
+      clearTimeout(timer)
+      s.removeAllListeners('error')
+      resolve(s)
+    })
+    s.once('error', (e) => {
+      clearTimeout(timer)
+      reject(new Error(`cannot connect to QEMU at unix:${path}: ${e.message}`))
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sessions
+
+/** What one migration through a proxy did. Byte counts are of this proxy's side. */
+export interface ProxySessionResult {
+  /** 1, 2, 3 … per proxy. */
+  id: number
+  ok: boolean
+  /** One-line reason when `ok` is false. */
+  error?: string
+  /** Bytes read in the forward direction (source: QEMU stream; destination: xbzrle stream). */
+  forwardIn: number
+  /** Bytes written in the forward direction (source: xbzrle stream; destination: QEMU stream). */
+  forwardOut: number
+  /** Return-path bytes relayed (destination QEMU → source QEMU), unchanged. */
+  returnPath: number
+  durationMs: number
+}
+
+/** Totals over all sessions of one proxy. */
+export interface ProxyCounters {
+  sessions: number
+  completed: number
+  failed: number
+  /** Connections refused because a migration was already running. */
+  refused: number
+  forwardIn: number
+  forwardOut: number
+  returnPath: number
+}
+
+export interface MigrationProxy {
+  readonly role: 'source' | 'destination'
+  /** Where the proxy listens (`unix:/path` or the transport's address). */
+  readonly address: string
+  /** Totals, updated live (also during a session). */
+  readonly counters: Readonly<ProxyCounters>
+  readonly busy: boolean
+  /** Every finished session so far. */
+  readonly sessions: readonly ProxySessionResult[]
+  /** Resolves when the running session ends, or else the next one to start. */
+  nextSession(): Promise<ProxySessionResult>
+  /** Resolves when session `id` (1, 2, …) has ended; at once if it already has. */
+  waitForSession(id: number): Promise<ProxySessionResult>
+  /** Stops listening and aborts a running session (its sockets are destroyed). Idempotent. */
+  close(): Promise<void>
+}
+
+export interface ProxyCommonOptions {
+  /** Called once per finished session (success or failure). */
+  onSession?: (result: ProxySessionResult) => void
+  /** One-line log messages (default: none). `formatSession` turns results into such lines. */
+  log?: (line: string) => void
+  /** Timeout for opening the outgoing connection (transport or QEMU socket). Default 10000 ms. */
+  connectTimeoutMs?: number
+  /** Abort a session when no byte moved in either direction for this long. Default 0 = never. */
+  idleTimeoutMs?: number
+}
+
+export interface SourceProxyOptions extends ProxyCommonOptions {
+  /** Unix socket path the source QEMU (or libvirtd, for `--migrateuri unix://PATH`) connects to. */
+  listen: string
+  /** Opens the transport to the destination half for each migration. */
+  connect: TransportConnector
+  encoder?: EncoderOptions
+  /** Mode of the socket file (default 0o660: libvirtd runs as root; QEMU started by hand may need 0o666). */
+  socketMode?: number
+}
+
+export interface DestinationProxyOptions extends ProxyCommonOptions {
+  /** Where transport connections come from: a listener, or a TCP endpoint to listen on. */
+  accept?: TransportListener
+  listen?: TcpEndpoint
+  /** Unix socket the destination QEMU listens on (`-incoming unix:PATH` / `migrate-incoming unix:PATH`). */
+  qemuSocket: string
+  decoder?: DecoderOptions
+}
+
+const PEER_GONE = new Set(['EPIPE', 'ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED'])
+
+function oneLine(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e)
+  return m.replace(/\s+/g, ' ').trim()
+}
+
+interface SessionEnds {
+  /** The side the forward stream comes from (source: QEMU; destination: transport). */
+  a: Duplex
+  /** The side the forward stream goes to (source: transport; destination: QEMU). */
+  b: Duplex
+  aName: string
+  bName: string
+  transform: Transform
+}
+
+/**
+ * Runs one session: a → transform → b (forward), b → a raw (return path). Resolves (never rejects) when both
+ * directions are complete or on the first failure, after destroying everything.
+ */
+function runSession(
+  id: number,
+  ends: SessionEnds,
+  counters: ProxyCounters,
+  idleTimeoutMs: number,
+): { result: Promise<ProxySessionResult>; abort: (why: string) => void } {
+  const { a, b, aName, bName, transform } = ends
+  const t0 = Date.now()
+  let forwardIn = 0
+  let forwardOut = 0
+  let returnPath = 0
+  let done = false
+  let forwardDone = false
+  let reverseDone = false
+  let lastActivity = Date.now()
+  let resolveResult!: (r: ProxySessionResult) => void
+  const result = new Promise<ProxySessionResult>((r) => {
+    resolveResult = r
+  })
+  let idleTimer: NodeJS.Timeout | undefined
+
+  const finish = (error?: string) => {
+    if (done) return
+    done = true
+    if (idleTimer) clearInterval(idleTimer)
+    a.destroy()
+    b.destroy()
+    transform.destroy()
+    const r: ProxySessionResult = {
+      id,
+      ok: error === undefined,
+      forwardIn,
+      forwardOut,
+      returnPath,
+      durationMs: Date.now() - t0,
+    }
+    if (error !== undefined) r.error = error
+    resolveResult(r)
+  }
+  const fail = (why: string) => finish(why)
+  const check = () => {
+    if (forwardDone && reverseDone) finish()
+  }
+
+  // forward: a → transform → b
+  a.on('data', (c: Buffer) => {
+    forwardIn += c.length
+    counters.forwardIn += c.length
+    lastActivity = Date.now()
+  })
+  transform.on('data', (c: Buffer) => {
+    forwardOut += c.length
+    counters.forwardOut += c.length
+  })
+  a.pipe(transform).pipe(b)
+  // reverse (return path): b → a, raw
+  b.on('data', (c: Buffer) => {
+    returnPath += c.length
+    counters.returnPath += c.length
+    lastActivity = Date.now()
+  })
+  b.pipe(a)
+
+  b.on('finish', () => {
+    forwardDone = true
+    check()
+  })
+  a.on('finish', () => {
+    reverseDone = true
+    check()
+  })
+
+  // A peer that already sent EOF may refuse our last bytes / our FIN (EPIPE): harmless once everything that
+  // direction carries has been handed over (upstream ended).
+  const onSocketError = (side: Duplex, name: string, upstreamEnded: () => boolean) => (e: Error) => {
+    const code = (e as NodeJS.ErrnoException).code ?? ''
+    if (PEER_GONE.has(code) && side.readableEnded && upstreamEnded()) {
+      if (side === b) forwardDone = true
+      else reverseDone = true
+      check()
+      return
+    }
+    fail(`${name}: ${oneLine(e)}`)
+  }
+  a.on(
+    'error',
+    onSocketError(a, aName, () => b.readableEnded),
+  )
+  b.on(
+    'error',
+    onSocketError(b, bName, () => transform.readableEnded),
+  )
+  transform.on('error', (e) => fail(oneLine(e)))
+  a.on('close', () => {
+    if (!done && !(a.readableEnded && (reverseDone || a.writableFinished))) {
+      fail(`${aName} closed the connection before the end of the migration`)
+    }
+  })
+  b.on('close', () => {
+    if (!done && !(b.readableEnded && (forwardDone || b.writableFinished))) {
+      fail(`${bName} closed the connection before the end of the migration`)
+    }
+  })
+  if (idleTimeoutMs > 0) {
+    idleTimer = setInterval(
+      () => {
+        if (Date.now() - lastActivity > idleTimeoutMs)
+          fail(`no data in either direction for ${idleTimeoutMs} ms`)
+      },
+      Math.min(1000, idleTimeoutMs),
+    )
+    idleTimer.unref()
+  }
+  return { result, abort: fail }
+}
+
+/** One line for a finished session, e.g. for logs. */
+export function formatSession(role: 'source' | 'destination', r: ProxySessionResult): string {
+  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`
+  if (!r.ok) return `xbzrle proxy ${role}: migration ${r.id} failed: ${r.error}`
+  const ratio =
+    role === 'source'
+      ? r.forwardOut > 0
+        ? r.forwardIn / r.forwardOut
+        : 0
+      : r.forwardIn > 0
+        ? r.forwardOut / r.forwardIn
+        : 0
+  const [qemu, xbz] = role === 'source' ? [r.forwardIn, r.forwardOut] : [r.forwardOut, r.forwardIn]
+  return (
+    `xbzrle proxy ${role}: migration ${r.id} done: QEMU ${mb(qemu)}, xbzrle ${mb(xbz)} (ratio ${ratio.toFixed(2)}), ` +
+    `return path ${r.returnPath} B, ${(r.durationMs / 1000).toFixed(1)} s`
+  )
+}
+
+class ProxyState {
+  readonly counters: ProxyCounters = {
+    sessions: 0,
+    completed: 0,
+    failed: 0,
+    refused: 0,
+    forwardIn: 0,
+    forwardOut: 0,
+    returnPath: 0,
+  }
+  readonly sessions: ProxySessionResult[] = []
+  active: { abort: (why: string) => void; result: Promise<ProxySessionResult> } | undefined
+  closed = false
+  private waiters: ((r: ProxySessionResult) => void)[] = []
+  private byId = new Map<number, ((r: ProxySessionResult) => void)[]>()
+
+  constructor(
+    readonly role: 'source' | 'destination',
+    private readonly options: ProxyCommonOptions,
+  ) {}
+
+  log(line: string): void {
+    this.options.log?.(line)
+  }
+
+  nextSession(): Promise<ProxySessionResult> {
+    if (this.active) return this.active.result
+    return new Promise((r) => this.waiters.push(r))
+  }
+
+  waitForSession(id: number): Promise<ProxySessionResult> {
+    const done = this.sessions.find((r) => r.id === id)
+    if (done) return Promise.resolve(done)
+    return new Promise((r) => {
+      const list = this.byId.get(id) ?? []
+      list.push(r)
+      this.byId.set(id, list)
+    })
+  }
+
+  /** Registers a session that is being set up (so that a second connection is refused meanwhile). */
+  begin(): {
+    id: number
+    settle: (r: ProxySessionResult) => void
+    setAbort: (f: (why: string) => void) => void
+  } {
+    const id = ++this.counters.sessions
+    let settle!: (r: ProxySessionResult) => void
+    const result = new Promise<ProxySessionResult>((r) => {
+      settle = r
+    })
+    const active = { abort: (_why: string) => {}, result }
+    this.active = active
+    for (const w of this.waiters.splice(0)) result.then(w)
+    void result.then((r) => {
+      if (this.active === active) this.active = undefined
+      this.sessions.push(r)
+      if (r.ok) this.counters.completed++
+      else this.counters.failed++
+      this.log(formatSession(this.role, r))
+      this.options.onSession?.(r)
+      for (const w of this.byId.get(r.id) ?? []) w(r)
+      this.byId.delete(r.id)
+    })
+    return {
+      id,
+      settle,
+      setAbort: (f) => {
+        active.abort = f
+      },
+    }
+  }
+
+  refuse(conn: Duplex, what: string): void {
+    this.counters.refused++
+    this.log(`xbzrle proxy ${this.role}: refused ${what}: a migration is already running (one at a time)`)
+    conn.destroy()
+  }
+
+  abortActive(why: string): Promise<void> {
+    const a = this.active
+    if (!a) return Promise.resolve()
+    a.abort(why)
+    return a.result.then(() => undefined)
+  }
+}
+
+function failedResult(id: number, error: string, t0: number): ProxySessionResult {
+  return { id, ok: false, error, forwardIn: 0, forwardOut: 0, returnPath: 0, durationMs: Date.now() - t0 }
+}
+
+/**
+ * Source half: listens on `listen` (unix socket); for each connection from the source QEMU / libvirtd it opens
+ * the transport, encodes QEMU's stream into it and relays the return path back to QEMU verbatim.
+ */
+export async function startSourceProxy(options: SourceProxyOptions): Promise<MigrationProxy> {
+  const state = new ProxyState('source', options)
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
+  removeStaleSocket(options.listen)
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (qemu) => {
+    if (state.closed) {
+      qemu.destroy()
+      return
+    }
+    if (state.active) {
+      state.refuse(qemu, `a connection on unix:${options.listen}`)
+      return
+    }
+    const s = state.begin()
+    const t0 = Date.now()
+    let aborted: string | undefined
+    s.setAbort((why) => {
+      aborted = why
+      qemu.destroy()
+    })
+    qemu.on('error', () => {}) // until the session owns it
+    const connecting = options.connect()
+    const timer = setTimeout(() => {
+      aborted ??= `opening the transport timed out after ${connectTimeoutMs} ms`
+      qemu.destroy()
+    }, connectTimeoutMs)
+    connecting.then(
+      (transport) => {
+        clearTimeout(timer)
+        if (aborted !== undefined || qemu.destroyed) {
+          transport.destroy()
+          s.settle(failedResult(s.id, aborted ?? 'source QEMU closed the connection early', t0))
+          return
+        }
+        qemu.removeAllListeners('error')
+        const run = runSession(
+          s.id,
+          {
+            a: qemu,
+            b: transport,
+            aName: 'source QEMU',
+            bName: 'transport',
+            transform: new EncodeStream(options.encoder),
+          },
+          state.counters,
+          options.idleTimeoutMs ?? 0,
+        )
+        s.setAbort(run.abort)
+        qemu.resume()
+        run.result.then(s.settle)
+      },
+      (e: unknown) => {
+        clearTimeout(timer)
+        qemu.destroy()
+        s.settle(failedResult(s.id, oneLine(e), t0))
+      },
+    )
+  })
+  await listen(server, { path: options.listen })
+  chmodSync(options.listen, options.socketMode ?? 0o660)
+  return {
+    role: 'source',
+    address: `unix:${options.listen}`,
+    counters: state.counters,
+    get busy() {
+      return state.active !== undefined
+    },
+    sessions: state.sessions,
+    nextSession: () => state.nextSession(),
+    waitForSession: (id) => state.waitForSession(id),
+    close: async () => {
+      if (state.closed) return
+      state.closed = true
+      const closing = closeServer(server)
+      await state.abortActive('proxy closed')
+      await closing
+      removeStaleSocket(options.listen)
+    },
+  }
+}
+
+/**
+ * Destination half: takes transport connections (from `accept`, or a TCP listener on `listen`), connects to the
+ * destination QEMU's unix socket, decodes the stream into it and relays QEMU's return path back verbatim.
+ */
+export async function startDestinationProxy(options: DestinationProxyOptions): Promise<MigrationProxy> {
+  const state = new ProxyState('destination', options)
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
+  let listener = options.accept
+  if (!listener) {
+    if (!options.listen) throw new Error('startDestinationProxy: give `accept` or `listen`')
+    listener = await listenTcp(options.listen)
+  }
+  listener.onConnection((transport) => {
+    if (state.closed) {
+      transport.destroy()
+      return
+    }
+    if (state.active) {
+      state.refuse(transport, 'a transport connection')
+      return
+    }
+    const s = state.begin()
+    const t0 = Date.now()
+    let aborted: string | undefined
+    s.setAbort((why) => {
+      aborted = why
+      transport.destroy()
+    })
+    transport.on('error', () => {})
+    transport.pause()
+    connectUnix(options.qemuSocket, connectTimeoutMs).then(
+      (qemu) => {
+        if (aborted !== undefined || transport.destroyed) {
+          qemu.destroy()
+          s.settle(failedResult(s.id, aborted ?? 'the transport closed before QEMU was reached', t0))
+          return
+        }
+        transport.removeAllListeners('error')
+        const run = runSession(
+          s.id,
+          {
+            a: transport,
+            b: qemu,
+            aName: 'transport',
+            bName: 'destination QEMU',
+            transform: new DecodeStream(options.decoder),
+          },
+          state.counters,
+          options.idleTimeoutMs ?? 0,
+        )
+        s.setAbort(run.abort)
+        run.result.then(s.settle)
+      },
+      (e: unknown) => {
+        transport.destroy()
+        s.settle(failedResult(s.id, oneLine(e), t0))
+      },
+    )
+  })
+  const l = listener
+  return {
+    role: 'destination',
+    address: l.address,
+    counters: state.counters,
+    get busy() {
+      return state.active !== undefined
+    },
+    sessions: state.sessions,
+    nextSession: () => state.nextSession(),
+    waitForSession: (id) => state.waitForSession(id),
+    close: async () => {
+      if (state.closed) return
+      state.closed = true
+      const closing = l.close()
+      await state.abortActive('proxy closed')
+      await closing
+    },
+  }
+}
