@@ -88,3 +88,99 @@ export function saveImageXml(dataArea: Uint8Array): string {
   const nul = dataArea.indexOf(0)
   return new TextDecoder().decode(dataArea.subarray(0, nul < 0 ? dataArea.length : nul))
 }
+
+export interface SaveImageHeaderFields {
+  /** Default 'complete' (LibvirtQemudSave); 'partial' writes LibvirtQemudPart. */
+  magic?: 'complete' | 'partial'
+  /** Default 2. */
+  version?: number
+  dataLen: number
+  wasRunning?: boolean
+  /** Format enum (SAVE_FORMATS index). Default 0 (raw). */
+  format?: number
+  cookieOffset?: number
+  /** Byte order of the integers. Default little-endian (x86_64 hosts). */
+  littleEndian?: boolean
+}
+
+/** Builds a 92-byte header (for tests and for tools that regenerate raw images). */
+export function buildSaveImageHeader(f: SaveImageHeaderFields): Uint8Array {
+  const b = new Uint8Array(SAVE_HEADER_SIZE)
+  const magic = f.magic === 'partial' ? SAVE_PARTIAL_MAGIC : SAVE_MAGIC
+  for (let i = 0; i < 16; i++) b[i] = magic.charCodeAt(i)
+  const dv = new DataView(b.buffer)
+  const le = f.littleEndian ?? true
+  dv.setUint32(16, f.version ?? SAVE_VERSION, le)
+  dv.setUint32(20, f.dataLen, le)
+  dv.setUint32(24, f.wasRunning ? 1 : 0, le)
+  dv.setUint32(28, f.format ?? 0, le)
+  dv.setUint32(32, f.cookieOffset ?? 0, le)
+  return b
+}
+
+/** Builds a complete raw save image prefix: header + XML (NUL) + optional cookie (NUL) + zero padding. */
+export function buildSaveImagePrefix(
+  xml: string,
+  options: { cookie?: string; padding?: number; wasRunning?: boolean; format?: number } = {},
+): Uint8Array {
+  const enc = new TextEncoder()
+  const x = enc.encode(xml)
+  const c = options.cookie !== undefined ? enc.encode(options.cookie) : undefined
+  const used = x.length + 1 + (c ? c.length + 1 : 0)
+  const dataLen = used + (options.padding ?? 64 * 1024)
+  const out = new Uint8Array(SAVE_HEADER_SIZE + dataLen)
+  out.set(
+    buildSaveImageHeader({
+      dataLen,
+      wasRunning: options.wasRunning ?? true,
+      format: options.format ?? 0,
+      cookieOffset: c ? x.length + 1 : 0,
+    }),
+  )
+  out.set(x, SAVE_HEADER_SIZE)
+  if (c) out.set(c, SAVE_HEADER_SIZE + x.length + 1)
+  return out
+}
+
+export interface SaveImageInfo {
+  header: SaveImageHeader
+  xml: string
+  /** The save cookie (`<cookie>…</cookie>`), when there is one. */
+  cookie?: string
+  /** File offset where the QEMU stream starts (92 + dataLen). */
+  streamOffset: number
+}
+
+/**
+ * Reads the header, domain XML and cookie of a raw libvirt save image file (an xbzrle-encoded image carries
+ * them verbatim inside its first batch, not at offset 0: use `xbzrle inspect` for those).
+ * Throws SaveImageError like parseSaveImageHeader.
+ */
+export async function readSaveImageInfo(path: string): Promise<SaveImageInfo> {
+  const { open } = await import('node:fs/promises')
+  const fh = await open(path, 'r')
+  try {
+    const head = new Uint8Array(SAVE_HEADER_SIZE)
+    const { bytesRead } = await fh.read(head, 0, SAVE_HEADER_SIZE, 0)
+    const header = parseSaveImageHeader(head.subarray(0, bytesRead))
+    const data = new Uint8Array(header.dataLen)
+    const r = await fh.read(data, 0, header.dataLen, SAVE_HEADER_SIZE)
+    if (r.bytesRead < header.dataLen) throw new SaveImageError('libvirt save image: XML area is truncated')
+    const info: SaveImageInfo = {
+      header,
+      xml: saveImageXml(data),
+      streamOffset: SAVE_HEADER_SIZE + header.dataLen,
+    }
+    if (header.cookieOffset > 0 && header.cookieOffset < data.length) {
+      info.cookie = saveImageXml(data.subarray(header.cookieOffset))
+    }
+    return info
+  } finally {
+    await fh.close()
+  }
+}
+
+/** The domain XML of a raw save image file. */
+export async function readSaveImageXml(path: string): Promise<string> {
+  return (await readSaveImageInfo(path)).xml
+}
