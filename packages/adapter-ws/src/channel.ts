@@ -39,6 +39,7 @@ interface Pending {
   seq: number
   msg: Buffer
 }
+const RELEASED: Pending = { seq: 0, msg: Buffer.alloc(0) }
 
 export class ReliableChannel {
   private readonly o: ReliableChannelOptions
@@ -183,9 +184,10 @@ export class ReliableChannel {
     if (seq <= this._peerAcked) return false
     while (this.head < this.queue.length && this.queue[this.head]!.seq <= seq) {
       this._unackedBytes -= this.queue[this.head]!.msg.length
+      this.queue[this.head] = RELEASED // drop the reference now, compact the array later
       this.head++
     }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head >= 64 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head)
       this.head = 0
     }

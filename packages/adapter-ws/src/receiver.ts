@@ -362,6 +362,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       if (this.state !== 'active') return
       this.state = 'ending'
       this.writable.end()
+      // an ending Writable never emits 'drain': stop holding (the rest only needs the close handshake and acks)
+      this.channel.resumeInbound()
     }
 
     pipelineDone(): void {
