@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { createServer, connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
@@ -13,7 +14,13 @@ import {
   tmpDir,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { type MigrationProxy, startDestinationProxy, startSourceProxy, tcpConnector } from './proxy.js'
+import {
+  type MigrationProxy,
+  ReturnPathWatcher,
+  startDestinationProxy,
+  startSourceProxy,
+  tcpConnector,
+} from './proxy.js'
 import { ProxyUsageError, parseHostPort, parseProxyArgs } from './proxy-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
@@ -38,15 +45,20 @@ async function freePort(): Promise<number> {
   return typeof addr === 'object' && addr ? addr.port : 0
 }
 
-async function startPair(dir: string) {
+async function startPair(dir: string, halfCloseTimeoutMs?: number) {
   const dstSock = join(dir, 'dst.sock')
   const srcSock = join(dir, 'src.sock')
-  const dst = await startDestinationProxy({ listen: { host: '127.0.0.1', port: 0 }, qemuSocket: dstSock })
+  const dst = await startDestinationProxy({
+    listen: { host: '127.0.0.1', port: 0 },
+    qemuSocket: dstSock,
+    halfCloseTimeoutMs,
+  })
   proxies.push(dst)
   const port = Number(dst.address.split(':').pop())
   const src = await startSourceProxy({
     listen: srcSock,
     connect: tcpConnector({ host: '127.0.0.1', port }),
+    halfCloseTimeoutMs,
   })
   proxies.push(src)
   return { src, dst, srcSock, dstSock }
@@ -100,6 +112,132 @@ describe('proxy arguments', () => {
       parseProxyArgs(['destination', '--listen', '4000', '--qemu-socket', '/d', '--cache', '1M']),
     ).toThrow(/belong to "proxy source"/)
     expect(() => parseProxyArgs(['sideways'])).toThrow(/source" or "destination/)
+  })
+})
+
+describe('ReturnPathWatcher', () => {
+  const msg = (type: number, data: number[] = []) => {
+    const b = Buffer.alloc(4 + data.length)
+    b.writeUInt16BE(type, 0)
+    b.writeUInt16BE(data.length, 2)
+    b.set(data, 4)
+    return b
+  }
+  it('needs SHUT 0 once the return path carried messages, in any chunking', () => {
+    const ok = Buffer.concat([
+      msg(2, [0, 0, 0, 1]),
+      msg(4, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+      msg(1, [0, 0, 0, 0]),
+    ])
+    for (const step of [1, 3, 7, ok.length]) {
+      const w = new ReturnPathWatcher()
+      for (let i = 0; i < ok.length; i += step) w.push(ok.subarray(i, i + step))
+      expect(w.messages).toBe(3)
+      expect(w.verdict()).toBeUndefined()
+    }
+    const noShut = new ReturnPathWatcher()
+    noShut.push(msg(2, [0, 0, 0, 1]))
+    expect(noShut.verdict()).toMatch(/without a SHUT message/)
+    const bad = new ReturnPathWatcher()
+    bad.push(msg(1, [0, 0, 0, 1]))
+    expect(bad.verdict()).toMatch(/reported a failed migration \(SHUT 1\)/)
+    const none = new ReturnPathWatcher()
+    expect(none.verdict()).toBeUndefined() // return-path capability off: no judgement
+    const junk = new ReturnPathWatcher()
+    junk.push(Buffer.from('PONGSHUT'))
+    expect(junk.unparsable).toBe(true)
+    expect(junk.verdict()).toBeUndefined()
+  })
+})
+
+describe('proxy pair without QEMU (socket peers)', () => {
+  it('is byte-exact both ways, half-closes in order and refuses a second connection while busy', async () => {
+    const dir = tmpDir('xbzrle-proxy-')
+    const { src, dst, srcSock, dstSock } = await startPair(dir)
+    const payload = randomBytes(3 << 20)
+    const received: Buffer[] = []
+    // fake destination QEMU: answers at once (return path), sends SHUT and closes after EOF
+    const fakeDst = createServer({ allowHalfOpen: true }, (s) => {
+      let first = true
+      s.on('data', (b: Buffer) => {
+        received.push(b)
+        if (first) s.write('PONG')
+        first = false
+      })
+      s.on('end', () => s.end('SHUT'))
+    })
+    await new Promise<void>((r) => fakeDst.listen(dstSock, r))
+    try {
+      const q = netConnect({ path: srcSock, allowHalfOpen: true })
+      const back: Buffer[] = []
+      q.on('data', (b: Buffer) => back.push(b))
+      const ended = new Promise<void>((r) => q.on('end', r))
+      q.write(payload.subarray(0, 1 << 20))
+      // the return path flows before the forward direction ends
+      await waitFor(() => Buffer.concat(back).toString() === 'PONG', 'PONG on the return path')
+      // a second connection while the first is running is closed at once
+      const second: Socket = netConnect({ path: srcSock })
+      second.on('error', () => {})
+      await new Promise<void>((r) => second.on('close', () => r()))
+      expect(src.counters.refused).toBe(1)
+      q.end(payload.subarray(1 << 20))
+      await ended
+      q.destroy()
+      const [s1, d1] = await Promise.all([src.waitForSession(1), dst.waitForSession(1)])
+      expect(s1).toMatchObject({ ok: true, forwardIn: payload.length, returnPath: 8 })
+      expect(d1).toMatchObject({ ok: true, forwardOut: payload.length, returnPath: 8 })
+      expect(Buffer.concat(back).toString()).toBe('PONGSHUT')
+      expect(Buffer.concat(received).equals(payload)).toBe(true)
+    } finally {
+      await new Promise<void>((r) => fakeDst.close(() => r()))
+    }
+  })
+
+  it('reports one line when the destination QEMU socket is missing; the next migration works', async () => {
+    const dir = tmpDir('xbzrle-proxy-')
+    const { src, dst, srcSock } = await startPair(dir, 1000)
+    const q = netConnect({ path: srcSock, allowHalfOpen: true })
+    q.on('error', () => {})
+    q.write(randomBytes(1000))
+    // the proxy closes our connection (we see EOF; our own half stays open until we end it)
+    await new Promise<void>((r) => q.on('end', () => r()))
+    q.destroy()
+    const [s1, d1] = await Promise.all([src.waitForSession(1), dst.waitForSession(1)])
+    expect(d1.ok).toBe(false)
+    expect(d1.error).toMatch(/cannot connect to QEMU at unix:.*dst\.sock/)
+    expect(s1.ok).toBe(false)
+    expect(s1.error).toMatch(/^transport: .*(EPIPE|ECONNRESET)|did not end its stream within 1000 ms/)
+    expect(src.busy || dst.busy).toBe(false)
+  })
+})
+
+describe('proxy half-close timeout', () => {
+  it('fails a session whose return path ended while the source keeps its stream open', async () => {
+    const dir = tmpDir('xbzrle-proxy-')
+    const { src, dst, srcSock, dstSock } = await startPair(dir, 1000)
+    const fakeDst = createServer({ allowHalfOpen: true }, (s) => {
+      s.once('data', () => s.end('SHUT')) // closes its side at once, reads on
+      s.on('data', () => {})
+    })
+    await new Promise<void>((r) => fakeDst.listen(dstSock, r))
+    try {
+      const q = netConnect({ path: srcSock, allowHalfOpen: true })
+      q.on('error', () => {})
+      q.on('data', () => {})
+      q.write(randomBytes(5000))
+      const t0 = Date.now()
+      const [s1, d1] = await Promise.all([src.waitForSession(1), dst.waitForSession(1)])
+      q.destroy()
+      expect(Date.now() - t0).toBeLessThan(5000)
+      expect(s1.ok).toBe(false)
+      expect(s1.error).toMatch(
+        /transport closed the return path but source QEMU did not end its stream within 1000 ms/,
+      )
+      expect(d1.ok).toBe(false)
+      expect(s1.returnPath).toBe(4)
+    } finally {
+      await new Promise<void>((r) => fakeDst.close(() => r()))
+    }
   })
 })
 

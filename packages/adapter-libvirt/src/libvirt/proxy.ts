@@ -199,6 +199,13 @@ export interface ProxyCommonOptions {
   connectTimeoutMs?: number
   /** Abort a session when no byte moved in either direction for this long. Default 0 = never. */
   idleTimeoutMs?: number
+  /**
+   * Once the return path has ended (destination QEMU or transport closed it), the forward direction must end
+   * within this time, else the session fails. At a normal end the source QEMU closes right after it read
+   * the destination's SHUT message; a destination that died leaves the source side half-open forever without
+   * this. Default 30000 ms.
+   */
+  halfCloseTimeoutMs?: number
 }
 
 export interface SourceProxyOptions extends ProxyCommonOptions {
@@ -218,6 +225,72 @@ export interface DestinationProxyOptions extends ProxyCommonOptions {
   /** Unix socket the destination QEMU listens on (`-incoming unix:PATH` / `migrate-incoming unix:PATH`). */
   qemuSocket: string
   decoder?: DecoderOptions
+}
+
+/**
+ * Watches (never changes) QEMU's return path: `be16 type | be16 len | data` messages (QEMU 7.2
+ * migration.c: SHUT=1, PONG=2, REQ_PAGES_ID=3, REQ_PAGES=4, RECV_BITMAP=5, RESUME_ACK=6; 10.x SWITCHOVER_ACK=7).
+ * At the end of a successful migration the destination sends SHUT with a be32 0; a return path that ends
+ * without it means the destination did not confirm the migration (it failed, or a proxy or the link died).
+ */
+export class ReturnPathWatcher {
+  messages = 0
+  /** be32 payload of the last SHUT message (0 = destination loaded the stream), if any. */
+  shut: number | undefined
+  /** Set when the bytes stop looking like return-path messages (then no conclusion is drawn). */
+  unparsable = false
+  private head = Buffer.alloc(4)
+  private headLen = 0
+  private type = 0
+  private left = 0
+  private body: Buffer[] = []
+
+  push(chunk: Buffer): void {
+    let i = 0
+    while (i < chunk.length && !this.unparsable) {
+      if (this.left === 0 && this.headLen < 4) {
+        const n = Math.min(4 - this.headLen, chunk.length - i)
+        chunk.copy(this.head, this.headLen, i, i + n)
+        this.headLen += n
+        i += n
+        if (this.headLen < 4) return
+        this.type = this.head.readUInt16BE(0)
+        this.left = this.head.readUInt16BE(2)
+        if (this.type < 1 || this.type > 7) {
+          this.unparsable = true
+          return
+        }
+        this.body = []
+        if (this.left === 0) this.complete()
+        continue
+      }
+      const n = Math.min(this.left, chunk.length - i)
+      if (this.type === 1) this.body.push(chunk.subarray(i, i + n))
+      this.left -= n
+      i += n
+      if (this.left === 0) this.complete()
+    }
+  }
+
+  private complete(): void {
+    this.messages++
+    if (this.type === 1) {
+      const b = Buffer.concat(this.body)
+      this.shut = b.length >= 4 ? b.readUInt32BE(0) : 1
+    }
+    this.headLen = 0
+    this.left = 0
+  }
+
+  /** Why the migration must count as failed, judged from the return path alone (undefined: no objection). */
+  verdict(): string | undefined {
+    if (this.unparsable || this.messages === 0) return undefined
+    if (this.shut === undefined) {
+      return 'the return path ended without a SHUT message: the destination did not confirm the migration'
+    }
+    if (this.shut !== 0) return `the destination QEMU reported a failed migration (SHUT ${this.shut})`
+    return undefined
+  }
 }
 
 const PEER_GONE = new Set(['EPIPE', 'ECONNRESET', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED'])
@@ -245,7 +318,7 @@ function runSession(
   id: number,
   ends: SessionEnds,
   counters: ProxyCounters,
-  idleTimeoutMs: number,
+  timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number },
 ): { result: Promise<ProxySessionResult>; abort: (why: string) => void } {
   const { a, b, aName, bName, transform } = ends
   const t0 = Date.now()
@@ -261,11 +334,16 @@ function runSession(
     resolveResult = r
   })
   let idleTimer: NodeJS.Timeout | undefined
+  let halfCloseTimer: NodeJS.Timeout | undefined
+  const { idleTimeoutMs, halfCloseTimeoutMs } = timeouts
 
+  const watcher = new ReturnPathWatcher()
   const finish = (error?: string) => {
     if (done) return
     done = true
+    error ??= watcher.verdict()
     if (idleTimer) clearInterval(idleTimer)
+    if (halfCloseTimer) clearTimeout(halfCloseTimer)
     a.destroy()
     b.destroy()
     transform.destroy()
@@ -298,11 +376,22 @@ function runSession(
   a.pipe(transform).pipe(b)
   // reverse (return path): b → a, raw
   b.on('data', (c: Buffer) => {
+    watcher.push(c)
     returnPath += c.length
     counters.returnPath += c.length
     lastActivity = Date.now()
   })
   b.pipe(a)
+  b.on('end', () => {
+    if (forwardDone || done || halfCloseTimeoutMs <= 0) return
+    halfCloseTimer = setTimeout(
+      () =>
+        fail(
+          `${bName} closed the return path but ${aName} did not end its stream within ${halfCloseTimeoutMs} ms`,
+        ),
+      halfCloseTimeoutMs,
+    )
+  })
 
   b.on('finish', () => {
     forwardDone = true
@@ -463,6 +552,10 @@ class ProxyState {
   }
 }
 
+function timeoutsOf(o: ProxyCommonOptions): { idleTimeoutMs: number; halfCloseTimeoutMs: number } {
+  return { idleTimeoutMs: o.idleTimeoutMs ?? 0, halfCloseTimeoutMs: o.halfCloseTimeoutMs ?? 30_000 }
+}
+
 function failedResult(id: number, error: string, t0: number): ProxySessionResult {
   return { id, ok: false, error, forwardIn: 0, forwardOut: 0, returnPath: 0, durationMs: Date.now() - t0 }
 }
@@ -516,7 +609,7 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
             transform: new EncodeStream(options.encoder),
           },
           state.counters,
-          options.idleTimeoutMs ?? 0,
+          timeoutsOf(options),
         )
         s.setAbort(run.abort)
         qemu.resume()
@@ -600,7 +693,7 @@ export async function startDestinationProxy(options: DestinationProxyOptions): P
             transform: new DecodeStream(options.decoder),
           },
           state.counters,
-          options.idleTimeoutMs ?? 0,
+          timeoutsOf(options),
         )
         s.setAbort(run.abort)
         run.result.then(s.settle)
