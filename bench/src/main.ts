@@ -1,1 +1,120 @@
-console.log('bench: not written yet')
+/**
+ * xbzrle benchmarks. `npm run bench -w @xbzrle/bench [-- flags]`:
+ *
+ *   --only corpus,filter,live,codec   stages to run (default: all). The report is always rewritten from the
+ *                                     latest results of every stage (bench/.cache/results/*.json).
+ *   --quick                           small smoke run (40 MiB guests, 1 live run); results and report go to
+ *                                     bench/.cache/quick/ and never touch BENCHMARKS.md
+ *   --refresh-corpus                  recapture the streams even when cached
+ *   --streams sparse,text             subset of the corpus
+ *   --runs N                          live migrations per setup and link (default 3)
+ *   --links 8,32                      link rates in MiB/s (default 8,32)
+ *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
+ *   --report-only                     only rewrite the report from stored results
+ */
+
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { ensureCorpus, type StreamInfo } from './corpus.js'
+import { type FilterStreamResult, runFilter } from './filter.js'
+import { runLive } from './live.js'
+import { writeReport } from './report.js'
+import { CACHE, ensureTools, log, machineInfo, ROOT, readJson, writeJson } from './util.js'
+
+type Stage = 'corpus' | 'filter' | 'live' | 'codec'
+const STAGES: Stage[] = ['corpus', 'filter', 'live', 'codec']
+
+function parseArgs(argv: string[]) {
+  const o = {
+    only: STAGES as Stage[],
+    quick: false,
+    refresh: false,
+    streams: undefined as string[] | undefined,
+    runs: undefined as number | undefined,
+    links: [8, 32],
+    repeat: 1,
+    reportOnly: false,
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const val = () => {
+      const v = argv[++i]
+      if (v === undefined) throw new Error(`${a} needs a value`)
+      return v
+    }
+    if (a === '--only') {
+      const list = val().split(',') as Stage[]
+      for (const s of list)
+        if (!STAGES.includes(s)) throw new Error(`--only: unknown stage ${s} (${STAGES.join('|')})`)
+      o.only = list
+    } else if (a === '--quick') o.quick = true
+    else if (a === '--refresh-corpus') o.refresh = true
+    else if (a === '--streams') o.streams = val().split(',')
+    else if (a === '--runs') o.runs = Number(val())
+    else if (a === '--links') o.links = val().split(',').map(Number)
+    else if (a === '--repeat') o.repeat = Number(val())
+    else if (a === '--report-only') o.reportOnly = true
+    else if (a === '--help' || a === '-h') {
+      console.log(
+        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,codec] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--report-only]',
+      )
+      process.exit(0)
+    } else throw new Error(`unknown argument ${a}`)
+  }
+  return o
+}
+
+const opts = parseArgs(process.argv.slice(2))
+const resultsDir = join(CACHE, opts.quick ? 'quick' : '', 'results')
+const t0 = performance.now()
+const has = (s: Stage) => !opts.reportOnly && opts.only.includes(s)
+
+ensureTools(['/usr/bin/time', 'lzop', 'lz4', 'zstd', 'gzip', 'pv', 'qemu-system-x86_64', 'gcc'])
+
+// The filter rows run the built CLI (apps/cli/bin/xbzrle.js → dist). turbo builds this workspace's dependencies
+// before `bench`, but the CLI is not one of them: bring its dist up to date (incremental, fast when current).
+if (has('filter') || has('live') || has('corpus')) {
+  const r = spawnSync('npx', ['tsc', '-b', 'apps/cli'], { cwd: ROOT, encoding: 'utf8' })
+  if (r.status !== 0)
+    log(`warning: building apps/cli failed, using its existing dist:\n${r.stdout}${r.stderr}`)
+}
+
+let streams: StreamInfo[] | undefined
+if (has('corpus') || has('filter')) {
+  const ts = performance.now()
+  streams = await ensureCorpus({ quick: opts.quick, refresh: opts.refresh, only: opts.streams })
+  const prev = readJson<{ streams: StreamInfo[] }>(join(resultsDir, 'corpus.json'))
+  // Merge with previously recorded streams when only a subset was asked for.
+  const merged = new Map((prev?.streams ?? []).map((s) => [s.name, s]))
+  for (const s of streams) merged.set(s.name, s)
+  writeJson(join(resultsDir, 'corpus.json'), {
+    streams: [...merged.values()],
+    stageS: (performance.now() - ts) / 1000,
+  })
+}
+
+if (has('filter')) {
+  const ts = performance.now()
+  const res = await runFilter(streams!, { repeat: opts.repeat })
+  const prev = readJson<{ results: FilterStreamResult[] }>(join(resultsDir, 'filter.json'))
+  const merged = new Map((prev?.results ?? []).map((r) => [r.stream, r]))
+  for (const r of res) merged.set(r.stream, r)
+  writeJson(join(resultsDir, 'filter.json'), {
+    machine: machineInfo(),
+    results: [...merged.values()],
+    stageS: (performance.now() - ts) / 1000,
+  })
+}
+
+if (has('live')) {
+  const r = await runLive({ quick: opts.quick, runs: opts.runs ?? (opts.quick ? 1 : 3), links: opts.links })
+  writeJson(join(resultsDir, 'live.json'), { machine: machineInfo(), ...r })
+}
+
+// `codec` has nothing to run here: `npm run bench` (turbo) runs the codec package's own bench, whose
+// BENCHMARKS.md the report embeds. With --only codec alone, the report is rewritten with the current file.
+
+const report = writeReport({ quick: opts.quick, resultsDir, wallS: (performance.now() - t0) / 1000 })
+// Same as the codec package: let biome lay out the tables so that `npm run lint` stays clean.
+spawnSync('npx', ['biome', 'format', '--write', report], { cwd: ROOT, stdio: 'ignore' })
+log(`report written: ${report}`)

@@ -1,0 +1,50 @@
+/**
+ * Where the filter's CPU goes, measured in-process on the same files (no child process, no pipe, output
+ * discarded): reading the file, parsing the QEMU stream only, the whole XbzrleEncoder, the whole XbzrleDecoder.
+ * The difference between these and the CLI rows is process start-up and stdin/stdout I/O.
+ */
+import { createReadStream } from 'node:fs'
+import { QemuStreamReader, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
+import { MiB } from './util.js'
+
+export interface Breakdown {
+  readS: number
+  parseS: number
+  encodeS: number
+  decodeS: number
+}
+
+async function cpuOf(path: string, sink: (c: Uint8Array) => void, end: () => void): Promise<number> {
+  const t0 = process.cpuUsage()
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MiB })) sink(chunk as Buffer)
+  end()
+  const t = process.cpuUsage(t0)
+  return (t.user + t.system) / 1e6
+}
+
+export async function breakdown(stream: string, encoded: string): Promise<Breakdown> {
+  const readS = await cpuOf(
+    stream,
+    () => {},
+    () => {},
+  )
+  const reader = new QemuStreamReader({ verbatim() {}, page() {} })
+  const parseS = await cpuOf(
+    stream,
+    (c) => reader.push(c),
+    () => reader.finish(),
+  )
+  const enc = new XbzrleEncoder(() => {})
+  const encodeS = await cpuOf(
+    stream,
+    (c) => enc.push(c),
+    () => enc.finish(),
+  )
+  const dec = new XbzrleDecoder(() => {})
+  const decodeS = await cpuOf(
+    encoded,
+    (c) => dec.push(c),
+    () => dec.finish(),
+  )
+  return { readS, parseS, encodeS, decodeS }
+}

@@ -1,0 +1,176 @@
+/**
+ * Stage `live`: real QEMU (TCG) live migrations of the test guest over a bandwidth-limited link. The link is
+ * `pv -L RATE` inside the source's `exec:` pipeline, after any filter, and counts the bytes that cross it. QEMU's
+ * own max-bandwidth counts bytes before our filter, so it is set far above the link rate (the link is the
+ * bottleneck) except for the "QEMU xbzrle, max-bandwidth = link" setup.
+ */
+import { readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  cleanupTestkit,
+  compareGuestRam,
+  type GuestConfig,
+  migrateThrough,
+  type QemuProcess,
+  startDestination,
+  startGuest,
+} from '@xbzrle/testkit'
+import { CACHE, CLI, ensureDir, log, MiB, shq } from './util.js'
+
+export interface LiveSetup {
+  name: string
+  capabilities: Record<string, boolean>
+  /** max-bandwidth in bytes/s; undefined = uncapped (1 GiB/s). */
+  capToLink?: boolean
+  /** Filter before the link (source side) and after it (destination side). */
+  encode?: string
+  decode?: string
+}
+
+const xb = `node ${shq(CLI)}`
+
+export const SETUPS: LiveSetup[] = [
+  { name: 'plain', capabilities: {} },
+  { name: 'QEMU xbzrle', capabilities: { xbzrle: true } },
+  { name: 'QEMU xbzrle, max-bw = link', capabilities: { xbzrle: true }, capToLink: true },
+  { name: 'lzop -1 filter', capabilities: {}, encode: 'lzop -1 -c', decode: 'lzop -dc' },
+  { name: 'xbzrle filter', capabilities: {}, encode: `${xb} encode`, decode: `${xb} decode` },
+]
+
+export interface LiveGuest {
+  memMiB: number
+  append: GuestConfig
+}
+
+export function liveGuest(quick: boolean): LiveGuest {
+  return quick
+    ? { memMiB: 32, append: { workload: 'sparse', mem: 24, rate: 1200 } }
+    : { memMiB: 64, append: { workload: 'sparse', mem: 48, rate: 1500 } }
+}
+
+export interface LiveRun {
+  setup: string
+  linkMiBs: number
+  run: number
+  ok: boolean
+  error?: string
+  /** QEMU's total-time on the source (ms). */
+  totalMs?: number
+  /** Source STOP event → destination MIGRATION completed event, from QMP timestamps (ms). */
+  e2eMs?: number
+  downtimeMs?: number
+  /** Source STOP → destination completed (ms): what the guest really waits when bytes sit in the pipeline. */
+  effDowntimeMs?: number
+  wireBytes?: number
+  ramTransferred?: number
+  dirtySyncs?: number
+  forced?: boolean
+  xbzrlePages?: number
+  xbzrleCacheMiss?: number
+  ramIdentical?: boolean
+}
+
+const FORCE_AFTER = 40
+
+const ts = (e: { timestamp?: { seconds: number; microseconds: number } } | undefined): number =>
+  e?.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Number.NaN
+
+async function oneRun(setup: LiveSetup, linkMiBs: number, run: number, guest: LiveGuest): Promise<LiveRun> {
+  const rate = linkMiBs * MiB
+  const dir = ensureDir(join(CACHE, 'tmp'))
+  const countFile = join(dir, `link-${process.pid}.count`)
+  rmSync(countFile, { force: true })
+  const link = `pv -f -n -b -i 3600 -L ${rate} 2>${shq(countFile)}`
+  const encode = setup.encode ? `${setup.encode} | ${link}` : link
+  const base: LiveRun = { setup: setup.name, linkMiBs, run, ok: false }
+  let source: QemuProcess | undefined
+  let dest: QemuProcess | undefined
+  try {
+    source = await startGuest({ memMiB: guest.memMiB, append: guest.append })
+    await source.waitForReady(120_000)
+    await source.waitForPass(2, 60_000)
+    dest = await startDestination(source)
+    const res = await migrateThrough({
+      source,
+      dest,
+      encode,
+      decode: setup.decode ?? 'cat',
+      capabilities: { ...setup.capabilities, events: true },
+      parameters: { 'max-bandwidth': setup.capToLink ? rate : 1 << 30 },
+      forceConvergeAfterSyncs: FORCE_AFTER,
+      timeoutMs: 300_000,
+    })
+    const setupEv = await source.waitForEvent('MIGRATION', 1000, {
+      match: (e) => (e.data as { status?: string } | undefined)?.status === 'setup',
+    })
+    const stopEv = await source.waitForEvent('STOP', 1000)
+    const doneEv = await dest.waitForEvent('MIGRATION', 5000, {
+      match: (e) => (e.data as { status?: string } | undefined)?.status === 'completed',
+    })
+    const wire = Number(readFileSync(countFile, 'utf8').trim().split('\n').pop())
+    // QEMU 7.2 sets status `completed` a moment before it fills in total-time and downtime: query again.
+    let s = res.stats
+    for (let i = 0; i < 20 && !s.totalTimeMs; i++) {
+      await new Promise((r) => setTimeout(r, 50))
+      s = await source.queryMigrate()
+    }
+    const same = (await compareGuestRam(source, dest)) === null
+    return {
+      ...base,
+      ok: true,
+      totalMs: s.totalTimeMs,
+      e2eMs: ts(doneEv) - ts(setupEv),
+      downtimeMs: s.downtimeMs,
+      effDowntimeMs: ts(doneEv) - ts(stopEv),
+      wireBytes: wire,
+      ramTransferred: s.ramTransferred,
+      dirtySyncs: s.dirtySyncCount,
+      forced: (s.dirtySyncCount ?? 0) >= FORCE_AFTER,
+      xbzrlePages: s.xbzrle?.pages,
+      xbzrleCacheMiss: s.xbzrle?.cacheMiss,
+      ramIdentical: same,
+    }
+  } catch (e) {
+    return { ...base, error: (e as Error).message.slice(0, 500) }
+  } finally {
+    await source?.close({ graceful: false })
+    await dest?.close({ graceful: false })
+    rmSync(countFile, { force: true })
+  }
+}
+
+export async function runLive(opts: {
+  quick: boolean
+  runs: number
+  links: number[]
+  setups?: string[]
+}): Promise<{
+  guest: LiveGuest
+  runs: LiveRun[]
+  wallS: number
+}> {
+  const guest = liveGuest(opts.quick)
+  const t0 = performance.now()
+  const runs: LiveRun[] = []
+  try {
+    for (const linkMiBs of opts.links) {
+      for (let run = 1; run <= opts.runs; run++) {
+        for (const setup of SETUPS) {
+          if (opts.setups && !opts.setups.includes(setup.name)) continue
+          const r = await oneRun(setup, linkMiBs, run, guest)
+          log(
+            r.ok
+              ? `live: ${linkMiBs} MiB/s ${setup.name} #${run}: total ${r.totalMs} ms, e2e ${r.e2eMs?.toFixed(0)} ms, ` +
+                  `downtime ${r.downtimeMs} ms (eff ${r.effDowntimeMs?.toFixed(0)}), wire ${((r.wireBytes ?? 0) / 1e6).toFixed(1)} MB, ` +
+                  `${r.dirtySyncs} syncs${r.forced ? ' (forced)' : ''}, RAM ${r.ramIdentical ? 'identical' : 'DIFFERS'}`
+              : `live: ${linkMiBs} MiB/s ${setup.name} #${run}: FAILED ${r.error}`,
+          )
+          runs.push(r)
+        }
+      }
+    }
+  } finally {
+    await cleanupTestkit()
+  }
+  return { guest, runs, wallS: (performance.now() - t0) / 1000 }
+}
