@@ -15,6 +15,7 @@ export type ProtocolErrorCode =
   | 'TRAILING_DATA'
   | 'OUTPUT_MISMATCH'
   | 'NO_COMMON_VERSION'
+  | 'COMPRESSOR_UNAVAILABLE'
 
 export class ProtocolError extends Error {
   override readonly name = 'ProtocolError'
@@ -42,6 +43,7 @@ const HINTS: Record<ProtocolErrorCode, string> = {
   TRAILING_DATA: 'extra bytes after the end of the stream',
   OUTPUT_MISMATCH: 'decoder cache out of sync with the encoder, or corrupted input',
   NO_COMMON_VERSION: 'upgrade the older side',
+  COMPRESSOR_UNAVAILABLE: 'install the compressor package the stream needs',
 }
 
 /** Builds the canonical one-line message: `xbzrle stream: <what> at offset <n> (<hint>)`. */

@@ -1,14 +1,14 @@
 /**
  * `@xbzrle/protocol`: the versioned wire format of xbzrle streams (SPEC.md).
- * Top-level API = the current version (v1) plus version dispatch: `FrameReader` reads every version ≤ current,
- * `FrameWriter` takes `{ version }` to write an older one. Frozen per-version modules: `@xbzrle/protocol/v1`.
+ * Top-level API = the current version (v2) plus version dispatch: `FrameReader` reads every version ≤ current,
+ * `FrameWriter` takes `{ version }` to write an older one. Per-version modules: `@xbzrle/protocol/v1` (frozen),
+ * `@xbzrle/protocol/v2`.
  */
 export { ProtocolError, type ProtocolErrorCode } from './errors.js'
 export { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
 export * from './schema.js'
 export { describeNotXbzrle, isXbzrleStream } from './sniff.js'
 export {
-  type Batch,
   type CacheParams,
   DEFAULT_BATCH_BYTES,
   type EndFrame,
@@ -29,10 +29,19 @@ export {
   type PageCounts,
   type PageKey,
   type SourceKind,
-  type StreamHeader,
   verifyBatchOutput,
   verifyEndTotals,
 } from './v1/index.js'
+export {
+  type Batch,
+  CODEC_NAMES,
+  type CodecName,
+  type Compression,
+  CompressorUnavailableError,
+  isCompressorAvailable,
+  PayloadEncoding,
+  type StreamHeader,
+} from './v2/index.js'
 export { CURRENT_VERSION, formatVersions, negotiateVersion, SUPPORTED_VERSIONS } from './versions.js'
 export { crc32, crc32Byte } from './wire/crc32.js'
 export { MAGIC } from './wire/magic.js'

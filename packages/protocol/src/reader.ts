@@ -1,6 +1,7 @@
 import { ProtocolError } from './errors.js'
 import * as v1 from './v1/index.js'
 import { resolveLimits } from './v1/reader.js'
+import * as v2 from './v2/index.js'
 import { CURRENT_VERSION } from './versions.js'
 import { ChunkQueue } from './wire/chunk-queue.js'
 import { readPrelude, unsupportedVersion } from './wire/prelude.js'
@@ -12,12 +13,48 @@ interface VersionReader {
   finish(): void
 }
 
-export type ReaderItem = v1.ReaderItem
+/**
+ * What the reader yields, for every version: v2's item types (a v1 stream yields batches with
+ * `compressed: false` and a header without `compression`).
+ */
+export type ReaderItem = v2.ReaderItem
 export type FrameReaderOptions = v1.FrameReaderOptions
 
-/** Per-version readers, keyed by the format version in the prelude. Add `2: (o) => new v2.FrameReader(o)` here. */
+/** v1 items in the shape of the current ones. */
+class V1Reader implements VersionReader {
+  private readonly r: v1.FrameReader
+  constructor(opts: FrameReaderOptions) {
+    this.r = new v1.FrameReader(opts)
+  }
+  push(chunk: Uint8Array): void {
+    this.r.push(chunk)
+  }
+  next(): ReaderItem | undefined {
+    const item = this.r.next()
+    if (item?.type !== 'batch') return item
+    const b = item.batch
+    return {
+      type: 'batch',
+      batch: {
+        seq: b.seq,
+        outputLength: b.outputLength,
+        outputCrc: b.outputCrc,
+        offset: b.offset,
+        frameCount: b.frameCount,
+        frames: () => b.frames(),
+        compressed: false,
+      },
+    }
+  }
+  finish(): void {
+    this.r.finish()
+  }
+}
+
+/** Per-version readers, keyed by the format version in the prelude. */
 const READERS: Record<number, (opts: FrameReaderOptions) => VersionReader> = {
-  1: (opts) => new v1.FrameReader(opts),
+  1: (opts) => new V1Reader(opts),
+  2: (opts) => new v2.FrameReader(opts),
 }
 
 /**

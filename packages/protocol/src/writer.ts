@@ -1,4 +1,5 @@
 import * as v1 from './v1/index.js'
+import * as v2 from './v2/index.js'
 import { CURRENT_VERSION } from './versions.js'
 
 export interface FrameWriterOptions {
@@ -6,16 +7,21 @@ export interface FrameWriterOptions {
   /** Target output bytes per batch, default 1 MiB. */
   batchBytes?: number
   /** Format version to write (default: the newest). Older versions stay writable for old peers. */
-  version?: 1
+  version?: 1 | 2
 }
 
-type VersionWriter = v1.FrameWriter
+type VersionWriter = v1.FrameWriter | v2.FrameWriter
 
 const WRITERS: Record<number, (opts: FrameWriterOptions) => VersionWriter> = {
   1: (opts) => new v1.FrameWriter({ ...opts, version: 1 }),
+  2: (opts) => new v2.FrameWriter({ ...opts, version: 2 }),
 }
 
-/** Writes an xbzrle stream in the requested format version. See `@xbzrle/protocol/v1` for the semantics. */
+/**
+ * Writes an xbzrle stream in the requested format version (default 2). Frames: see `@xbzrle/protocol/v1`;
+ * the second-stage compressor of v2 comes from `header.compression` (default: lz4 if lz4-napi is installed,
+ * else deflate). Version 1 has no second stage: a v1 writer given a compression other than `none` throws.
+ */
 export class FrameWriter {
   private readonly w: VersionWriter
   readonly version: number
@@ -31,8 +37,24 @@ export class FrameWriter {
   get bytesWritten(): number {
     return this.w.bytesWritten
   }
-  header(h: v1.StreamHeader): void {
+  header(h: v2.StreamHeader): void {
+    if (this.version === 1 && h.compression !== undefined && h.compression.codec !== 'none')
+      throw new RangeError(
+        `format version 1 has no compression (header.compression is ${h.compression.codec}): write version 2 or drop it`,
+      )
     this.w.header(h)
+  }
+
+  /** The compressor in use (version 2, after `header()`); `none` for version 1. */
+  get compression(): Required<v2.Compression> {
+    return this.w instanceof v2.FrameWriter
+      ? (this.w.compressionInUse ?? { codec: 'none', level: 0 })
+      : { codec: 'none', level: 0 }
+  }
+
+  /** Batches stored plain / compressed so far and their sizes (version 1: all plain). */
+  get batchStats(): v2.WriterBatchStats | undefined {
+    return this.w instanceof v2.FrameWriter ? { ...this.w.batchStats } : undefined
   }
   verbatim(bytes: Uint8Array): void {
     this.w.verbatim(bytes)

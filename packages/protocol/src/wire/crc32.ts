@@ -11,7 +11,9 @@ function loadFastCrc32(): Crc32Fn | undefined {
   if (process.env.XBZRLE_CRC32 === 'zlib') return undefined
   try {
     const mod = createRequire(import.meta.url)('@node-rs/crc32') as { crc32: Crc32Fn }
-    return mod.crc32(new Uint8Array([1, 2, 3])) === zlibCrc32(new Uint8Array([1, 2, 3])) ? mod.crc32 : undefined
+    return mod.crc32(new Uint8Array([1, 2, 3])) === zlibCrc32(new Uint8Array([1, 2, 3]))
+      ? mod.crc32
+      : undefined
   } catch {
     return undefined
   }
