@@ -1,4 +1,4 @@
-// Generates the golden vectors under vectors/v1/. Vectors are FROZEN once committed: this script never
+// Generates the golden vectors under vectors/v1/ and (scripts/vectors-v2.ts) vectors/v2/. Vectors are FROZEN once committed: this script never
 // overwrites an existing file (it skips any vector whose files exist). To add a vector, add it below and rerun.
 //
 // NAME.xbz  the xbzrle stream
@@ -12,6 +12,7 @@ import { FrameReader, type ProtocolErrorCode, type StreamHeader } from '../src/i
 import { FrameWriter } from '../src/v1/writer.js'
 import { ByteWriter } from '../src/wire/byte-writer.js'
 import { crc32 } from '../src/wire/crc32.js'
+import { writeV2Vectors } from './vectors-v2.js'
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'vectors', 'v1')
 const PAGE = 4096
@@ -644,3 +645,6 @@ for (const v of vectors) {
   console.log(`wrote ${v.name}`)
 }
 console.log(`${wrote} vector(s) written to ${OUT}`)
+
+const v2Out = join(OUT, '..', 'v2')
+console.log(`${writeV2Vectors(v2Out)} vector(s) written to ${v2Out}`)

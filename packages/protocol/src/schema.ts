@@ -6,7 +6,10 @@
 import { z } from 'zod'
 import { ProtocolError } from './errors.js'
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './v1/constants.js'
-import type { HeaderExtension, StreamHeader } from './v1/types.js'
+import type { HeaderExtension } from './v1/types.js'
+import { CODEC_NAMES } from './v2/codecs.js'
+import type { StreamHeader } from './v2/types.js'
+import { CURRENT_VERSION } from './versions.js'
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
@@ -39,6 +42,15 @@ export const HeaderExtensionJsonSchema = z.object({
   data: z.base64().describe('Extension payload, base64'),
 })
 
+export const CompressionSchema = z
+  .object({
+    codec: z
+      .enum(CODEC_NAMES)
+      .describe('Second-stage compressor of the batches (format version 2 and later)'),
+    level: z.number().int().min(-128).max(127).optional().describe('Compressor level (informational)'),
+  })
+  .describe('Second-stage compressor (format v2); absent in v1 headers')
+
 /** JSON form of the stream header (e.g. for the WebSocket hello). */
 export const StreamHeaderJsonSchema = z
   .object({
@@ -49,6 +61,7 @@ export const StreamHeaderJsonSchema = z
     source: SourceKindSchema,
     encoder: z.string().max(255).optional(),
     extensions: z.array(HeaderExtensionJsonSchema).max(63).optional(),
+    compression: CompressionSchema.optional(),
   })
   .describe('xbzrle stream header, JSON form')
 export type StreamHeaderJson = z.infer<typeof StreamHeaderJsonSchema>
@@ -149,7 +162,8 @@ export function parseByteSize(size: number | string): number {
 
 // ---- conversions and safe parsing ----
 
-export function headerToJson(h: StreamHeader, version = 1): StreamHeaderJson {
+/** `version` defaults to the current one; `compression` is kept for version ≥ 2 only (v1 has none). */
+export function headerToJson(h: StreamHeader, version = CURRENT_VERSION): StreamHeaderJson {
   const json: StreamHeaderJson = {
     version,
     pageSize: h.pageSize,
@@ -164,6 +178,10 @@ export function headerToJson(h: StreamHeader, version = 1): StreamHeaderJson {
       critical: e.critical,
       data: Buffer.from(e.data.buffer, e.data.byteOffset, e.data.length).toString('base64'),
     }))
+  if (version >= 2 && h.compression !== undefined) {
+    json.compression = { codec: h.compression.codec }
+    if (h.compression.level !== undefined) json.compression.level = h.compression.level
+  }
   return json
 }
 
@@ -179,6 +197,10 @@ export function headerFromJson(json: unknown): { version: number; header: Stream
         data: new Uint8Array(Buffer.from(e.data, 'base64')),
       }),
     )
+  if (j.compression !== undefined && j.version >= 2) {
+    header.compression = { codec: j.compression.codec }
+    if (j.compression.level !== undefined) header.compression.level = j.compression.level
+  }
   return { version: j.version, header }
 }
 

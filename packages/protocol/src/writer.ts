@@ -19,8 +19,8 @@ const WRITERS: Record<number, (opts: FrameWriterOptions) => VersionWriter> = {
 
 /**
  * Writes an xbzrle stream in the requested format version (default 2). Frames: see `@xbzrle/protocol/v1`;
- * the second-stage compressor of v2 comes from `header.compression` (default: lz4 if lz4-napi is installed,
- * else deflate). Version 1 has no second stage: a v1 writer given a compression other than `none` throws.
+ * the second-stage compressor of v2 comes from `header.compression` (default: zstd level 1 if zstd-napi is
+ * installed, else lz4 if lz4-napi is, else deflate). Version 1 has no second stage: a v1 writer given a compression other than `none` throws.
  */
 export class FrameWriter {
   private readonly w: VersionWriter

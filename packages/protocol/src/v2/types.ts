@@ -11,7 +11,7 @@ export interface Compression {
 /** A v1 header plus the second-stage compressor. */
 export interface StreamHeader extends v1.StreamHeader {
   /**
-   * Writer: the compressor to use (default: lz4 if lz4-napi is installed, else deflate; `{ codec: 'none' }`
+   * Writer: the compressor to use (default: zstd level 1 if zstd-napi is installed, else lz4 if lz4-napi is, else deflate; `{ codec: 'none' }`
    * turns the second stage off). Reader (v2 streams): always set, as declared by the stream. Absent in v1 streams.
    */
   compression?: Compression
