@@ -3,7 +3,7 @@
  * trials, on a ~16 MiB working set (2048 old/new page pairs) that lives in one WebAssembly.Memory, as the page
  * cache's pages do. GB/s = bytes of new pages per CPU second.
  */
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -340,5 +340,9 @@ while it was used in the current or previous generation (CACHED_PAGE_LIFETIME 2)
 ${hitRows.join('\n')}
 `
 const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'BENCHMARKS.md')
-writeFileSync(out, md)
+// Sections written by hand from other benches (bench/stream.bench.ts) follow this marker and are kept.
+const KEEP = '<!-- kept by codec.bench.ts: hand-written sections below -->'
+const old = existsSync(out) ? readFileSync(out, 'utf8') : ''
+const at = old.indexOf(KEEP)
+writeFileSync(out, at >= 0 ? `${md.trimEnd()}\n\n${old.slice(at)}` : md)
 console.log(`wrote ${out} (sink ${sink & 1})`)

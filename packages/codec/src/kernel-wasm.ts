@@ -6,7 +6,7 @@ import { decodeErrorFromCode } from './errors.js'
 import { XBZRLE_WASM_BASE64 } from './gen/xbzrle-wasm.js'
 import type { EncodeMode, XbzrleKernel } from './kernel-types.js'
 
-interface KernelExports {
+export interface KernelExports {
   encode(a: number, b: number, len: number, dst: number, dlen: number, compact: number): number
   decode(src: number, slen: number, dst: number, dlen: number): number
 }
@@ -44,7 +44,8 @@ export function wasmUnavailableReason(): string | undefined {
 /** Low-level binding: one instance over one memory, addressed by byte offsets into that memory. */
 export class WasmBinding {
   readonly memory: WebAssembly.Memory
-  private readonly ex: KernelExports
+  /** The raw exports (for hot paths that already hold offsets). */
+  readonly ex: KernelExports
 
   constructor(memory: WebAssembly.Memory) {
     const mod = wasmModule()

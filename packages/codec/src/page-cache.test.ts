@@ -142,3 +142,50 @@ describe('PageCache', () => {
     }
   })
 })
+
+describe('PageCache lazy fill slots', () => {
+  it('setFill marks without writing; pageView materialises; writes and eviction clear the mark', () => {
+    const c = new PageCache({ pageSize: 64, cacheBytes: 8 * 64, ways: 8 })
+    c.lookup(0, 1)
+    const s = c.insert(0, 1)
+    c.writePage(s, new Uint8Array(64).fill(9))
+    c.setFill(s, 3)
+    expect(c.fillOf(s)).toBe(3)
+    expect(c.rawPageView(s)[0]).toBe(9)
+    expect(c.lazyFillCount).toBe(1)
+    const other = new PageCache({ pageSize: 64, cacheBytes: 8 * 64, ways: 8 })
+    other.lookup(0, 1)
+    other.writePage(other.insert(0, 1), new Uint8Array(64).fill(3))
+    expect(c.sameContents(other)).toBe(true) // lazy vs materialised, logically equal
+    expect(other.sameContents(c)).toBe(true)
+    other.setFill(other.find(0, 1), 4)
+    expect(c.sameContents(other)).toBe(false) // lazy vs lazy, different fill
+    expect(c.pageView(s)).toEqual(new Uint8Array(64).fill(3))
+    expect(c.fillOf(s)).toBe(-1)
+    c.setFill(s, 5)
+    expect(c.pageOffset(s)).toBe(c.rawPageOffset(s)) // materialises too
+    expect(c.bytes[c.rawPageOffset(s) + 63]).toBe(5)
+    c.setFill(s, 6)
+    c.invalidate(0, 1)
+    expect(c.lazyFillCount).toBe(0)
+    c.lookup(0, 1)
+    const s2 = c.insert(0, 1)
+    expect(c.fillOf(s2)).toBe(-1) // a fresh insert is never lazy
+    c.setFill(s2, 1)
+    c.reset()
+    expect(c.fillOf(s2)).toBe(-1)
+  })
+
+  it('fill frame holds one byte at a time and is outside every slot', () => {
+    const c = new PageCache({ pageSize: 64, cacheBytes: 8 * 64, ways: 8 })
+    const off = c.fillPageOffset(0xaa)
+    expect(c.fillPageView(0xaa)).toEqual(new Uint8Array(64).fill(0xaa))
+    expect(c.fillPageView(0)).toEqual(new Uint8Array(64))
+    for (let s = 0; s < c.slots; s++) {
+      const o = c.rawPageOffset(s)
+      expect(o + 64 <= off || o >= off + 64).toBe(true)
+    }
+    expect(off + 64 <= c.spareOffset() || off >= c.spareOffset() + 64).toBe(true)
+    expect(off).toBeGreaterThanOrEqual(c.deltaOffset + c.deltaCapacity)
+  })
+})

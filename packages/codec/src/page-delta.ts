@@ -3,8 +3,14 @@
  * it turns (blockId, pageIndex, page) into full / delta / same frames and back.
  *
  * Mirroring: the encoder and the decoder perform the same cache operations for the same frame sequence
- * (lookup on every page frame, insert on a miss, frame swap or copy on a change), so their caches stay equal.
+ * (lookup on every page frame, insert on a miss, the new bytes stored on a change), so their caches stay equal.
  * The shared operations (applyZero, applyForeignDelta, invalidate, reset) live in one base class.
+ *
+ * ZERO records make lazy fill slots (see page-cache.ts): the cache decisions and logical contents are those of
+ * writing the fill page, but no page bytes are written. The encoder compares an incoming page against the shared
+ * fill frame (an unchanged page stays lazy; a changed one is copied into the slot's frame); the decoder
+ * materialises a lazy slot only to apply a delta (or a foreign delta) to it, and answers `same` with the fill
+ * frame. Neither side changes which frames it sends.
  */
 import { CacheDesyncError, decodeErrorFromCode, XbzrleDecodeError } from './errors.js'
 import { kernelName } from './kernel.js'
@@ -66,7 +72,7 @@ abstract class PageDeltaState {
     const c = this.cache
     if (this.wasm !== null && delta.length <= c.deltaCapacity) {
       c.bytes.set(delta, c.deltaOffset)
-      const r = this.wasm.decodeAt(c.deltaOffset, delta.length, c.pageOffset(slot), this.pageSize)
+      const r = this.wasm.decodeAt(c.deltaOffset, delta.length, c.pageOffset(slot), this.pageSize) // materialises
       if (r < 0) throw decodeErrorFromCode(r)
       return r
     }
@@ -74,15 +80,16 @@ abstract class PageDeltaState {
   }
 
   /**
-   * A ZERO-style record (the whole page is `fill`). If the key is cached its page becomes fill bytes; if not, a
-   * fill page is inserted (unless the age rule refuses it) (like QEMU's xbzrle_cache_zero_page: a later small write then encodes as a small
-   * delta). Uses find(), not lookup(): no hit/miss counted, no recency change.
+   * A ZERO-style record (the whole page is `fill & 0xff`). If the key is cached its page becomes fill bytes; if
+   * not, a fill page is inserted (unless the age rule refuses it) (like QEMU's xbzrle_cache_zero_page: a later
+   * small write then encodes as a small delta). Uses find(), not lookup(): no hit/miss counted, no recency change.
+   * The slot becomes a lazy fill slot: no page bytes are written here.
    */
   applyZero(blockId: number, pageIndex: number, fill = 0): void {
     const c = this.cache
     let slot = c.find(blockId, pageIndex)
-    if (slot < 0) slot = c.insert(blockId, pageIndex)
-    if (slot >= 0) c.pageView(slot).fill(fill)
+    if (slot < 0) slot = c.insertMissing(blockId, pageIndex)
+    if (slot >= 0) c.setFill(slot, fill)
     c.stats.pages.zero++
   }
 
@@ -121,6 +128,9 @@ export class PageDeltaEncoder extends PageDeltaState {
   private readonly result: EncodeResult = { kind: 'full', delta: EMPTY }
   private readonly deltaDst: Uint8Array
   private readonly dlen: number
+  private readonly compact: number
+  /** deltaDst.subarray(0, n), created once per length n. */
+  private readonly deltaViews: (Uint8Array | undefined)[]
 
   constructor(options: PageDeltaOptions) {
     super(options)
@@ -128,11 +138,15 @@ export class PageDeltaEncoder extends PageDeltaState {
     // A delta is only worth sending when strictly smaller than the page.
     this.dlen = this.pageSize - 1
     this.deltaDst = this.cache.bytes.subarray(this.cache.deltaOffset, this.cache.deltaOffset + this.dlen)
+    this.compact = this.mode === 'compact' ? 1 : 0
+    this.deltaViews = new Array(this.dlen + 1)
   }
 
   /**
-   * Encodes one page. The page is copied once into wasm memory: into its new slot on a miss, else into the spare
-   * frame, which then becomes the slot's page if it changed. The returned object and its delta are reused.
+   * Encodes one page. On a miss the page is copied into its new slot. On a hit it is copied into the staging
+   * (spare) frame and encoded against the cached page (or against the shared fill frame for a lazy fill slot);
+   * if it changed, the delta just produced is applied to the slot's frame in place (an overflow, or a lazy fill
+   * slot, copies the staged page instead). The returned object and its delta are reused.
    */
   encodePage(blockId: number, pageIndex: number, page: Uint8Array): EncodeResult {
     this.checkPage(page)
@@ -140,9 +154,9 @@ export class PageDeltaEncoder extends PageDeltaState {
     const r = this.result
     let slot = c.lookup(blockId, pageIndex)
     if (slot < 0) {
-      slot = c.insert(blockId, pageIndex)
+      slot = c.insertMissing(blockId, pageIndex)
       // Refused by the age rule: not cached, nothing copied (the decoder's insert is refused the same way).
-      if (slot >= 0) c.pageView(slot).set(page)
+      if (slot >= 0) c.writePage(slot, page)
       c.stats.pages.full++
       r.kind = 'full'
       r.delta = EMPTY
@@ -150,17 +164,16 @@ export class PageDeltaEncoder extends PageDeltaState {
     }
     const staged = c.spareView()
     staged.set(page)
-    const n =
-      this.wasm !== null
-        ? this.wasm.encodeAt(
-            c.pageOffset(slot),
-            c.spareOffset(),
-            this.pageSize,
-            c.deltaOffset,
-            this.dlen,
-            this.mode,
-          )
-        : encodeTs(c.pageView(slot), staged, this.deltaDst, this.mode)
+    // A lazy fill slot is compared against the shared fill frame: its own frame is not touched.
+    const fill = c.fillOf(slot)
+    let n: number
+    if (this.wasm !== null) {
+      const oldOff = fill < 0 ? c.rawPageOffset(slot) : c.fillPageOffset(fill)
+      n = this.wasm.ex.encode(oldOff, c.spareOffset(), this.pageSize, c.deltaOffset, this.dlen, this.compact)
+    } else {
+      const old = fill < 0 ? c.rawPageView(slot) : c.fillPageView(fill)
+      n = encodeTs(old, staged, this.deltaDst, this.mode)
+    }
     if (n === 0) {
       c.stats.pages.same++
       c.stats.bytesSaved += this.pageSize
@@ -168,7 +181,12 @@ export class PageDeltaEncoder extends PageDeltaState {
       r.delta = EMPTY
       return r
     }
-    c.adoptSpare(slot)
+    // The slot takes the staged bytes. A delta is applied in place (a few cache lines) rather than swapping in
+    // the staging frame: the staging frame stays one hot frame, and the slot's frame, just read by the encode, is
+    // not replaced by a cold one. A lazy fill slot or an overflow copies the page from the staging frame.
+    if (n > 0 && fill < 0 && this.wasm !== null)
+      this.wasm.ex.decode(c.deltaOffset, n, c.rawPageOffset(slot), this.pageSize)
+    else c.writePage(slot, staged)
     if (n < 0) {
       c.stats.overflows++
       c.stats.pages.full++
@@ -179,7 +197,12 @@ export class PageDeltaEncoder extends PageDeltaState {
     c.stats.pages.delta++
     c.stats.bytesSaved += this.pageSize - n
     r.kind = 'delta'
-    r.delta = this.deltaDst.subarray(0, n)
+    let v = this.deltaViews[n]
+    if (v === undefined) {
+      v = this.deltaDst.subarray(0, n)
+      this.deltaViews[n] = v
+    }
+    r.delta = v
     return r
   }
 }
@@ -191,9 +214,9 @@ export class PageDeltaDecoder extends PageDeltaState {
     const c = this.cache
     let slot = c.lookup(blockId, pageIndex)
     // A full frame for a cached page means the encoder's delta overflowed: count it the same way.
-    if (slot < 0) slot = c.insert(blockId, pageIndex)
+    if (slot < 0) slot = c.insertMissing(blockId, pageIndex)
     else c.stats.overflows++
-    if (slot >= 0) c.pageView(slot).set(page)
+    if (slot >= 0) c.writePage(slot, page)
     c.stats.pages.full++
   }
 
@@ -209,16 +232,20 @@ export class PageDeltaDecoder extends PageDeltaState {
     this.decodeInto(slot, delta)
     c.stats.pages.delta++
     c.stats.bytesSaved += this.pageSize - delta.length
-    return c.pageView(slot)
+    return c.rawPageView(slot) // decodeInto materialised it
   }
 
-  /** An unchanged-page frame: returns the cached page. Throws CacheDesyncError if not cached. */
+  /**
+   * An unchanged-page frame: returns the cached page (valid until the next call; for a lazy fill slot it is the
+   * shared fill frame, so do not write to it). Throws CacheDesyncError if not cached.
+   */
   same(blockId: number, pageIndex: number): Uint8Array {
     const c = this.cache
     const slot = c.lookup(blockId, pageIndex)
     if (slot < 0) throw new CacheDesyncError(blockId, pageIndex, 'same')
     c.stats.pages.same++
     c.stats.bytesSaved += this.pageSize
-    return c.pageView(slot)
+    const fill = c.fillOf(slot)
+    return fill < 0 ? c.rawPageView(slot) : c.fillPageView(fill)
   }
 }
