@@ -4,7 +4,6 @@ import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ProtocolError } from '../errors.js'
-import { FrameReader } from '../reader.js'
 import {
   collect,
   concat,
