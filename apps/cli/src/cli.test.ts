@@ -14,7 +14,9 @@ let stream: Buffer
 let encoded: Buffer
 
 function fixture(name: string): Buffer {
-  const p = fileURLToPath(new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url))
+  const p = fileURLToPath(
+    new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url),
+  )
   return Buffer.from(decompress(readFileSync(p)))
 }
 
@@ -51,7 +53,15 @@ describe('xbzrle encode / decode', () => {
   })
 
   it('FILE arguments and -o, with --stats on stderr', async () => {
-    const e = await runCli(['encode', join(dir, 'in.mig'), '-o', join(dir, 'x.xbz'), '--stats', '--mode', 'compact'])
+    const e = await runCli([
+      'encode',
+      join(dir, 'in.mig'),
+      '-o',
+      join(dir, 'x.xbz'),
+      '--stats',
+      '--mode',
+      'compact',
+    ])
     expect(e.code).toBe(0)
     expect(e.stdout.length).toBe(0)
     expect(e.stderr).toMatch(/xbzrle encode: .* in, .* out, ratio 0\.\d+/)
@@ -175,11 +185,24 @@ describe('xbzrle demo and help', () => {
     expect(r.code).toBe(0)
     expect(r.stdout.toString()).toMatch(/Typical setups/)
     expect(r.stdout.toString()).toMatch(/Exit codes/)
-    for (const cmd of ['encode', 'decode', 'inspect', 'demo']) {
+    for (const cmd of ['encode', 'decode', 'inspect', 'demo', 'send', 'receive', 'bench']) {
       const h = await runCli([cmd, '--help'])
       expect(h.code, cmd).toBe(0)
       expect(h.stdout.toString(), cmd).toMatch(/Example:/)
     }
+  })
+})
+
+describe('xbzrle bench', () => {
+  it('measures a file and verifies the round trip (--json)', async () => {
+    const r = await runCli(['bench', join(dir, 'in.mig'), '--rounds', '1', '--json'])
+    expect(r.code).toBe(0)
+    const j = JSON.parse(r.stdout.toString())
+    expect(j.bytes).toBe(stream.length)
+    expect(j.identical).toBe(true)
+    expect(j.ratio).toBeGreaterThan(0)
+    expect(j.ratio).toBeLessThan(1)
+    expect(j.encodeMBps).toBeGreaterThan(0)
   })
 })
 
@@ -189,7 +212,9 @@ describe('progress line', () => {
     writeFileSync(join(dir, 'big.mig'), big)
     const cmd = `${process.execPath} ${CLI} encode ${join(dir, 'big.mig')} -o ${join(dir, 'big.xbz')}`
     const tty = execFileSync('script', ['-qfec', cmd, '/dev/null'], { encoding: 'utf8' })
-    expect(tty).toMatch(/encode in [\d.]+ \w+ \| out [\d.]+ \w+ \| ratio 0\.\d+ \| \d+ MB\/s \| hit [\d.]+% \| [\d.]+s/)
+    expect(tty).toMatch(
+      /encode in [\d.]+ \w+ \| out [\d.]+ \w+ \| ratio 0\.\d+ \| \d+ MB\/s \| hit [\d.]+% \| [\d.]+s/,
+    )
     const plain = await runCli(['encode', join(dir, 'big.mig'), '-o', join(dir, 'big2.xbz')])
     expect(plain.code).toBe(0)
     expect(plain.stderr).toBe('')

@@ -9,7 +9,13 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
-const PACKAGES = ['packages/protocol', 'packages/codec', 'packages/adapter-libvirt', 'packages/adapter-ws', 'apps/cli']
+const PACKAGES = [
+  'packages/protocol',
+  'packages/codec',
+  'packages/adapter-libvirt',
+  'packages/adapter-ws',
+  'apps/cli',
+]
 let scratch: string
 
 function sh(cmd: string, args: string[], cwd: string): string {
@@ -23,7 +29,10 @@ beforeAll(() => {
   for (const p of PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', tarballs], join(root, p))
   const app = join(scratch, 'app')
   sh('mkdir', ['-p', app], scratch)
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'consumer', private: true, type: 'module' }),
+  )
   const files = readdirSync(tarballs).map((f) => join(tarballs, f))
   expect(files).toHaveLength(PACKAGES.length)
   sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...files], app)

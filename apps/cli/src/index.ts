@@ -1,8 +1,10 @@
 import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
 import { runDecode, runEncode } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
+import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { parseSize } from './io.js'
 
@@ -11,6 +13,10 @@ Typical setups:
   Save / restore (libvirt, save_image_format = "raw"):
     virsh save vm vm.save && xbzrle encode vm.save -o vm.save.xbz
     xbzrle decode vm.save.xbz -o vm.save && virsh restore vm.save
+
+  Live migration over WebSocket (TLS + token):
+    destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle receive --listen 0.0.0.0:8443 --token-file T --tls-cert C --tls-key K'
+    source (QMP): migrate "exec:xbzrle send wss://dst:8443/vm1 --token-file T --ca CA"
 
   Plain QEMU live migration through exec: pipes:
     destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode < /run/mig.xbz'
@@ -144,6 +150,89 @@ export function buildProgram(): Command {
     .addHelpText('after', '\nExample:\n  xbzrle demo --workload text --mem 128\n')
     .action(async (o) => {
       await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
+    })
+  program
+    .command('send')
+    .description(
+      'encode a QEMU migration stream (FILE or stdin) and send it to an xbzrle receiver over WebSocket',
+    )
+    .argument('<url>', 'ws://HOST:PORT/ID or wss://HOST:PORT/ID')
+    .argument('[input]', 'input file (default: stdin)')
+    .option('--token-file <file>', 'shared secret, from a file (or set XBZRLE_TOKEN / --token-env)')
+    .option('--token-env <name>', 'environment variable that holds the shared secret')
+    .option('--ca <file>', 'CA certificate (PEM) that signed the receiver certificate, for wss://')
+    .option('--max-rate <bytes>', 'cap the bandwidth, bytes per second (e.g. 100M)', sizeArg)
+    .option('--migration-id <id>', 'name of this migration on the receiver (default: random)')
+    .option('--encoded', 'the input is already an xbzrle stream: send it as it is')
+    .option('--cache-size <bytes>', 'page cache budget (default: guest RAM, up to 1 GiB)', sizeArg)
+    .addOption(
+      new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
+    )
+    .option('--zero-mask', 'skip WebSocket masking (faster; only between trusted peers)')
+    .option('--stats', 'print a summary on stderr at the end')
+    .addHelpText(
+      'after',
+      '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
+    )
+    .action(async (url: string, input: string | undefined, o) => {
+      await runSend(url, input, o)
+    })
+
+  program
+    .command('receive')
+    .description('accept migrations over WebSocket, decode them, and hand each one to stdout, a file or QEMU')
+    .requiredOption('--listen <host:port>', 'address to listen on, e.g. 0.0.0.0:8443')
+    .option('--token-file <file>', 'shared secret, from a file (or set XBZRLE_TOKEN / --token-env)')
+    .option('--token-env <name>', 'environment variable that holds the shared secret')
+    .option('--tls-cert <file>', 'certificate (PEM) for wss://')
+    .option('--tls-key <file>', 'private key (PEM) for wss://')
+    .option('--allow-insecure-no-token', 'allow listening on a non-loopback address without a token')
+    .option('-o, --output <file>', 'write each decoded stream to this file ({id} = migration id)')
+    .option(
+      '--connect <unix:path>',
+      "hand each decoded stream to a destination QEMU's -incoming unix: socket",
+    )
+    .option('--once', 'exit after the first migration (implied when writing to stdout)')
+    .option('--max-memory <bytes>', 'global memory cap for all sessions', sizeArg)
+    .option('--max-cache <bytes>', 'largest cache one stream may ask for', sizeArg)
+    .option('--stats', 'report each migration on stderr')
+    .addHelpText(
+      'after',
+      "\nExample (destination QEMU):\n  qemu-system-x86_64 ... -incoming 'exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle receive --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem'\n",
+    )
+    .action(async (o) => {
+      await runReceive(o)
+    })
+
+  program
+    .command('bench')
+    .description("measure this machine's encode/decode speed and ratio on a file or a simulated guest")
+    .argument('[file]', 'a QEMU migration stream or libvirt save image (default: a simulated guest)')
+    .addOption(
+      new Option('--workload <name>', 'simulated workload').choices(WORKLOADS as string[]).default('sparse'),
+    )
+    .option('--mem <MiB>', 'simulated guest RAM in MiB', intArg(1, 4096), 64)
+    .option('--passes <n>', 'simulated dirty passes', intArg(0, 100), 6)
+    .option('--cache-size <bytes>', 'page cache budget', sizeArg)
+    .addOption(
+      new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
+    )
+    .option('--rounds <n>', 'repetitions (the median is reported)', intArg(1, 50), 3)
+    .option('--json', 'machine-readable output')
+    .addHelpText(
+      'after',
+      '\nExample:\n  xbzrle bench vm.save --rounds 5\n  xbzrle bench --workload text --mem 256 --json\n',
+    )
+    .action(async (file: string | undefined, o) => {
+      await runBench(file, {
+        workload: o.workload as Workload,
+        memMiB: o.mem,
+        passes: o.passes,
+        cacheSize: o.cacheSize,
+        mode: o.mode,
+        rounds: o.rounds,
+        json: o.json,
+      })
     })
   return program
 }

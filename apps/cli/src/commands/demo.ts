@@ -3,6 +3,7 @@ import { gzipSync } from 'node:zlib'
 import { SimulatedGuest, type Workload, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
 import { CliError, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
+import { loopbackWebSocket } from './ws.js'
 
 export interface DemoOptions {
   workload: Workload
@@ -126,7 +127,10 @@ export function demoTable(r: DemoResult, o: DemoOptions): string {
 }
 
 export async function runDemo(o: DemoOptions): Promise<void> {
-  const r = await runDemoPipeline(o)
+  const r = await runDemoPipeline({
+    transport: { name: 'WebSocket (loopback)', start: loopbackWebSocket },
+    ...o,
+  })
   process.stdout.write(demoTable(r, o))
   if (!r.identical)
     throw new CliError('demo: the decoded stream differs from the original', ExitCode.INTERNAL)

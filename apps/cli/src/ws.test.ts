@@ -1,0 +1,209 @@
+// `xbzrle send` / `xbzrle receive` as child processes: loopback WebSocket, a token, a fault-injecting TCP proxy,
+// and a real QEMU live migration over WebSocket (with and without connection cuts).
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
+import {
+  compareGuestRam,
+  installTestkitHooks,
+  migrateThrough,
+  requireQemu,
+  startGuest,
+} from '@xbzrle/testkit'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { CLI, CLI_SH, runCli } from './test-cli.js'
+
+installTestkitHooks({ afterEach, afterAll })
+
+let dir: string
+let stream: Buffer
+const TOKEN = 's3cret-token-for-tests'
+const env = { XBZRLE_TOKEN: TOKEN }
+const children: ChildProcess[] = []
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'xbzrle-ws-'))
+  stream = Buffer.concat([...new SimulatedGuest({ memMiB: 16, passes: 3, seed: 4 }).stream()])
+  writeFileSync(join(dir, 'in.mig'), stream)
+})
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts `xbzrle receive` and resolves once it listens. */
+function startReceiver(
+  args: string[],
+  extraEnv: NodeJS.ProcessEnv = env,
+): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
+  const child = spawn(process.execPath, [CLI, 'receive', ...args], { env: { ...process.env, ...extraEnv } })
+  children.push(child)
+  let err = ''
+  child.stderr.on('data', (b) => (err += b))
+  const exit = new Promise<number | null>((r) => child.on('close', r))
+  return new Promise((resolve, reject) => {
+    const t = setInterval(() => {
+      if (/listening on/.test(err)) {
+        clearInterval(t)
+        resolve({ child, stderr: () => err, exit })
+      }
+    }, 20)
+    child.on('close', (code) => {
+      clearInterval(t)
+      reject(new Error(`receiver exited ${code}: ${err}`))
+    })
+  })
+}
+
+/** A TCP proxy that cuts every connection after `cutAfter` bytes from the client, `cuts` times in all. */
+function faultProxy(
+  target: number,
+  cutAfter: number,
+  cuts: number,
+): Promise<{ port: number; server: Server; cutsDone: () => number }> {
+  let done = 0
+  const server = createServer((client: Socket) => {
+    const upstream = tcpConnect(target, '127.0.0.1')
+    let seen = 0
+    client.on('data', (b) => {
+      seen += b.length
+      if (done < cuts && seen > cutAfter) {
+        done++
+        client.destroy()
+        upstream.destroy()
+        return
+      }
+      upstream.write(b)
+    })
+    upstream.on('data', (b) => client.write(b))
+    client.on('error', () => upstream.destroy())
+    upstream.on('error', () => client.destroy())
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  })
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ port: (server.address() as { port: number }).port, server, cutsDone: () => done }),
+    ),
+  )
+}
+
+describe('xbzrle send → xbzrle receive', () => {
+  it('loopback with a token: the received file is byte-identical', async () => {
+    const port = await freePort()
+    const out = join(dir, 'out-{id}.mig')
+    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', out, '--once'])
+    const tx = await runCli(
+      ['send', `ws://127.0.0.1:${port}/vm1`, join(dir, 'in.mig'), '--migration-id', 'vm1', '--stats'],
+      undefined,
+      env,
+    )
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(tx.stderr).toMatch(/xbzrle send: .* sent to ws:/)
+    expect(await rx.exit).toBe(0)
+    expect(readFileSync(join(dir, 'out-vm1.mig')).equals(stream)).toBe(true)
+  })
+
+  it('a wrong token is refused: sender exits 5 with the close code, the receiver keeps serving', async () => {
+    const port = await freePort()
+    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', join(dir, 'never-{id}.mig')])
+    const tx = await runCli(['send', `ws://127.0.0.1:${port}/x`, join(dir, 'in.mig')], undefined, {
+      XBZRLE_TOKEN: 'wrong',
+    })
+    expect(tx.code).toBe(5)
+    expect(tx.stderr.trim().split('\n')).toHaveLength(1)
+    expect(tx.stderr).toMatch(/4401/)
+    const ok = await runCli(
+      ['send', `ws://127.0.0.1:${port}/y`, join(dir, 'in.mig'), '--migration-id', 'y'],
+      undefined,
+      env,
+    )
+    expect(ok.code, ok.stderr).toBe(0)
+    expect(readFileSync(join(dir, 'never-y.mig')).equals(stream)).toBe(true)
+    rx.child.kill('SIGTERM')
+    await rx.exit
+  })
+
+  it('the token never comes from argv, and a public listen address needs one', async () => {
+    const r = await runCli(['receive', '--listen', '0.0.0.0:0'], undefined, { XBZRLE_TOKEN: '' })
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/token/i)
+    const bad = await runCli(['send', 'ws://127.0.0.1:1/x', '--token', 'abc'])
+    expect(bad.code).toBe(2)
+  })
+
+  it('survives connection cuts through a fault-injecting proxy, byte-exact', async () => {
+    const port = await freePort()
+    const rx = await startReceiver([
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      join(dir, 'cut-{id}.mig'),
+      '--once',
+    ])
+    const proxy = await faultProxy(port, 2_000_000, 3)
+    try {
+      const tx = await runCli(
+        ['send', `ws://127.0.0.1:${proxy.port}/cut`, join(dir, 'in.mig'), '--migration-id', 'cut', '--stats'],
+        undefined,
+        env,
+      )
+      expect(tx.code, tx.stderr).toBe(0)
+      expect(await rx.exit).toBe(0)
+      expect(proxy.cutsDone()).toBeGreaterThan(0)
+      expect(tx.stderr).toMatch(/[1-9]\d* reconnects/)
+      expect(readFileSync(join(dir, 'cut-cut.mig')).equals(stream)).toBe(true)
+    } finally {
+      proxy.server.close()
+    }
+  })
+})
+
+describe('real QEMU live migration over WebSocket', () => {
+  it.each([{ cuts: 0 }, { cuts: 2 }])(
+    'exec:xbzrle send → exec:xbzrle receive, $cuts connection cuts',
+    { timeout: 180_000 },
+    async ({ cuts }) => {
+      if (!requireQemu()) return
+      const port = await freePort()
+      const proxy = await faultProxy(port, 3_000_000, cuts)
+      try {
+        const source = await startGuest({
+          memMiB: 48,
+          append: { workload: 'sparse', mem: 24, rate: 4000, period: 200 },
+        })
+        await source.waitForReady()
+        await source.waitForPass(1)
+        const { dest, stats, encode, decode } = await migrateThrough({
+          source,
+          encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${proxy.port}/vm --stats`,
+          decode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} receive --listen 127.0.0.1:${port}`,
+          parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
+          forceConvergeAfterSyncs: 3,
+        })
+        expect(stats.status).toBe('completed')
+        expect(encode.exitCode, encode.stderr).toBe(0)
+        expect(decode.exitCode, decode.stderr).toBe(0)
+        expect(proxy.cutsDone()).toBe(cuts)
+        expect(await compareGuestRam(source, dest)).toBeNull()
+        const last = await source.lastPass()
+        await dest.cont()
+        await dest.waitForPass(last + 1)
+      } finally {
+        proxy.server.close()
+      }
+    },
+  )
+})
