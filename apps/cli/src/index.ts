@@ -1,4 +1,5 @@
 import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
+import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
@@ -67,6 +68,25 @@ export function helperForm(argv: string[]): string[] | undefined {
   return undefined
 }
 
+function formatVersionOption(): Option {
+  return new Option('--format-version <n>', 'xbzrle format version to write (1 for old readers)')
+    .choices(SUPPORTED_VERSIONS.map(String))
+    .argParser((v) => Number(v))
+}
+
+function compressOption(): Option {
+  return new Option(
+    '--compress <codec>',
+    'second stage for format v2 batches (default: best installed)',
+  ).choices([...CODEC_NAMES])
+}
+
+function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | undefined {
+  if (o.compress === undefined) return undefined
+  if (o.formatVersion === 1) throw new CliError('--compress needs format version 2 or later', ExitCode.USAGE)
+  return { codec: o.compress as Compression['codec'] }
+}
+
 export function buildProgram(): Command {
   const program = new Command('xbzrle')
   program
@@ -90,7 +110,8 @@ export function buildProgram(): Command {
     .addOption(
       new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
     )
-    .addOption(new Option('--format-version <n>', 'xbzrle format version to write').choices(['1']))
+    .addOption(formatVersionOption())
+    .addOption(compressOption())
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',
@@ -102,7 +123,8 @@ export function buildProgram(): Command {
         cacheSize: o.cacheSize,
         ways: o.ways,
         mode: o.mode,
-        formatVersion: o.formatVersion ? 1 : undefined,
+        formatVersion: o.formatVersion,
+        compression: compressionOf(o),
         stats: o.stats,
       })
     })
@@ -169,13 +191,14 @@ export function buildProgram(): Command {
       new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
     )
     .option('--zero-mask', 'skip WebSocket masking (faster; only between trusted peers)')
+    .addOption(compressOption())
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',
       '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
     )
     .action(async (url: string, input: string | undefined, o) => {
-      await runSend(url, input, o)
+      await runSend(url, input, { ...o, compression: compressionOf(o) })
     })
 
   program

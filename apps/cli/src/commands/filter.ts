@@ -1,5 +1,6 @@
 import { pipeline } from 'node:stream/promises'
 import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
+import type { Compression } from '@xbzrle/protocol'
 import { formatBytes, openInput, openOutput } from '../io.js'
 import { Progress } from '../progress.js'
 
@@ -8,7 +9,8 @@ export interface EncodeCommandOptions {
   cacheSize?: number
   ways?: number
   mode?: 'canonical' | 'compact'
-  formatVersion?: 1
+  formatVersion?: number
+  compression?: Compression
   stats?: boolean
 }
 

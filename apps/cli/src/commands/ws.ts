@@ -2,9 +2,22 @@ import { createWriteStream, readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { PassThrough, type Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt'
-import { createReceiver, loadToken, type Receiver, type SessionInfo, sendStream } from '@xbzrle/adapter-ws'
-import { FrameReader, headerToJson, type StreamHeaderJson } from '@xbzrle/protocol'
+import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream, IO_CHUNK } from '@xbzrle/adapter-libvirt'
+import {
+  createReceiver,
+  createSender,
+  loadToken,
+  type Receiver,
+  type SessionInfo,
+  sendStream,
+} from '@xbzrle/adapter-ws'
+import {
+  type Compression,
+  FrameReader,
+  headerToJson,
+  type StreamHeaderJson,
+  SUPPORTED_VERSIONS,
+} from '@xbzrle/protocol'
 import { CliError, ExitCode } from '../errors.js'
 import { formatBytes, openInput } from '../io.js'
 import { Progress } from '../progress.js'
@@ -31,42 +44,71 @@ export interface SendCommandOptions {
   cacheSize?: number
   mode?: 'canonical' | 'compact'
   zeroMask?: boolean
+  compression?: Compression
   stats?: boolean
 }
+
+/** Format versions this sender can write. */
+const SUPPORTED_WRITE_VERSIONS = SUPPORTED_VERSIONS
 
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
   if (!/^wss?:\/\//.test(url))
     throw new CliError(`send: expected a ws:// or wss:// URL, got ${url}`, ExitCode.USAGE)
   const token = tokenFrom(o)
   const source: Readable = openInput(input)
-  const enc = o.encoded ? undefined : new EncodeStream({ cacheBytes: o.cacheSize, mode: o.mode })
-  const stream = enc ? source.pipe(enc) : source
-  if (enc) source.on('error', (e) => enc.destroy(e))
-  // Announce the stream header in the handshake, so the receiver reserves exactly the cache it needs.
-  const header = await peekHeader(stream)
+  // An already-encoded stream offers exactly its own version (and announces its header). Otherwise the
+  // encoder starts only once the receiver has chosen a version, so an older receiver gets a stream it reads.
+  const header = o.encoded ? await peekHeader(source) : undefined
+  const versions = header ? [header.version] : [...SUPPORTED_WRITE_VERSIONS]
+  const feed = new PassThrough({ highWaterMark: IO_CHUNK })
+  let enc: EncodeStream | undefined
+  let inputError: Error | undefined
+  let started = false
   let sent = 0
-  stream.on('data', (c: Buffer) => {
+  feed.on('data', (c: Buffer) => {
     sent += c.length
+  })
+  const start = (version: number) => {
+    started = true
+    enc = o.encoded
+      ? undefined
+      : new EncodeStream({
+          cacheBytes: o.cacheSize,
+          mode: o.mode,
+          formatVersion: version,
+          compression: o.compression,
+        })
+    const done = enc ? pipeline(source, enc, feed) : pipeline(source, feed)
+    done.catch((e: Error) => {
+      inputError = e
+      sender.abort(e.message)
+    })
+  }
+  const sender = createSender(feed, url, {
+    token,
+    header,
+    versions,
+    ca: o.ca ? readFileSync(o.ca) : undefined,
+    maxRate: o.maxRate,
+    migrationId: o.migrationId,
+    zeroMask: o.zeroMask,
+    onEvent: (e) => {
+      if (e.type === 'connected' && !started) start(e.version)
+    },
   })
   const progress = new Progress('send', () => ({
     bytesIn: enc?.encoder.stats.bytesIn ?? sent,
     bytesOut: sent,
   }))
   try {
-    const r = await sendStream(stream, url, {
-      token,
-      header,
-      ca: o.ca ? readFileSync(o.ca) : undefined,
-      maxRate: o.maxRate,
-      migrationId: o.migrationId,
-      zeroMask: o.zeroMask,
-    })
+    const r = await sender.done
     if (o.stats) {
       process.stderr.write(
         `xbzrle send: ${formatBytes(enc?.encoder.stats.bytesIn ?? r.bytes)} in, ${formatBytes(r.bytes)} sent to ${url} (migration ${r.migrationId}, format v${r.version}, ${r.reconnects} reconnects)\n`,
       )
     }
   } catch (e) {
+    if (inputError) throw inputError // the input was the problem (e.g. a partial save image), not the peer
     const err = e as Error
     throw new CliError(
       err.message.split('\n')[0]!,
@@ -74,6 +116,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     )
   } finally {
     progress.stop()
+    if (!started) source.destroy()
   }
 }
 

@@ -67,7 +67,11 @@ export class XbzrleDecoder {
   /** A bad magic usually means the wrong kind of file: say which kind it looks like. */
   private explain(e: unknown): unknown {
     if (e instanceof ProtocolError && e.code === 'BAD_MAGIC') {
-      return new ProtocolError('BAD_MAGIC', `xbzrle decode: ${describeNotXbzrle(this.head.subarray(0, this.headLen))}`, 0)
+      return new ProtocolError(
+        'BAD_MAGIC',
+        `xbzrle decode: ${describeNotXbzrle(this.head.subarray(0, this.headLen))}`,
+        0,
+      )
     }
     return e
   }

@@ -1,5 +1,12 @@
 import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
-import { FrameWriter, type Mode, type SourceKind, type StreamHeader } from '@xbzrle/protocol'
+import {
+  type Compression,
+  FrameWriter,
+  type FrameWriterOptions,
+  type Mode,
+  type SourceKind,
+  type StreamHeader,
+} from '@xbzrle/protocol'
 import {
   parseSaveImageHeader,
   SAVE_HEADER_SIZE,
@@ -20,7 +27,9 @@ export interface EncoderOptions {
   /** Target original bytes per batch (default 1 MiB). */
   batchBytes?: number
   /** Format version to write (default: the newest). */
-  formatVersion?: 1
+  formatVersion?: number
+  /** Second-stage compressor of format v2 batches (default: the best one installed; ignored by v1). */
+  compression?: Compression
   targetPageSize?: number
   /** Informational header field; `libvirt-save` is set by the save-image wrapper. */
   source?: SourceKind
@@ -80,7 +89,7 @@ export class XbzrleEncoder {
         onChunk(c)
       },
       batchBytes: options.batchBytes,
-      version: options.formatVersion,
+      version: options.formatVersion as FrameWriterOptions['version'],
     })
     this.reader = new QemuStreamReader(
       { verbatim: (b) => this.onVerbatim(b), page: (r) => this.onPage(r) },
@@ -180,6 +189,7 @@ export class XbzrleEncoder {
       mode: o.mode ?? 'canonical',
       source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
       encoder: o.encoderName,
+      ...(this.writer.version >= 2 && o.compression ? { compression: o.compression } : {}),
     }
     this.writer.header(header)
     for (const b of this.early) this.writer.verbatim(b)
