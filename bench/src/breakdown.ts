@@ -1,6 +1,7 @@
 /**
  * Where the filter's CPU goes, measured in-process on the same files (no child process, no pipe, output
- * discarded): reading the file, parsing the QEMU stream only, the whole XbzrleEncoder, the whole XbzrleDecoder.
+ * discarded): reading the file, parsing the QEMU stream only, the whole XbzrleEncoder (default format, and format
+ * v1 = without the second-stage compressor), the whole XbzrleDecoder.
  * The difference between these and the CLI rows is process start-up and stdin/stdout I/O.
  */
 import { createReadStream } from 'node:fs'
@@ -11,6 +12,8 @@ export interface Breakdown {
   readS: number
   parseS: number
   encodeS: number
+  /** XbzrleEncoder writing format v1 (XBZRLE frames only, no second-stage compressor). */
+  encodeV1S: number
   decodeS: number
 }
 
@@ -40,11 +43,17 @@ export async function breakdown(stream: string, encoded: string): Promise<Breakd
     (c) => enc.push(c),
     () => enc.finish(),
   )
+  const enc1 = new XbzrleEncoder(() => {}, { formatVersion: 1 })
+  const encodeV1S = await cpuOf(
+    stream,
+    (c) => enc1.push(c),
+    () => enc1.finish(),
+  )
   const dec = new XbzrleDecoder(() => {})
   const decodeS = await cpuOf(
     encoded,
     (c) => dec.push(c),
     () => dec.finish(),
   )
-  return { readS, parseS, encodeS, decodeS }
+  return { readS, parseS, encodeS, encodeV1S, decodeS }
 }

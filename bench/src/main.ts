@@ -8,7 +8,7 @@
  *   --refresh-corpus                  recapture the streams even when cached
  *   --streams sparse,text             subset of the corpus
  *   --runs N                          live migrations per setup and link (default 3)
- *   --links 8,32                      link rates in MiB/s (default 8,32)
+ *   --links 8,32,0                    link rates in MiB/s, 0 = no limit (default 8,32,0)
  *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
  *   --report-only                     only rewrite the report from stored results
  */
@@ -31,7 +31,7 @@ function parseArgs(argv: string[]) {
     refresh: false,
     streams: undefined as string[] | undefined,
     runs: undefined as number | undefined,
-    links: [8, 32],
+    links: [8, 32, 0],
     repeat: 1,
     reportOnly: false,
   }
@@ -114,7 +114,13 @@ if (has('live')) {
 // `codec` has nothing to run here: `npm run bench` (turbo) runs the codec package's own bench, whose
 // BENCHMARKS.md the report embeds. With --only codec alone, the report is rewritten with the current file.
 
-const report = writeReport({ quick: opts.quick, resultsDir, wallS: (performance.now() - t0) / 1000 })
+if (!opts.reportOnly)
+  writeJson(join(resultsDir, 'run.json'), {
+    stages: opts.only,
+    wallS: (performance.now() - t0) / 1000,
+    date: new Date().toISOString(),
+  })
+const report = writeReport({ quick: opts.quick, resultsDir })
 // Same as the codec package: let biome lay out the tables so that `npm run lint` stays clean.
 spawnSync('npx', ['biome', 'format', '--write', report], { cwd: ROOT, stdio: 'ignore' })
 log(`report written: ${report}`)

@@ -4,7 +4,7 @@ import { join, relative } from 'node:path'
 import { recipes, type StreamInfo } from './corpus.js'
 import type { FilterStreamResult, ToolRun } from './filter.js'
 import type { LiveGuest, LiveRun } from './live.js'
-import { SETUPS } from './live.js'
+import { linkLabel, SETUPS } from './live.js'
 import { barChart } from './svg.js'
 import {
   CACHE,
@@ -24,7 +24,6 @@ import {
 interface Inputs {
   quick: boolean
   resultsDir: string
-  wallS: number
 }
 
 const mbps = (bytes: number, s: number) => (s > 0 ? bytes / MB / s : Number.NaN)
@@ -47,6 +46,9 @@ export function writeReport(inp: Inputs): string {
   )
   const live = readJson<{ machine: MachineInfo; guest: LiveGuest; runs: LiveRun[]; wallS: number }>(
     join(inp.resultsDir, 'live.json'),
+  )
+  const lastRun = readJson<{ stages: string[]; wallS: number; date: string }>(
+    join(inp.resultsDir, 'run.json'),
   )
   const m = machineInfo()
   const md: string[] = []
@@ -78,7 +80,7 @@ export function writeReport(inp: Inputs): string {
   const targets: string[][] = []
   const misses: string[] = []
   const tool = (r: FilterStreamResult, name: string): ToolRun | undefined =>
-    r.runs.find((t) => t.tool === name)
+    r.runs.find((t) => t.tool === name && !t.error)
   if (filter) {
     const heavy = filter.results.filter((r) => r.resentShare >= 0.5)
     for (const r of heavy) {
@@ -96,12 +98,15 @@ export function writeReport(inp: Inputs): string {
       if (!ok) {
         const fullBytes = r.ideal.frames.full * 4096
         const why: string[] = []
-        if (!smaller)
+        if (!smaller) {
+          const v1 = tool(r, 'xbzrle v1')
           why.push(
-            `output ${fmtMB(x.outBytes)} MB > lzop's ${fmtMB(l.outBytes)} MB: ${fmtMB(fullBytes)} MB of it are ` +
-              `${r.ideal.frames.full} first-time (full) pages that xbzrle sends as they are, while lzop compresses ` +
-              `them ${fix(l.ratio > 0 ? 1 / l.ratio : 0, 2)}x overall (the guest's RAM is text and structured records)`,
+            `output ${fmtMB(x.outBytes)} MB > lzop's ${fmtMB(l.outBytes)} MB; ${r.ideal.frames.full} first-time (full) ` +
+              `pages make ${fmtMB(fullBytes)} MB of the input, which XBZRLE cannot shrink` +
+              (v1 ? ` (XBZRLE stage alone: ${fmtMB(v1.outBytes)} MB)` : '') +
+              `, while lzop compresses the whole stream ${fix(l.ratio > 0 ? 1 / l.ratio : 0, 2)}x`,
           )
+        }
         if (speed < 1.5)
           why.push(
             `encode ${r0(mbps(r.bytes, x.enc.cpuS))} MB/s vs lzop ${r0(mbps(r.bytes, l.enc.cpuS))} MB/s per CPU second ` +
@@ -111,12 +116,14 @@ export function writeReport(inp: Inputs): string {
       }
     }
     for (const r of filter.results) {
-      const x = tool(r, 'xbzrle')
+      // The ideal model is XBZRLE alone: compare the XBZRLE stage (format v1) when it was measured.
+      const stage = tool(r, 'xbzrle v1') ? 'xbzrle v1' : 'xbzrle'
+      const x = tool(r, stage)
       if (!x) continue
       const over = x.outBytes / r.ideal.payload - 1
       const ok = over <= 0.05
       targets.push([
-        `\`${r.stream}\`: output within 5% of ideal unbounded-cache XBZRLE`,
+        `\`${r.stream}\`: ${stage} output within 5% of ideal unbounded-cache XBZRLE`,
         `+${pct(over)} (ideal with v1 frames: +${pct(x.outBytes / r.ideal.framed - 1)})`,
         ok ? 'met' : '**missed**',
       ])
@@ -170,21 +177,24 @@ export function writeReport(inp: Inputs): string {
           parse: a.parse + r.breakdown!.parseS,
           enc: a.enc + r.breakdown!.encodeS,
           dec: a.dec + r.breakdown!.decodeS,
+          enc1: a.enc1 + (r.breakdown!.encodeV1S ?? Number.NaN),
         }),
-        { bytes: 0, read: 0, parse: 0, enc: 0, dec: 0 },
+        { bytes: 0, read: 0, parse: 0, enc: 0, dec: 0, enc1: 0 },
       )
       misses.push(
         `- Filter speed: the CLI encodes at ${r0(encAll)} MB/s and decodes at ${r0(decAll)} MB/s per CPU second. ` +
-          `In-process on the same streams (no child process, no pipes): reading the file ${r0(mbps(b.bytes, b.read))} MB/s, ` +
-          `parsing the QEMU stream alone ${r0(mbps(b.bytes, b.parse))} MB/s, the whole XbzrleEncoder ${r0(mbps(b.bytes, b.enc))} MB/s, ` +
-          `the whole XbzrleDecoder ${r0(mbps(b.bytes, b.dec))} MB/s. The codec kernel itself runs at several GB/s ` +
-          '(codec table below), so the time goes to the stream parser, framing/CRC and copies in adapter-libvirt and protocol, ' +
-          'plus process start-up and stdin/stdout I/O for the difference between the in-process and CLI numbers.',
+          `In-process on the same streams (no child process, no pipes, output discarded): reading the file ` +
+          `${r0(mbps(b.bytes, b.read))} MB/s, parsing the QEMU stream alone ${r0(mbps(b.bytes, b.parse))} MB/s, ` +
+          `XbzrleEncoder writing format v1 (XBZRLE only) ${r0(mbps(b.bytes, b.enc1))} MB/s, XbzrleEncoder with the default ` +
+          `format ${r0(mbps(b.bytes, b.enc))} MB/s, XbzrleDecoder ${r0(mbps(b.bytes, b.dec))} MB/s. The codec kernels run at ` +
+          'several GB/s (codec table below), so the time goes to the layers around them (stream parser, page cache ' +
+          'copies, framing and CRCs, and in the default format the second-stage compressor); the gap between the ' +
+          'in-process and the CLI numbers is process start-up and stdin/stdout I/O in the CLI.',
       )
     }
   }
   if (live) {
-    const low = Math.min(...live.runs.map((r) => r.linkMiBs))
+    const low = Math.min(...live.runs.filter((r) => r.linkMiBs > 0).map((r) => r.linkMiBs))
     const med = (setup: string) =>
       median(live.runs.filter((r) => r.ok && r.linkMiBs === low && r.setup === setup).map((r) => r.e2eMs!))
     const ours = med('xbzrle filter')
@@ -237,7 +247,7 @@ export function writeReport(inp: Inputs): string {
       'before in the same stream (`xbzrle inspect --json`: `resentPages / pages`).',
       '',
       mdTable(
-        ['stream', 'workload', 'size MB', 'PAGE', 'ZERO', 'XBZRLE', 're-sent', 'dirty syncs'],
+        ['stream', 'workload', 'size MB', 'PAGE', 'ZERO', 'XBZRLE', 're-sent', 'dirty syncs', 'capture s'],
         corpus.streams.map((s) => [
           `\`${s.name}\``,
           s.what,
@@ -247,8 +257,9 @@ export function writeReport(inp: Inputs): string {
           String(s.pages.xbzrle),
           pct(s.resentShare, 0),
           String(s.qemu.dirtySyncCount ?? 'n/a'),
+          fix(s.captureS, 1),
         ]),
-        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
+        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
       ),
       '',
     )
@@ -260,8 +271,11 @@ export function writeReport(inp: Inputs): string {
     md.push(
       '## Filter table',
       '',
-      'Each tool as libvirt runs it: `prog -c < stream > out`, then `prog -dc < out > back` (`xbzrle -c` / `-dc` for',
-      'ours: the built CLI, `node apps/cli/bin/xbzrle.js`), one child process each, measured by GNU time. **ratio** =',
+      'Each tool as libvirt runs it: `prog -c < stream > out`, then `prog -dc < out > back`, one child process each,',
+      'measured by GNU time. Ours is the built CLI (`node apps/cli/bin/xbzrle.js`): **xbzrle** = `xbzrle -c` / `-dc` with',
+      'the default format (v2 at the time of writing: v1 frames plus a per-batch second-stage compressor, see',
+      'packages/protocol/SPEC.md); **xbzrle v1** = `xbzrle encode --format-version 1` (the XBZRLE stage alone, no',
+      'second-stage compressor); **xbzrle + zstd -1** = `xbzrle -c | zstd -1` (a libvirt-style chain). **ratio** =',
       'output / input. **MB/s** = input (original stream) bytes / second, for compression and decompression alike:',
       '"cpu" = per second of user+system CPU of the child (one core), "wall" = elapsed. Peak RSS from `%M`. Every round trip',
       'verified by SHA-256 against the original. Files live in the page cache (24 GiB RAM), so no disk wait is measured.',
@@ -288,6 +302,21 @@ export function writeReport(inp: Inputs): string {
     const rows: string[][] = []
     for (const r of filter.results) {
       for (const t of r.runs) {
+        if (t.error) {
+          rows.push([
+            `\`${r.stream}\``,
+            t.tool,
+            'FAILED',
+            '',
+            '',
+            '',
+            '',
+            '',
+            '',
+            t.error.replace(/\|/g, '\\|'),
+          ])
+          continue
+        }
         rows.push([
           `\`${r.stream}\``,
           t.tool,
@@ -342,13 +371,23 @@ export function writeReport(inp: Inputs): string {
         'second. CLI = the `xbzrle -c` / `-dc` child above (adds process start-up and pipe/file I/O).',
         '',
         mdTable(
-          ['stream', 'read file', 'parse only', 'XbzrleEncoder', 'CLI encode', 'XbzrleDecoder', 'CLI decode'],
+          [
+            'stream',
+            'read file',
+            'parse only',
+            'XbzrleEncoder v1',
+            'XbzrleEncoder',
+            'CLI encode',
+            'XbzrleDecoder',
+            'CLI decode',
+          ],
           bd.map((r) => {
             const x = tool(r, 'xbzrle')
             return [
               `\`${r.stream}\``,
               r0(mbps(r.bytes, r.breakdown!.readS)),
               r0(mbps(r.bytes, r.breakdown!.parseS)),
+              r0(mbps(r.bytes, r.breakdown!.encodeV1S ?? Number.NaN)),
               r0(mbps(r.bytes, r.breakdown!.encodeS)),
               r0(mbps(r.bytes, x?.enc.cpuS ?? Number.NaN)),
               r0(mbps(r.bytes, r.breakdown!.decodeS)),
@@ -436,7 +475,7 @@ export function writeReport(inp: Inputs): string {
         const ok = rs.filter((r) => r.ok)
         const mm = (f: (r: LiveRun) => number | undefined) => median(ok.map((r) => f(r) ?? Number.NaN))
         rows.push([
-          `${l} MiB/s`,
+          linkLabel(l),
           s.name,
           fix(mm((r) => r.e2eMs) / 1000, 2),
           fix(mm((r) => r.totalMs) / 1000, 2),
@@ -471,13 +510,43 @@ export function writeReport(inp: Inputs): string {
       md.push(
         'Failed runs:',
         '',
-        ...failed.map((r) => `- ${r.linkMiBs} MiB/s ${r.setup} #${r.run}: ${r.error}`),
+        ...failed.map((r) => `- ${linkLabel(r.linkMiBs)} ${r.setup} #${r.run}: ${r.error}`),
+        '',
+      )
+    const obs: string[] = []
+    for (const l of links) {
+      const med = (setup: string, f: (r: LiveRun) => number | undefined) =>
+        median(
+          live.runs
+            .filter((r) => r.ok && r.linkMiBs === l && r.setup === setup)
+            .map((r) => f(r) ?? Number.NaN),
+        )
+      const ours = med('xbzrle filter', (r) => r.e2eMs)
+      const plain = med('plain', (r) => r.e2eMs)
+      const lz = med('lzop -1 filter', (r) => r.e2eMs)
+      const qx = med('QEMU xbzrle', (r) => r.e2eMs)
+      if (!Number.isFinite(ours) || !Number.isFinite(plain)) continue
+      const qemuRate = med('xbzrle filter', (r) => (r.ramTransferred ?? Number.NaN) / (r.e2eMs! / 1000))
+      obs.push(
+        `- ${linkLabel(l)}: xbzrle filter ${fix(ours / plain, 2)}x the time of plain, ${fix(ours / qx, 2)}x QEMU xbzrle, ` +
+          `${fix(ours / lz, 2)}x lzop -1; it moved QEMU's stream at ${fix(qemuRate / MB, 0)} MB/s and put ` +
+          `${fix(med('xbzrle filter', (r) => r.wireBytes) / MB, 1)} MB on the wire (plain ${fix(med('plain', (r) => r.wireBytes) / MB, 1)} MB, ` +
+          `lzop ${fix(med('lzop -1 filter', (r) => r.wireBytes) / MB, 1)} MB).`,
+      )
+    }
+    if (obs.length)
+      md.push(
+        'Per link (medians). Where the filter is slower than plain although it sends fewer bytes, the link is no longer',
+        'the bottleneck: the "no limit" rows show how fast each pipeline runs when only CPU limits it (2 cores shared with',
+        'two TCG QEMUs).',
+        '',
+        ...obs,
         '',
       )
     const liveSvg = barChart({
       title: 'Live migration total time (median, lower is better)',
       subtitle: `${live.guest.memMiB} MiB TCG guest, ${live.guest.append.workload} workload; link = pv -L; setup event → destination completed`,
-      groups: links.map((l) => `${l} MiB/s link`),
+      groups: links.map((l) => (l > 0 ? `${l} MiB/s link` : 'no link limit')),
       series: SETUPS.map((s) => ({
         name: s.name,
         values: links.map((l) =>
@@ -500,7 +569,7 @@ export function writeReport(inp: Inputs): string {
   const codecMd = join(ROOT, 'packages/codec/BENCHMARKS.md')
   if (existsSync(codecMd)) {
     const text = readFileSync(codecMd, 'utf8')
-    const gen = /Generated by[^\n]*/.exec(text)?.[0]
+    const gen = /Generated by[^\n]*/.exec(text)?.[0]?.replace(/\.$/, '')
     md.push(
       `From [packages/codec/BENCHMARKS.md](packages/codec/BENCHMARKS.md) (${gen ?? 'see the file'}; written by`,
       '`npm run bench -w @xbzrle/codec`, which `npm run bench` runs too). Kernel throughput on synthetic page pairs,',
@@ -523,8 +592,8 @@ export function writeReport(inp: Inputs): string {
   md.push(
     '## Run time',
     '',
-    `This invocation: ${fix(inp.wallS / 60, 1)} min` +
-      `${corpus?.stageS !== undefined ? `; corpus stage ${fix(corpus.stageS / 60, 1)} min (0 when cached)` : ''}` +
+    `Last run of \`npm run bench -w @xbzrle/bench\`${lastRun ? ` (stages ${lastRun.stages.join(', ')}, ${lastRun.date.slice(0, 16).replace('T', ' ')} UTC): ${fix(lastRun.wallS / 60, 1)} min` : ': n/a'}` +
+      `${corpus ? `; capturing the corpus (only when not cached) ${fix(corpus.streams.reduce((a, s) => a + s.captureS, 0) / 60, 1)} min plus inspect` : ''}` +
       `${filter?.stageS !== undefined ? `; filter stage ${fix(filter.stageS / 60, 1)} min` : ''}` +
       `${live ? `; live stage ${fix(live.wallS / 60, 1)} min` : ''}.`,
     '',

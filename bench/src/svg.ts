@@ -20,6 +20,13 @@ export interface BarChart {
 
 const PALETTE = ['#1f6feb', '#d1242f', '#8250df', '#1a7f37', '#bf8700', '#57606a', '#e16f24', '#0a3069']
 
+/** The smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k) that is ≥ v. */
+function niceCeil(v: number): number {
+  const p = 10 ** Math.floor(Math.log10(v))
+  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v - 1e-12) return m * p
+  return 10 * p
+}
+
 const esc = (s: string): string =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 
@@ -39,7 +46,7 @@ export function barChart(c: BarChart): string {
   const all = c.series
     .flatMap((s) => s.values)
     .filter((v): v is number => v !== undefined && Number.isFinite(v))
-  const max = c.max ?? Math.max(1e-9, ...all, ...(c.marks ?? []).map((m) => m.value)) * 1.05
+  const max = c.max ?? niceCeil(Math.max(1e-9, ...all, ...(c.marks ?? []).map((m) => m.value)) * 1.02)
   const plotW = W - left - right
   const x = (v: number) => left + (Math.min(v, max) / max) * plotW
   const out: string[] = []

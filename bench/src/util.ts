@@ -177,7 +177,13 @@ export function machineInfo(): MachineInfo {
       gzip: firstLine('gzip --version').replace(/^gzip /, ''),
       pv: firstLine('pv --version').replace(/^pv /, '').replace(/ - .*/, ''),
     },
-    commit: firstLine(`git -C ${shq(ROOT)} rev-parse --short HEAD`),
+    commit:
+      firstLine(`git -C ${shq(ROOT)} rev-parse --short HEAD`) +
+      (spawnSync('sh', ['-c', `git -C ${shq(ROOT)} status --porcelain -- packages apps | head -1`], {
+        encoding: 'utf8',
+      }).stdout.trim()
+        ? ' + uncommitted changes in packages/apps'
+        : ''),
   }
 }
 
