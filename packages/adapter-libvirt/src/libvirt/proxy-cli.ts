@@ -31,6 +31,8 @@ Options:
   --socket-mode OCTAL          source: mode of the listening socket (default 660)
   --connect-timeout SECONDS    opening the TCP connection / QEMU socket (default 10)
   --idle-timeout SECONDS       abort a migration when nothing moved for this long (default 0 = never)
+  --digest                     log a SHA-256 of the QEMU stream per migration (equal on both halves =
+                               byte-exact end to end; costs CPU)
   --quiet                      only errors
 
 With libvirt (same socket path on both hosts; destination first, then source, then virsh):
@@ -56,6 +58,7 @@ export interface ProxyArgs {
   qemuSocket?: string
   once: boolean
   quiet: boolean
+  digest: boolean
   cacheBytes?: number
   mode?: Mode
   maxCacheBytes?: number
@@ -98,7 +101,7 @@ export function parseProxyArgs(argv: readonly string[]): ProxyArgs {
   const bools = new Set<string>()
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!
-    if (a === '--once' || a === '--quiet') {
+    if (a === '--once' || a === '--quiet' || a === '--digest') {
       bools.add(a)
       continue
     }
@@ -127,6 +130,7 @@ export function parseProxyArgs(argv: readonly string[]): ProxyArgs {
     listen,
     once: bools.has('--once'),
     quiet: bools.has('--quiet'),
+    digest: bools.has('--digest'),
     connectTimeoutMs: seconds(flags.get('--connect-timeout') ?? '10'),
     idleTimeoutMs: seconds(flags.get('--idle-timeout') ?? '0'),
   }
@@ -172,6 +176,7 @@ export function runProxy(
   const common = {
     connectTimeoutMs: args.connectTimeoutMs,
     idleTimeoutMs: args.idleTimeoutMs,
+    digest: args.digest,
     log: hooks.log,
     onSession: hooks.onSession,
   }

@@ -12,6 +12,7 @@
  * (connection) at a time per proxy; a connection that arrives while one is active is refused (closed at once).
  * Migrations one after another through the same pair work.
  */
+import { createHash } from 'node:crypto'
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs'
 import { createServer, type Server, type Socket, connect as socketConnect } from 'node:net'
 import type { Duplex, Transform } from 'node:stream'
@@ -159,6 +160,11 @@ export interface ProxySessionResult {
   /** Return-path bytes relayed (destination QEMU → source QEMU), unchanged. */
   returnPath: number
   durationMs: number
+  /**
+   * With `digest: true`: SHA-256 (hex) of the QEMU stream as this proxy saw it (source: read from QEMU;
+   * destination: written to QEMU). Equal on both halves = the migration stream crossed byte for byte.
+   */
+  qemuSha256?: string
 }
 
 /** Totals over all sessions of one proxy. */
@@ -199,6 +205,8 @@ export interface ProxyCommonOptions {
   connectTimeoutMs?: number
   /** Abort a session when no byte moved in either direction for this long. Default 0 = never. */
   idleTimeoutMs?: number
+  /** Hash the QEMU side of the stream (ProxySessionResult.qemuSha256). Costs CPU. Default false. */
+  digest?: boolean
   /**
    * Once the return path has ended (destination QEMU or transport closed it), the forward direction must end
    * within this time, else the session fails. At a normal end the source QEMU closes right after it read
@@ -318,7 +326,7 @@ function runSession(
   id: number,
   ends: SessionEnds,
   counters: ProxyCounters,
-  timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number },
+  timeouts: { idleTimeoutMs: number; halfCloseTimeoutMs: number; digest: boolean; qemuIsA: boolean },
 ): { result: Promise<ProxySessionResult>; abort: (why: string) => void } {
   const { a, b, aName, bName, transform } = ends
   const t0 = Date.now()
@@ -336,6 +344,7 @@ function runSession(
   let idleTimer: NodeJS.Timeout | undefined
   let halfCloseTimer: NodeJS.Timeout | undefined
   const { idleTimeoutMs, halfCloseTimeoutMs } = timeouts
+  const hash = timeouts.digest ? createHash('sha256') : undefined
 
   const watcher = new ReturnPathWatcher()
   const finish = (error?: string) => {
@@ -356,6 +365,7 @@ function runSession(
       durationMs: Date.now() - t0,
     }
     if (error !== undefined) r.error = error
+    if (hash) r.qemuSha256 = hash.digest('hex')
     resolveResult(r)
   }
   const fail = (why: string) => finish(why)
@@ -365,11 +375,13 @@ function runSession(
 
   // forward: a → transform → b
   a.on('data', (c: Buffer) => {
+    if (hash && timeouts.qemuIsA) hash.update(c)
     forwardIn += c.length
     counters.forwardIn += c.length
     lastActivity = Date.now()
   })
   transform.on('data', (c: Buffer) => {
+    if (hash && !timeouts.qemuIsA) hash.update(c)
     forwardOut += c.length
     counters.forwardOut += c.length
   })
@@ -461,7 +473,8 @@ export function formatSession(role: 'source' | 'destination', r: ProxySessionRes
   const [qemu, xbz] = role === 'source' ? [r.forwardIn, r.forwardOut] : [r.forwardOut, r.forwardIn]
   return (
     `xbzrle proxy ${role}: migration ${r.id} done: QEMU ${mb(qemu)}, xbzrle ${mb(xbz)} (ratio ${ratio.toFixed(2)}), ` +
-    `return path ${r.returnPath} B, ${(r.durationMs / 1000).toFixed(1)} s`
+    `return path ${r.returnPath} B, ${(r.durationMs / 1000).toFixed(1)} s` +
+    (r.qemuSha256 ? `, sha256 ${r.qemuSha256.slice(0, 16)}` : '')
   )
 }
 
@@ -552,8 +565,13 @@ class ProxyState {
   }
 }
 
-function timeoutsOf(o: ProxyCommonOptions): { idleTimeoutMs: number; halfCloseTimeoutMs: number } {
-  return { idleTimeoutMs: o.idleTimeoutMs ?? 0, halfCloseTimeoutMs: o.halfCloseTimeoutMs ?? 30_000 }
+function timeoutsOf(o: ProxyCommonOptions, qemuIsA: boolean) {
+  return {
+    idleTimeoutMs: o.idleTimeoutMs ?? 0,
+    halfCloseTimeoutMs: o.halfCloseTimeoutMs ?? 30_000,
+    digest: o.digest ?? false,
+    qemuIsA,
+  }
 }
 
 function failedResult(id: number, error: string, t0: number): ProxySessionResult {
@@ -609,7 +627,7 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
             transform: new EncodeStream(options.encoder),
           },
           state.counters,
-          timeoutsOf(options),
+          timeoutsOf(options, true),
         )
         s.setAbort(run.abort)
         qemu.resume()
@@ -693,7 +711,7 @@ export async function startDestinationProxy(options: DestinationProxyOptions): P
             transform: new DecodeStream(options.decoder),
           },
           state.counters,
-          timeoutsOf(options),
+          timeoutsOf(options, false),
         )
         s.setAbort(run.abort)
         run.result.then(s.settle)

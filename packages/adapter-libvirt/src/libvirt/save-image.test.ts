@@ -8,6 +8,8 @@ import {
   buildTestGuest,
   firstDifference,
   parsePassLines,
+  removeTmpDir,
+  removeTmpDirs,
   requireQemu,
   type SkipContext,
   tmpDir,
@@ -77,7 +79,10 @@ async function ensureLibvirt(): Promise<void> {
     ['virtlogd', '/run/virtlogd.pid'],
     ['libvirtd', '/run/libvirtd.pid'],
   ] as const) {
-    if (spawnSync('pgrep', ['-x', name]).status === 0) continue
+    // a daemon of the host namespace is up when its socket answers (pgrep would also see the namespaced
+    // daemons of virsh-migrate.test.ts)
+    const sock = name === 'virtlogd' ? '/run/libvirt/virtlogd-sock' : '/run/libvirt/libvirt-sock'
+    if (spawnSync('socat', ['-u', 'OPEN:/dev/null', `UNIX-CONNECT:${sock}`]).status === 0) continue
     const r = spawnSync(name, ['-d'], { encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`${name} -d failed: ${r.stderr}`)
     started.push({ name, pidFile })
@@ -109,6 +114,7 @@ afterAll(async () => {
       // already gone
     }
   }
+  await removeTmpDirs()
 })
 
 function domainXml(o: { name: string; kernel: string; cmdline: string; serial: string }): string {
@@ -237,6 +243,7 @@ describe('virsh save → xbzrle encode → decode → virsh restore (real libvir
       expect(await virsh('domstate', name)).toMatch(/running/)
     } finally {
       await virsh('destroy', name).catch(() => undefined)
+      removeTmpDir(dir)
     }
   })
 
@@ -262,6 +269,7 @@ describe('virsh save → xbzrle encode → decode → virsh restore (real libvir
     expect(g.status).not.toBe(0)
     expect(g.stderr).toMatch(/already compressed \(gzip\).*save_image_format = "raw"/)
     expect(g.stderr.trim().split('\n')).toHaveLength(1)
+    removeTmpDir(dir)
     console.info(`refusals (exit ${p.status}/${g.status}):\n  ${p.stderr.trim()}\n  ${g.stderr.trim()}`)
   })
 })
