@@ -185,7 +185,7 @@ describe('xbzrle demo and help', () => {
     expect(r.code).toBe(0)
     expect(r.stdout.toString()).toMatch(/Typical setups/)
     expect(r.stdout.toString()).toMatch(/Exit codes/)
-    for (const cmd of ['encode', 'decode', 'inspect', 'demo', 'send', 'receive', 'bench']) {
+    for (const cmd of ['encode', 'decode', 'inspect', 'demo', 'send', 'receive', 'bench', 'proxy']) {
       const h = await runCli([cmd, '--help'])
       expect(h.code, cmd).toBe(0)
       expect(h.stdout.toString(), cmd).toMatch(/Example/)

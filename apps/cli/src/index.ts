@@ -1,4 +1,4 @@
-import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
+import { PROXY_USAGE, proxyMain, WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
 import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { runBench } from './commands/bench.js'
@@ -18,6 +18,11 @@ Typical setups:
   Live migration over WebSocket (TLS + token):
     destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle receive --listen 0.0.0.0:8443 --token-file T --tls-cert C --tls-key K'
     source (QMP): migrate "exec:xbzrle send wss://dst:8443/vm1 --token-file T --ca CA"
+
+  libvirt live migration through a unix-socket proxy pair (return path relayed):
+    dst# xbzrle proxy destination --listen 0.0.0.0:49300 --qemu-socket /var/lib/libvirt/qemu/xbz.sock
+    src# xbzrle proxy source --listen /var/lib/libvirt/qemu/xbz.sock --connect DST:49300
+    src# virsh migrate --live --p2p DOM qemu+ssh://DST/system --migrateuri unix:///var/lib/libvirt/qemu/xbz.sock
 
   Plain QEMU live migration through exec: pipes:
     destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode < /run/mig.xbz'
@@ -228,6 +233,27 @@ export function buildProgram(): Command {
     })
 
   program
+    .command('proxy')
+    .description(
+      'unix-socket migration proxy for `virsh migrate --migrateuri unix://` (source | destination)',
+    )
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]', 'source|destination and their options (see `xbzrle proxy --help`)')
+    .action(async (args: string[]) => {
+      if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
+        process.stdout.write(`${PROXY_USAGE}\nExample: see above.\n`)
+        return
+      }
+      // proxyMain prints its own one-line errors; map its statuses onto the CLI's exit codes.
+      const code = await proxyMain(args)
+      if (code !== 0) {
+        throw new SilentExit(code === 2 ? ExitCode.USAGE : code === 4 ? ExitCode.IO : ExitCode.PEER)
+      }
+    })
+
+  program
     .command('bench')
     .description("measure this machine's encode/decode speed and ratio on a file or a simulated guest")
     .argument('[file]', 'a QEMU migration stream or libvirt save image (default: a simulated guest)')
@@ -260,6 +286,13 @@ export function buildProgram(): Command {
   return program
 }
 
+/** A command that already reported its failure on stderr and only needs an exit code. */
+class SilentExit extends Error {
+  constructor(readonly exitCode: (typeof ExitCode)[keyof typeof ExitCode]) {
+    super('exit')
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug')
   const args = helperForm(argv) ?? argv
@@ -278,6 +311,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0
       return ExitCode.USAGE
     }
+    if (e instanceof SilentExit) return e.exitCode
     const c = classify(e)
     process.stderr.write(`xbzrle: ${c.message}\n`)
     if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)

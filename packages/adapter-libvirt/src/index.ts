@@ -12,13 +12,45 @@ export {
 } from './filter/encoder.js'
 export { DecodeStream, EncodeStream, IO_CHUNK } from './filter/streams.js'
 export {
+  type DestinationProxyOptions,
+  formatSession,
+  listenTcp,
+  type MigrationProxy,
+  type ProxyCommonOptions,
+  type ProxyCounters,
+  type ProxySessionResult,
+  ReturnPathWatcher,
+  type SourceProxyOptions,
+  startDestinationProxy,
+  startSourceProxy,
+  type TcpEndpoint,
+  type TransportConnector,
+  type TransportListener,
+  tcpConnector,
+} from './libvirt/proxy.js'
+export {
+  PROXY_USAGE,
+  type ProxyArgs,
+  ProxyUsageError,
+  parseHostPort,
+  parseProxyArgs,
+  proxyMain,
+  runProxy,
+} from './libvirt/proxy-cli.js'
+export {
+  buildSaveImageHeader,
+  buildSaveImagePrefix,
   parseSaveImageHeader,
+  readSaveImageInfo,
+  readSaveImageXml,
   SAVE_FORMATS,
   SAVE_HEADER_SIZE,
   SAVE_MAGIC,
   SAVE_PARTIAL_MAGIC,
   SaveImageError,
   type SaveImageHeader,
+  type SaveImageHeaderFields,
+  type SaveImageInfo,
   saveImageXml,
   sniffSaveImage,
 } from './libvirt/save-image.js'

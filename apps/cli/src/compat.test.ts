@@ -1,0 +1,295 @@
+// Cross-version compatibility matrix: writer version × reader version × transport (file, pipe, WebSocket),
+// with the real v1 release taking part. The commit that released format v1 (packages/protocol/RELEASES.json) is
+// checked out into a scratch folder, built, packed and installed into a scratch project, and its CLI and
+// libraries act as the old writer, reader, sender and receiver.
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CLI } from './test-cli.js'
+
+const root = fileURLToPath(new URL('../../..', import.meta.url))
+const releases = JSON.parse(readFileSync(join(root, 'packages/protocol/RELEASES.json'), 'utf8')) as {
+  formats: Record<string, string>
+}
+const V1_COMMIT = releases.formats['1']!
+const PACKAGES = [
+  'packages/protocol',
+  'packages/codec',
+  'packages/adapter-libvirt',
+  'packages/adapter-ws',
+  'apps/cli',
+]
+const TOKEN = 'compat-token'
+
+let scratch: string
+const receivers: ReturnType<typeof spawn>[] = []
+let app: string
+let oldCli: string
+let input: string
+let original: Buffer
+
+function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
+}
+
+beforeAll(() => {
+  scratch = mkdtempSync(join(tmpdir(), 'xbzrle-compat-'))
+  const src = join(scratch, 'v1-src')
+  mkdirSync(src)
+  // A missing commit (e.g. a shallow clone) must fail loudly: the matrix is the proof that v1 still works.
+  sh('sh', ['-c', `git -C '${root}' archive --format=tar ${V1_COMMIT} | tar -x -C '${src}'`], scratch)
+  sh('npm', ['ci', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], src, { CI: 'true' })
+  const tarballs = join(scratch, 'tarballs')
+  mkdirSync(tarballs)
+  for (const p of PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', tarballs], join(src, p))
+  app = join(scratch, 'app')
+  mkdirSync(app)
+  writeFileSync(
+    join(app, 'package.json'),
+    JSON.stringify({ name: 'v1-consumer', private: true, type: 'module' }),
+  )
+  sh(
+    'npm',
+    [
+      'install',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      '--loglevel=error',
+      ...readdirSync(tarballs).map((f) => join(tarballs, f)),
+    ],
+    app,
+  )
+  oldCli = join(app, 'node_modules', '.bin', 'xbzrle')
+  // Old-side WebSocket helpers, written against the v1 release's own public API.
+  writeFileSync(
+    join(app, 'old-receive.mjs'),
+    `import { createWriteStream } from 'node:fs'
+import { pipeline } from 'node:stream/promises'
+import { DecodeStream } from '@xbzrle/adapter-libvirt'
+import { createReceiver } from '@xbzrle/adapter-ws'
+const [port, out] = process.argv.slice(2)
+let finish
+const done = new Promise((r) => (finish = r))
+const rx = createReceiver({
+  token: process.env.XBZRLE_TOKEN,
+  createPipeline: () => { const d = new DecodeStream(); return { writable: d, done: pipeline(d, createWriteStream(out)) } },
+  onEvent: (e) => { if (e.type === 'session-end') finish(0); if (e.type === 'session-error') { console.error(e.message); finish(3) } },
+})
+await rx.listen('127.0.0.1', Number(port))
+console.error('listening')
+const code = await done
+await new Promise((r) => setTimeout(r, 300))
+await rx.close()
+process.exit(code)
+`,
+  )
+  writeFileSync(
+    join(app, 'old-send.mjs'),
+    `import { createReadStream } from 'node:fs'
+import { EncodeStream } from '@xbzrle/adapter-libvirt'
+import { sendStream } from '@xbzrle/adapter-ws'
+const [url, file] = process.argv.slice(2)
+try {
+  const r = await sendStream(createReadStream(file).pipe(new EncodeStream()), url, { token: process.env.XBZRLE_TOKEN })
+  console.error('sent format v' + r.version)
+} catch (e) { console.error(e.message); process.exit(5) }
+`,
+  )
+  input = join(scratch, 'in.mig')
+  original = Buffer.concat([...new SimulatedGuest({ memMiB: 4, passes: 2, seed: 8 }).stream()])
+  writeFileSync(input, original)
+}, 600_000)
+
+afterAll(() => {
+  for (const r of receivers) r.kill('SIGKILL')
+  rmSync(scratch, { recursive: true, force: true })
+})
+
+type Side = 'v1-release' | 'current-v1' | 'current-v2'
+const cliOf = (s: Side) => (s === 'v1-release' ? oldCli : `${process.execPath} ${CLI}`)
+const encodeArgs = (s: Side) => (s === 'current-v1' ? 'encode --format-version 1' : 'encode')
+
+function run(cmd: string, env: NodeJS.ProcessEnv = {}): { code: number; stderr: string } {
+  try {
+    execFileSync('bash', ['-c', `set -o pipefail; ${cmd}`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...env },
+    })
+    return { code: 0, stderr: '' }
+  } catch (e) {
+    const err = e as { status: number; stderr: Buffer }
+    return { code: err.status, stderr: err.stderr.toString() }
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts a receiver (argv, no shell) and resolves when it listens; the returned promise is its exit. */
+function startListening(argv: string[]): Promise<{ exit: Promise<{ code: number | null; stderr: string }> }> {
+  // stdout is not read: it must not be a pipe, or 'close' would wait for it forever.
+  const child = spawn(argv[0]!, argv.slice(1), {
+    env: { ...process.env, XBZRLE_TOKEN: TOKEN },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  receivers.push(child)
+  let stderr = ''
+  const exit = new Promise<{ code: number | null; stderr: string }>((r) =>
+    child.on('close', (code) => r({ code, stderr })),
+  )
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (b) => {
+      stderr += b
+      // Wrapped: resolving with the exit promise itself would adopt it and wait for the receiver to exit.
+      if (/listening/.test(stderr)) resolve({ exit })
+    })
+    child.on('close', (code) => reject(new Error(`receiver exited ${code}: ${stderr}`)))
+  })
+}
+
+/** Runs a sender (argv, no shell) without blocking the event loop. */
+function send(argv: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(argv[0]!, argv.slice(1), {
+    env: { ...process.env, XBZRLE_TOKEN: TOKEN },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  let stderr = ''
+  child.stderr!.on('data', (b) => (stderr += b))
+  return new Promise((r) => child.on('close', (code) => r({ code, stderr })))
+}
+
+const CELLS: Array<{ writer: Side; reader: 'v1-release' | 'current'; works: boolean }> = [
+  { writer: 'v1-release', reader: 'v1-release', works: true },
+  { writer: 'v1-release', reader: 'current', works: true },
+  { writer: 'current-v1', reader: 'v1-release', works: true },
+  { writer: 'current-v1', reader: 'current', works: true },
+  { writer: 'current-v2', reader: 'current', works: true },
+  // An old reader refuses a newer format with a clear message, and writes nothing.
+  { writer: 'current-v2', reader: 'v1-release', works: false },
+]
+
+describe('compatibility matrix (file and pipe)', () => {
+  for (const cell of CELLS) {
+    for (const transport of ['file', 'pipe'] as const) {
+      it(`${cell.writer} → ${cell.reader} over a ${transport}: ${cell.works ? 'works' : 'clear refusal'}`, () => {
+        const out = join(scratch, `out-${cell.writer}-${cell.reader}-${transport}.mig`)
+        const enc = `${cliOf(cell.writer)} ${encodeArgs(cell.writer)} < ${input}`
+        const dec = `${cliOf(cell.reader === 'current' ? 'current-v2' : 'v1-release')} decode`
+        const r =
+          transport === 'file'
+            ? run(`${enc} > ${out}.xbz && ${dec} ${out}.xbz > ${out}`)
+            : run(`${enc} 2>/dev/null | ${dec} > ${out}`) // the writer may die of EPIPE: the reader's verdict counts
+        if (cell.works) {
+          expect(r.code, r.stderr).toBe(0)
+          expect(readFileSync(out).equals(original)).toBe(true)
+        } else {
+          expect(r.code, r.stderr).toBe(3)
+          expect(r.stderr.trim().split('\n')).toHaveLength(1)
+          expect(r.stderr).toMatch(/version 2/)
+          expect(r.stderr).toMatch(/upgrade/i)
+          expect(readFileSync(out).length).toBe(0)
+        }
+      })
+    }
+  }
+})
+
+describe('compatibility matrix (WebSocket: the peers negotiate the format)', () => {
+  it('current sender → v1-release receiver: agree on v1, byte-exact', async () => {
+    const port = await freePort()
+    const out = join(scratch, 'ws-new-old.mig')
+    const { exit } = await startListening([process.execPath, join(app, 'old-receive.mjs'), String(port), out])
+    const tx = await send([process.execPath, CLI, 'send', `ws://127.0.0.1:${port}/m`, input, '--stats'])
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(tx.stderr).toMatch(/format v1/)
+    expect((await exit).code).toBe(0)
+    expect(readFileSync(out).equals(original)).toBe(true)
+  })
+
+  it('v1-release sender → current receiver: v1, byte-exact', async () => {
+    const port = await freePort()
+    const out = join(scratch, 'ws-old-new.mig')
+    const { exit } = await startListening([
+      process.execPath,
+      CLI,
+      'receive',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      out,
+      '--once',
+    ])
+    const tx = await send([process.execPath, join(app, 'old-send.mjs'), `ws://127.0.0.1:${port}/m`, input])
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(tx.stderr).toMatch(/sent format v1/)
+    expect((await exit).code).toBe(0)
+    expect(readFileSync(out).equals(original)).toBe(true)
+  })
+
+  it('current sender → current receiver: v2, byte-exact', async () => {
+    const port = await freePort()
+    const out = join(scratch, 'ws-new-new.mig')
+    const { exit } = await startListening([
+      process.execPath,
+      CLI,
+      'receive',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      out,
+      '--once',
+    ])
+    const tx = await send([process.execPath, CLI, 'send', `ws://127.0.0.1:${port}/m`, input, '--stats'])
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(tx.stderr).toMatch(/format v2/)
+    expect((await exit).code).toBe(0)
+    expect(readFileSync(out).equals(original)).toBe(true)
+  })
+
+  it('an already-encoded v2 stream sent to a v1-release receiver is refused by version (4406), not garbled', async () => {
+    const port = await freePort()
+    const encoded = join(scratch, 'v2.xbz')
+    expect(run(`${process.execPath} ${CLI} encode ${input} -o ${encoded}`).code).toBe(0)
+    await startListening([
+      process.execPath,
+      join(app, 'old-receive.mjs'),
+      String(port),
+      join(scratch, 'never.mig'),
+    ])
+    const tx = await send([process.execPath, CLI, 'send', `ws://127.0.0.1:${port}/m`, encoded, '--encoded'])
+    expect(tx.code).toBe(5)
+    expect(tx.stderr).toMatch(/4406/)
+  })
+})
+
+describe('golden vectors with the v1 release', () => {
+  it('the released v1 decoder reads every committed v1 vector as the current one does, and refuses v2 vectors', () => {
+    const dir = join(root, 'packages/protocol/vectors')
+    for (const version of ['v1', 'v2']) {
+      for (const f of readdirSync(join(dir, version)).filter((n) => n.endsWith('.xbz'))) {
+        const path = join(dir, version, f)
+        const oldR = run(`${oldCli} decode ${path} > /dev/null`)
+        const newR = run(`${process.execPath} ${CLI} decode ${path} > /dev/null`)
+        if (version === 'v1') expect(oldR.code, `${f}: ${oldR.stderr}`).toBe(newR.code)
+        else expect(oldR.code === 0, `${f} must be refused by v1`).toBe(false)
+      }
+    }
+  })
+})
