@@ -1,10 +1,16 @@
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createReadStream, createWriteStream, fstatSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { IO_CHUNK } from '@xbzrle/adapter-libvirt'
 
 /** FILE or stdin ("-" or absent). Large reads: most of a filter's speed is its I/O size. */
 export function openInput(path: string | undefined): Readable {
-  if (path === undefined || path === '-') return process.stdin
+  if (path === undefined || path === '-') {
+    // A file on stdin is read 1 MiB at a time (process.stdin would read 64 KiB: ~40% more CPU). A pipe gives at
+    // most its capacity per read anyway, and process.stdin (a socket) reads it without a 1 MiB buffer per read.
+    if (fstatSync(0).isFile())
+      return createReadStream('', { fd: 0, highWaterMark: IO_CHUNK, autoClose: false })
+    return process.stdin
+  }
   return createReadStream(path, { highWaterMark: IO_CHUNK })
 }
 

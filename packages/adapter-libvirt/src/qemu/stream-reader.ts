@@ -147,26 +147,39 @@ export class QemuStreamReader {
     }
   }
 
-  push(chunk: Uint8Array): void {
+  push(input: Uint8Array): void {
+    // Plain Uint8Array views: a Node Buffer's subarray() builds a Buffer, which costs more per record.
+    const chunk =
+      input.constructor === Uint8Array ? input : new Uint8Array(input.buffer, input.byteOffset, input.length)
     let off = 0
     if (this.carryLen > 0) {
       // Finish the item that straddles the chunk boundary in a small combined buffer, then go on in the chunk
-      // itself, so that big chunks are never copied.
-      const take = Math.min(chunk.length, MAX_ITEM)
-      this.carry.set(chunk.subarray(0, take), this.carryLen)
-      const combined = this.carry.subarray(0, this.carryLen + take)
-      const used = this.parse(combined, this.stats.bytes)
-      if (used < this.carryLen && take < chunk.length) {
-        throw new Error('QemuStreamReader: internal error, item larger than MAX_ITEM')
+      // itself, so that chunks are never copied whole. Most items are a page record (< 4.4 KiB): start with
+      // a little more than that and grow only for the rare bigger item.
+      let take = Math.min(chunk.length, 8192)
+      for (;;) {
+        this.carry.set(chunk.subarray(0, take), this.carryLen)
+        const combined = this.carry.subarray(0, this.carryLen + take)
+        const used = this.parse(combined, this.stats.bytes)
+        if (used >= this.carryLen) {
+          if (used < combined.length && take === chunk.length) {
+            // The whole chunk fitted and another item is incomplete: keep what is left.
+            this.carry.copyWithin(0, used, combined.length)
+            this.carryLen = combined.length - used
+            return
+          }
+          off = used - this.carryLen
+          this.carryLen = 0
+          break
+        }
+        // Nothing was consumed: the carried item needs more bytes than we gave it.
+        if (take === chunk.length) {
+          this.carryLen += take
+          return
+        }
+        if (take >= MAX_ITEM) throw new Error('QemuStreamReader: internal error, item larger than MAX_ITEM')
+        take = Math.min(chunk.length, take * 4, MAX_ITEM)
       }
-      if (used < this.carryLen || (used < combined.length && take === chunk.length)) {
-        // Still incomplete (the whole chunk fitted in the combined buffer): keep what is left.
-        this.carry.copyWithin(0, used, combined.length)
-        this.carryLen = combined.length - used
-        return
-      }
-      off = used - this.carryLen
-      this.carryLen = 0
     }
     const used = off + this.parse(chunk.subarray(off), this.stats.bytes)
     const left = chunk.length - used
