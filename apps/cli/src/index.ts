@@ -3,6 +3,7 @@ import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/proto
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
+import { runQemuDemo } from './commands/demo-qemu.js'
 import { runDecode, runEncode } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
 import { runReceive, runSend } from './commands/ws.js'
@@ -174,9 +175,14 @@ export function buildProgram(): Command {
     .option('--mem <MiB>', 'guest RAM in MiB', intArg(1, 4096), 64)
     .option('--passes <n>', 'dirty passes after the first full pass', intArg(0, 100), 6)
     .option('--seed <n>', 'random seed', intArg(0, 2 ** 31), 1)
-    .addHelpText('after', '\nExample:\n  xbzrle demo --workload text --mem 128\n')
+    .option(
+      '--qemu',
+      'a real live migration between two QEMU processes instead (needs QEMU and a source checkout)',
+    )
+    .addHelpText('after', '\nExample:\n  xbzrle demo --workload text --mem 128\n  npm run demo -- --qemu\n')
     .action(async (o) => {
-      await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
+      if (o.qemu) await runQemuDemo({ workload: o.workload, memMiB: o.mem })
+      else await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
     })
   program
     .command('send')

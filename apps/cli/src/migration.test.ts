@@ -8,7 +8,7 @@ import {
   startGuest,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { CLI_SH } from './test-cli.js'
+import { CLI_SH, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -68,5 +68,16 @@ describe('live migration: source QEMU → xbzrle encode → xbzrle decode → de
     const last = await source.lastPass()
     await dest.cont()
     await dest.waitForPass(last + 2)
+  })
+})
+
+describe('xbzrle demo --qemu', () => {
+  it('migrates a real guest through the filter and verifies guest RAM', { timeout: 180_000 }, async () => {
+    if (!requireQemu()) return
+    const r = await runCli(['demo', '--qemu', '--mem', '48'])
+    expect(r.code, r.stderr).toBe(0)
+    const out = r.stdout.toString()
+    expect(out).toMatch(/through xbzrle\s+[\d.]+ \w+ \(ratio 0\.\d+\)/)
+    expect(out).toMatch(/guest RAM identical on both sides; destination runs on/)
   })
 })
