@@ -10,6 +10,7 @@ import {
   compareGuestRam,
   installTestkitHooks,
   migrateThrough,
+  migrateWithUris,
   requireQemu,
   startGuest,
 } from '@xbzrle/testkit'
@@ -206,4 +207,45 @@ describe('real QEMU live migration over WebSocket', () => {
       }
     },
   )
+})
+
+describe('xbzrle receive --connect unix: (decoded straight into a destination QEMU socket)', () => {
+  it('exec:xbzrle send → receive --connect unix:DST → QEMU -incoming unix:DST', {
+    timeout: 180_000,
+  }, async () => {
+    if (!requireQemu()) return
+    const port = await freePort()
+    const dstSock = join(dir, `dst-${port}.sock`)
+    const source = await startGuest({
+      memMiB: 48,
+      append: { workload: 'text', mem: 24, rate: 4000, period: 200 },
+    })
+    await source.waitForReady()
+    await source.waitForPass(1)
+    let rx!: Awaited<ReturnType<typeof startReceiver>>
+    const { dest, stats } = await migrateWithUris({
+      source,
+      incomingUri: `unix:${dstSock}`,
+      uri: `exec:XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/vm`,
+      parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
+      forceConvergeAfterSyncs: 3,
+      beforeMigrate: async () => {
+        rx = await startReceiver([
+          '--listen',
+          `127.0.0.1:${port}`,
+          '--connect',
+          `unix:${dstSock}`,
+          '--once',
+          '--stats',
+        ])
+      },
+    })
+    expect(stats.status).toBe('completed')
+    expect(await rx.exit, rx.stderr()).toBe(0)
+    expect(rx.stderr()).toMatch(/migration \S+ done/)
+    expect(await compareGuestRam(source, dest)).toBeNull()
+    const last = await source.lastPass()
+    await dest.cont()
+    await dest.waitForPass(last + 1)
+  })
 })
