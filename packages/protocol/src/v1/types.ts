@@ -109,6 +109,11 @@ export interface FrameReaderOptions {
 
 export interface FrameWriterOptions {
   onChunk: (chunk: Uint8Array) => void
+  /**
+   * Hand `onChunk` a view into the writer's buffer, valid only until `onChunk` returns (the writer reuses the
+   * buffer), instead of a caller-owned array. For callers that consume each chunk at once (e.g. re-encode it).
+   */
+  chunkView?: boolean
   /** Target output bytes per batch (1 – 4 MiB), default 1 MiB. A batch closes once it reaches this. */
   batchBytes?: number
   version?: 1

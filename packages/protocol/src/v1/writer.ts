@@ -20,16 +20,21 @@ import type { EndStats, FrameWriterOptions, PageCounts, StreamHeader } from './t
 
 /** Fixed bytes of a batch body besides frames: seq varint (≤ 8) + outputLength u32 + outputCrc u32. */
 const BATCH_HEAD_MAX = 8 + 4 + 4
+/** Envelope, batch head and the largest page frame (kind, key, raw hdr, a 64 KiB page), rounded up. */
+const BATCH_SLACK = 72 * 1024
 
 /**
  * Writes a v1 xbzrle stream. Frames are appended to one reusable buffer; each closed batch (or the header, or
- * END) is handed to `onChunk` as a fresh array that the caller owns. No allocation per frame.
+ * END) is handed to `onChunk` as an array that the caller owns (a full batch: the buffer itself, no copy; the
+ * writer continues in a fresh one), or with `chunkView` as a view valid only during the call. No allocation per
+ * frame.
  *
  * Order: `header()` once, then any frames / `flush()`, then `end()` once. Misuse throws (Error / RangeError).
  */
 export class FrameWriter {
-  private readonly w = new ByteWriter(64 * 1024)
+  private readonly w: ByteWriter
   private readonly onChunk: (chunk: Uint8Array) => void
+  private readonly chunkView: boolean
   private readonly batchBytes: number
   private state: 'new' | 'open' | 'ended' = 'new'
   private pageSize = 0
@@ -56,6 +61,10 @@ export class FrameWriter {
       throw new RangeError(`batchBytes must be an integer in 1..${LIMITS.maxBatchOutputBytes}, got ${bb}`)
     this.batchBytes = bb
     this.onChunk = opts.onChunk
+    this.chunkView = opts.chunkView === true
+    // A batch closes once it reaches batchBytes, so it ends at most one frame beyond: with this capacity a
+    // full batch fits without regrowing, and take() hands the buffer out without a copy.
+    this.w = new ByteWriter(bb + BATCH_SLACK)
   }
 
   /** Wire bytes handed to `onChunk` so far. */
@@ -344,6 +353,17 @@ export class FrameWriter {
   }
 
   private emit(): void {
+    if (this.chunkView) {
+      const w = this.w
+      const chunk = w.view()
+      this.written += chunk.length
+      try {
+        this.onChunk(chunk)
+      } finally {
+        w.pos = 0
+      }
+      return
+    }
     const chunk = this.w.take()
     this.written += chunk.length
     this.onChunk(chunk)

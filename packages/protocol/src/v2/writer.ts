@@ -45,7 +45,12 @@ export class FrameWriter {
     if (opts.version !== undefined && opts.version !== VERSION)
       throw new RangeError(`this writer writes format version ${VERSION}, not ${opts.version}`)
     this.onChunk = opts.onChunk
-    this.inner = new V1FrameWriter({ onChunk: (c) => this.fromV1(c), batchBytes: opts.batchBytes })
+    // The v1 records are re-encoded at once (fromV1), so the inner writer lends views instead of copies.
+    this.inner = new V1FrameWriter({
+      onChunk: (c) => this.fromV1(c),
+      batchBytes: opts.batchBytes,
+      chunkView: true,
+    })
   }
 
   /** Wire bytes handed to `onChunk` so far. */
@@ -121,7 +126,7 @@ export class FrameWriter {
     const tag = chunk[0]
     if (tag === MAGIC[0]) this.emit(this.headerRecord())
     else if (tag === RecordTag.BATCH) this.emit(this.batchRecord(chunk))
-    else this.emit(chunk) // END: the same layout and CRC rule in v1 and v2
+    else this.emit(chunk.slice()) // END: the same layout and CRC rule in v1 and v2 (copied: chunk is a view)
   }
 
   private headerRecord(): Uint8Array {

@@ -1,15 +1,24 @@
 import { writeVarint } from './varint.js'
 
+/** An uninitialised array of `n` bytes (no zero fill: every byte handed out is written first). */
+function allocRaw(n: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(n)
+  return new Uint8Array(b.buffer, b.byteOffset, n)
+}
+
 /**
  * A growable byte buffer, written front to back and reused (msgpack-javascript style): one backing
- * `Uint8Array` that doubles when full, no allocation per item. `take()` copies the written bytes out and rewinds.
+ * `Uint8Array` that doubles when full, no allocation per item. `take()` hands the written bytes out (without a
+ * copy when they fill at least half the buffer) and rewinds.
  */
 export class ByteWriter {
   buf: Uint8Array
   pos = 0
+  private readonly capacity: number
 
   constructor(initialCapacity = 64 * 1024) {
-    this.buf = new Uint8Array(Math.max(16, initialCapacity))
+    this.capacity = Math.max(16, initialCapacity)
+    this.buf = allocRaw(this.capacity)
   }
 
   ensure(extra: number): void {
@@ -17,7 +26,7 @@ export class ByteWriter {
     if (need <= this.buf.length) return
     let cap = this.buf.length * 2
     while (cap < need) cap *= 2
-    const next = new Uint8Array(cap)
+    const next = allocRaw(cap)
     next.set(this.buf.subarray(0, this.pos))
     this.buf = next
   }
@@ -65,11 +74,18 @@ export class ByteWriter {
     return this.buf.subarray(start, end)
   }
 
-  /** Copies out everything written so far (a new, caller-owned array) and rewinds to 0. */
+  /**
+   * Everything written so far as a caller-owned array, and rewinds to 0. When the bytes fill at least half the
+   * buffer, the buffer itself is handed out (a view of its written part, no copy) and a fresh one of the initial
+   * capacity replaces it; a smaller part is copied out so that a small chunk does not pin a large buffer.
+   */
   take(): Uint8Array {
-    const out = this.buf.slice(0, this.pos)
+    const n = this.pos
+    const buf = this.buf
     this.pos = 0
-    return out
+    if (n * 2 < buf.length) return buf.slice(0, n)
+    this.buf = allocRaw(this.capacity)
+    return buf.subarray(0, n)
   }
 }
 
