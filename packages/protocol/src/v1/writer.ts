@@ -1,5 +1,12 @@
 import { ByteWriter } from '../wire/byte-writer.js'
-import { crc32, crc32Byte } from '../wire/crc32.js'
+import {
+  crc32,
+  crc32ByteSmall,
+  crc32Combine,
+  crc32CombineShift,
+  crc32Range,
+  crc32Shift,
+} from '../wire/crc32.js'
 import { MAGIC } from '../wire/magic.js'
 import { varintLength } from '../wire/varint.js'
 import {
@@ -45,6 +52,16 @@ export class FrameWriter {
   private outAt = 0
   private outLen = 0
   private outCrc = 0
+  /**
+   * The record CRC is kept incrementally over the frames (the batch head is patched at close and combined in
+   * then): `recCrc` = CRC-32 of the bytes `[framesStart, crcPos)`. Page and verbatim bytes, which both the record
+   * CRC and the output CRC cover, go through crc32 once and are combined into both (SPEC.md CRCs unchanged).
+   */
+  private framesStart = 0
+  private crcPos = 0
+  private recCrc = 0
+  /** crc32Shift(pageSize): appends a page's CRC to another CRC. */
+  private pageShift = 0
   private seq = 0
   /** pageIndex of the last keyed frame of the open batch, −1 at its start (SPEC.md §5.2). */
   private prevIndex = -1
@@ -76,6 +93,7 @@ export class FrameWriter {
     if (this.state !== 'new') throw new Error('FrameWriter.header() must be called exactly once, first')
     validateHeader(h)
     this.pageSize = h.pageSize
+    this.pageShift = crc32Shift(h.pageSize)
     const w = this.w
     w.bytes(MAGIC)
     w.varint(VERSION)
@@ -104,8 +122,12 @@ export class FrameWriter {
       w.u8(FrameKind.VERBATIM)
       w.varint(take)
       const part = bytes.subarray(off, off + take)
+      this.catchUpCrc()
       w.bytes(part)
-      this.outCrc = crc32(part, this.outCrc)
+      const pc = crc32(part)
+      this.recCrc = crc32Combine(this.recCrc, pc, take)
+      this.crcPos = w.pos
+      this.outCrc = crc32Combine(this.outCrc, pc, take)
       this.outLen += take
       off += take
       this.finishFrame()
@@ -116,8 +138,14 @@ export class FrameWriter {
     this.checkPage(blockId, pageIndex, hdr)
     this.checkPageBytes(page, 'page')
     this.pageHead(FrameKind.PAGE_FULL, blockId, pageIndex, hdr, this.pageSize, this.pageSize)
-    this.w.bytes(page)
-    this.outCrc = crc32(page, crc32(hdr, this.outCrc))
+    this.catchUpCrc()
+    const w = this.w
+    w.bytes(page)
+    const pc = crc32(page)
+    const shift = this.pageShift
+    this.recCrc = crc32CombineShift(this.recCrc, pc, shift)
+    this.crcPos = w.pos
+    this.outCrc = crc32CombineShift(crc32Range(hdr, 0, hdr.length, this.outCrc), pc, shift)
     this.outLen += hdr.length + page.length
     this.pages.full++
     this.finishFrame()
@@ -139,7 +167,7 @@ export class FrameWriter {
     this.pageHead(FrameKind.PAGE_DELTA, blockId, pageIndex, hdr, extra, this.pageSize)
     this.w.varint(delta.length)
     this.w.bytes(delta)
-    this.outCrc = crc32(newPage, crc32(hdr, this.outCrc))
+    this.outCrc = crc32(newPage, crc32Range(hdr, 0, hdr.length, this.outCrc))
     this.outLen += hdr.length + newPage.length
     this.pages.delta++
     this.finishFrame()
@@ -150,7 +178,7 @@ export class FrameWriter {
     this.checkPage(blockId, pageIndex, hdr)
     this.checkPageBytes(page, 'page')
     this.pageHead(FrameKind.PAGE_SAME, blockId, pageIndex, hdr, 0, this.pageSize)
-    this.outCrc = crc32(page, crc32(hdr, this.outCrc))
+    this.outCrc = crc32(page, crc32Range(hdr, 0, hdr.length, this.outCrc))
     this.outLen += hdr.length + page.length
     this.pages.same++
     this.finishFrame()
@@ -162,7 +190,7 @@ export class FrameWriter {
       throw new RangeError(`fill must be a byte, got ${fill}`)
     this.pageHead(FrameKind.PAGE_ZERO, blockId, pageIndex, hdr, 1, 1)
     this.w.u8(fill)
-    this.outCrc = crc32Byte(fill, crc32(hdr, this.outCrc))
+    this.outCrc = crc32ByteSmall(fill, crc32Range(hdr, 0, hdr.length, this.outCrc))
     this.outLen += hdr.length + 1
     this.pages.zero++
     this.finishFrame()
@@ -334,6 +362,9 @@ export class FrameWriter {
     this.bodyStart = w.pos
     w.varint(this.seq)
     this.outAt = w.reserve(8)
+    this.framesStart = w.pos
+    this.crcPos = w.pos
+    this.recCrc = 0
     this.outLen = 0
     this.outCrc = 0
     this.prevIndex = -1
@@ -345,11 +376,22 @@ export class FrameWriter {
     w.patchU32le(this.batchStart + 1, w.pos - this.bodyStart)
     w.patchU32le(this.outAt, this.outLen)
     w.patchU32le(this.outAt + 4, this.outCrc)
-    w.u32le(crc32(w.view(this.batchStart, w.pos)))
+    this.catchUpCrc()
+    const headCrc = crc32Range(w.buf, this.batchStart, this.framesStart)
+    w.u32le(crc32Combine(headCrc, this.recCrc, w.pos - this.framesStart))
     this.totalOut += this.outLen
     this.seq++
     this.inBatch = false
     this.emit()
+  }
+
+  /** Extends `recCrc` over the frame bytes written since `crcPos`. */
+  private catchUpCrc(): void {
+    const w = this.w
+    if (w.pos > this.crcPos) {
+      this.recCrc = crc32Range(w.buf, this.crcPos, w.pos, this.recCrc)
+      this.crcPos = w.pos
+    }
   }
 
   private emit(): void {

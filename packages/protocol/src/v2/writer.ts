@@ -2,7 +2,7 @@ import { LIMITS, RecordTag } from '../v1/constants.js'
 import type { EndStats } from '../v1/types.js'
 import { FrameWriter as V1FrameWriter } from '../v1/writer.js'
 import { ByteWriter, readU32le } from '../wire/byte-writer.js'
-import { crc32 } from '../wire/crc32.js'
+import { crc32, crc32Combine, crc32Range } from '../wire/crc32.js'
 import { MAGIC } from '../wire/magic.js'
 import { readVarint, varintLength, writeVarint } from '../wire/varint.js'
 import { CODEC_LEVELS, type Compressor, getCompressor, isCompressorAvailable } from './codecs.js'
@@ -179,7 +179,17 @@ export class FrameWriter {
     }
     this.batchStats.frameBytes += frames.length
     this.batchStats.payloadBytes += payloadLen
-    writeU32le(out, 5 + bodyLen, crc32(out.subarray(0, 5 + bodyLen)))
+    let recordCrc: number
+    if (packed) {
+      recordCrc = crc32(out.subarray(0, 5 + bodyLen))
+    } else {
+      // Same frame bytes after a different head: CRC(h2 ‖ F) = CRC(h1 ‖ F) ^ shift(CRC(h1) ^ CRC(h2), |F|),
+      // from the v1 record's CRC (just computed by v1's writer), without a second pass over the frames.
+      const v1Crc = readU32le(v1, bodyEnd)
+      const delta = crc32Range(v1, 0, headEnd) ^ crc32Range(out, 0, headEnd + 1)
+      recordCrc = (crc32Combine(delta, 0, frames.length) ^ v1Crc) >>> 0
+    }
+    writeU32le(out, 5 + bodyLen, recordCrc)
     return out
   }
 

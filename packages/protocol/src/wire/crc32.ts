@@ -42,3 +42,80 @@ export function crc32Byte(byte: number, previous = 0): number {
 export function hex32(value: number): string {
   return '0x' + (value >>> 0).toString(16).padStart(8, '0')
 }
+
+// ---- combining CRCs (zlib's crc32_combine) and a table CRC for a few bytes ----
+
+const POLY = 0xedb88320
+
+/** a·b modulo the CRC polynomial (bit-reflected), as zlib's multmodp. */
+function multmodp(a: number, b: number): number {
+  let m = 0x80000000
+  let p = 0
+  let bb = b >>> 0
+  for (;;) {
+    if ((a & m) !== 0) {
+      p ^= bb
+      if ((a & (m - 1)) === 0) break
+    }
+    m >>>= 1
+    bb = bb & 1 ? (bb >>> 1) ^ POLY : bb >>> 1
+  }
+  return p >>> 0
+}
+
+/** x^(2^k) modulo the polynomial, k = 0..31. */
+const X2N: number[] = []
+{
+  let p = 0x40000000 // x^1
+  for (let k = 0; k < 32; k++) {
+    X2N.push(p)
+    p = multmodp(p, p)
+  }
+}
+
+/** The operator that appends `len` bytes: x^(8·len) modulo the polynomial (zlib's x2nmodp(len, 3)). */
+export function crc32Shift(len: number): number {
+  let p = 0x80000000 // x^0
+  let n = len
+  let k = 3
+  while (n > 0) {
+    if (n % 2 === 1) p = multmodp(X2N[k & 31]!, p)
+    n = Math.floor(n / 2)
+    k++
+  }
+  return p
+}
+
+/** CRC of `a ‖ b` from `crcA`, `crcB` and a shift operator `crc32Shift(b.length)` (precomputed for a fixed size). */
+export function crc32CombineShift(crcA: number, crcB: number, shift: number): number {
+  return (multmodp(shift, crcA) ^ crcB) >>> 0
+}
+
+/** CRC of `a ‖ b` from `crcA`, `crcB` and `b.length`, without touching the bytes (zlib's crc32_combine). */
+export function crc32Combine(crcA: number, crcB: number, lenB: number): number {
+  return (multmodp(crc32Shift(lenB), crcA) ^ crcB) >>> 0
+}
+
+const TABLE = new Int32Array(256)
+for (let n = 0; n < 256; n++) {
+  let c = n
+  for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1
+  TABLE[n] = c
+}
+
+/** Bytes below which the table loop beats a native call. */
+const SMALL = 48
+
+/** `crc32(data.subarray(start, end), previous)`: a table loop for a few bytes (no native call, no view), else native. */
+export function crc32Range(data: Uint8Array, start: number, end: number, previous = 0): number {
+  if (end - start >= SMALL) return impl(data.subarray(start, end), previous) >>> 0
+  let c = ~previous
+  for (let i = start; i < end; i++) c = TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8)
+  return ~c >>> 0
+}
+
+/** `crc32Byte` without a native call. */
+export function crc32ByteSmall(byte: number, previous = 0): number {
+  const c = ~previous
+  return ~(TABLE[(c ^ byte) & 0xff]! ^ (c >>> 8)) >>> 0
+}

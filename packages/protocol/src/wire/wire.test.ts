@@ -2,7 +2,15 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ByteWriter, readU32le } from './byte-writer.js'
 import { ChunkQueue } from './chunk-queue.js'
-import { crc32, crc32Byte } from './crc32.js'
+import {
+  crc32,
+  crc32Byte,
+  crc32ByteSmall,
+  crc32Combine,
+  crc32CombineShift,
+  crc32Range,
+  crc32Shift,
+} from './crc32.js'
 import { readVarint, varintLength, writeVarint } from './varint.js'
 
 describe('varint', () => {
@@ -81,5 +89,45 @@ describe('ChunkQueue', () => {
     q.consume(900)
     expect(q.byteAt(0)).toBe(899 & 0xff)
     expect(q.length).toBe(101)
+  })
+})
+
+describe('crc32 combine and table CRC', () => {
+  it('crc32Combine(crc(a), crc(b), |b|) = crc(a ‖ b); crc32Range and crc32ByteSmall match crc32', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 300 }),
+        fc.uint8Array({ maxLength: 5000 }),
+        fc.nat(),
+        (a, b, k) => {
+          const ab = new Uint8Array(a.length + b.length)
+          ab.set(a)
+          ab.set(b, a.length)
+          const want = crc32(ab)
+          expect(crc32Combine(crc32(a), crc32(b), b.length)).toBe(want)
+          expect(crc32CombineShift(crc32(a), crc32(b), crc32Shift(b.length))).toBe(want)
+          const s = b.length === 0 ? 0 : k % b.length
+          const e = Math.min(b.length, s + (k % 70))
+          expect(crc32Range(b, s, e, crc32(a))).toBe(crc32(b.subarray(s, e), crc32(a)))
+          expect(crc32ByteSmall(k & 0xff, crc32(a))).toBe(crc32Byte(k & 0xff, crc32(a)))
+        },
+      ),
+    )
+    expect(crc32Combine(0, 0, 0)).toBe(0)
+  })
+
+  it('ByteWriter.take hands out exactly the written bytes, a full buffer without copying', () => {
+    const w = new ByteWriter(16)
+    for (let i = 0; i < 12; i++) w.u8(i)
+    const buf = w.buf
+    const a = w.take()
+    expect([...a]).toEqual([...Array(12).keys()])
+    expect(a.buffer).toBe(buf.buffer) // handed out, not copied
+    expect(w.buf).not.toBe(buf)
+    w.u8(7)
+    const b = w.take()
+    expect([...b]).toEqual([7])
+    expect(b.buffer).not.toBe(w.buf.buffer) // a small part is copied out
+    expect([...a]).toEqual([...Array(12).keys()]) // unaffected by later writes
   })
 })
