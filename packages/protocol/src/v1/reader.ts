@@ -242,122 +242,7 @@ export class FrameReader {
         `${ctx} decodes to ${outputLength} bytes (max ${lim.maxBatchOutputBytes})`,
         outAt,
       )
-    const frames: Frame[] = []
-    const counts: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
-    const pageSize = this.pageSize
-    let out = 0
-    let prev = -1 // pageIndex of the previous keyed frame of this batch (SPEC.md §5.2)
-    // Derived headers are rebuilt into blocks owned by this batch: every frame gets its own 8 bytes, so a
-    // frame's hdr stays valid however long the caller keeps it (frames are all parsed before the batch is out).
-    let arena = EMPTY
-    let arenaPos = 0
-    while (c.remaining > 0) {
-      const frameAt = c.offset
-      const kind = c.u8('frame kind')
-      if (kind === FrameKind.VERBATIM) {
-        const lenAt = c.offset
-        const n = c.varint('verbatim length')
-        if (n > lim.maxVerbatimBytes)
-          throw streamError(
-            'LIMIT',
-            `${ctx}: verbatim frame of ${n} bytes (max ${lim.maxVerbatimBytes})`,
-            lenAt,
-          )
-        frames.push({ kind: 'verbatim', bytes: c.bytes(n, 'verbatim bytes') })
-        out += n
-        continue
-      }
-      if (kind === FrameKind.RESET) {
-        frames.push({ kind: 'reset' })
-        continue
-      }
-      if (kind < FrameKind.PAGE_FULL || kind > FrameKind.INVALIDATE)
-        c.fail(`unknown frame kind 0x${kind.toString(16).padStart(2, '0')}`, frameAt)
-      const keyAt = c.offset
-      const blockId = c.varint('blockId')
-      const indexAt = c.offset
-      const delta = unzigzag(c.varint('pageIndex delta'))
-      const pageIndex = prev + 1 + delta
-      if (blockId > MAX_BLOCK_ID)
-        throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
-      if (pageIndex < 0) c.fail(`pageIndex delta ${delta} from ${prev + 1} goes below 0`, indexAt)
-      if (pageIndex > MAX_PAGE_INDEX)
-        throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
-      prev = pageIndex
-      if (kind === FrameKind.INVALIDATE) {
-        frames.push({ kind: 'invalidate', blockId, pageIndex })
-        continue
-      }
-      const formAt = c.offset
-      const form = c.varint('hdr form')
-      let hdr: Uint8Array
-      if (form === HDR_RAW) {
-        const lenAt = c.offset
-        const len = c.varint('hdr length')
-        if (len > lim.maxHdrBytes)
-          throw streamError(
-            'LIMIT',
-            `${ctx}: page record header of ${len} bytes (max ${lim.maxHdrBytes})`,
-            lenAt,
-          )
-        hdr = c.bytes(len, 'hdr')
-        const flags = derivableFlags(hdr, pageIndex, pageSize)
-        if (flags >= 0)
-          c.fail(`raw page record header has the derived form (must be written as h = ${flags + 1})`, formAt)
-      } else {
-        const flags = form - 1
-        if (flags >= pageSize) c.fail(`derived header flags ${flags} not below pageSize ${pageSize}`, formAt)
-        if (arenaPos + DERIVED_HDR_BYTES > arena.length) {
-          // At most one derived header per 4 remaining wire bytes (kind, blockId, pageIndex, h).
-          arena = new Uint8Array(Math.min(MAX_HDR_ARENA, DERIVED_HDR_BYTES * (1 + (c.remaining >> 2))))
-          arenaPos = 0
-        }
-        writeDerivedHdr(arena, arenaPos, pageIndex, pageSize, flags)
-        hdr = arena.subarray(arenaPos, arenaPos + DERIVED_HDR_BYTES)
-        arenaPos += DERIVED_HDR_BYTES
-      }
-      const hdrLen = hdr.length
-      switch (kind) {
-        case FrameKind.PAGE_FULL:
-          frames.push({ kind: 'full', blockId, pageIndex, hdr, page: c.bytes(pageSize, 'page') })
-          out += hdrLen + pageSize
-          counts.full++
-          break
-        case FrameKind.PAGE_DELTA: {
-          const lenAt = c.offset
-          const n = c.varint('delta length')
-          if (n > pageSize)
-            throw streamError('LIMIT', `${ctx}: delta of ${n} bytes (max pageSize ${pageSize})`, lenAt)
-          frames.push({ kind: 'delta', blockId, pageIndex, hdr, delta: c.bytes(n, 'delta') })
-          out += hdrLen + pageSize
-          counts.delta++
-          break
-        }
-        case FrameKind.PAGE_SAME:
-          frames.push({ kind: 'same', blockId, pageIndex, hdr })
-          out += hdrLen + pageSize
-          counts.same++
-          break
-        case FrameKind.PAGE_ZERO:
-          frames.push({ kind: 'zero', blockId, pageIndex, hdr, fill: c.u8('fill') })
-          out += hdrLen + 1
-          counts.zero++
-          break
-        default: {
-          // PAGE_FOREIGN
-          const lenAt = c.offset
-          const n = c.varint('foreign body length')
-          if (n > pageSize + 3)
-            throw streamError('LIMIT', `${ctx}: foreign body of ${n} bytes (max pageSize + 3)`, lenAt)
-          const body = c.bytes(n, 'foreign body')
-          const why = foreignBodyProblem(body, pageSize)
-          if (why !== undefined) c.fail(`foreign XBZRLE body: ${why}`, lenAt)
-          frames.push({ kind: 'foreign', blockId, pageIndex, hdr, body })
-          out += hdrLen + n
-          counts.foreign++
-        }
-      }
-    }
+    const { frames, counts, out } = parseFrames(c, this.pageSize, lim, ctx)
     if (out !== outputLength)
       c.fail(`frames decode to ${out} bytes but the batch declares ${outputLength}`, outAt)
     const p = this.pages
@@ -372,42 +257,187 @@ export class FrameReader {
   }
 
   private readEnd(rec: Uint8Array, bodyEnd: number, offset: number): ReaderItem {
-    const c = new Cursor(rec, ENVELOPE_HEAD, bodyEnd, offset, 'END record')
-    const totalBytes = c.varint('totalBytes')
-    const batches = c.varint('batch count')
-    const pages: PageCounts = {
-      full: c.varint('full count'),
-      delta: c.varint('delta count'),
-      same: c.varint('same count'),
-      zero: c.varint('zero count'),
-      foreign: c.varint('foreign count'),
-    }
-    const nAt = c.offset
-    const n = c.varint('cache stat count')
-    if (n > MAX_CACHE_STATS) c.fail(`${n} cache stats (max ${MAX_CACHE_STATS})`, nAt)
-    const cache: Record<string, number> = {}
-    for (let i = 0; i < n; i++) {
-      const at = c.offset
-      const len = c.varint('cache stat name length')
-      const raw = c.bytes(len, 'cache stat name')
-      const name = len <= 32 ? String.fromCharCode(...raw) : ''
-      if (!CACHE_STAT_NAME.test(name) || Object.hasOwn(cache, name))
-        c.fail('invalid or duplicate cache stat name', at)
-      cache[name] = c.varint(`cache stat ${name}`)
-    }
-    if (c.remaining !== 0) c.fail(`${c.remaining} unexpected bytes after the END fields`)
-    const mismatch: string[] = []
-    if (totalBytes !== this.totalOut)
-      mismatch.push(`totalBytes ${totalBytes} declared, ${this.totalOut} in batches`)
-    if (batches !== this.seq) mismatch.push(`batches ${batches} declared, ${this.seq} read`)
-    for (const k of ['full', 'delta', 'same', 'zero', 'foreign'] as const)
-      if (pages[k] !== this.pages[k]) mismatch.push(`${k} pages ${pages[k]} declared, ${this.pages[k]} read`)
-    if (mismatch.length > 0)
-      throw streamError('TOTALS', `END totals disagree with the stream: ${mismatch.join('; ')}`, offset)
+    const end = parseEnd(rec, bodyEnd, offset, this.totalOut, this.seq, this.pages)
     this.state = 'done'
-    const end: EndFrame = { totalBytes, batches, pages, cache, offset }
     return { type: 'end', end }
   }
+}
+
+/**
+ * Parses and checks an END record `rec[0 .. bodyEnd)` (its CRC already verified) against what was read:
+ * `readOut` original bytes in `readBatches` batches with `readPages` page frames (SPEC.md §6).
+ */
+export function parseEnd(
+  rec: Uint8Array,
+  bodyEnd: number,
+  offset: number,
+  readOut: number,
+  readBatches: number,
+  readPages: PageCounts,
+): EndFrame {
+  const c = new Cursor(rec, ENVELOPE_HEAD, bodyEnd, offset, 'END record')
+  const totalBytes = c.varint('totalBytes')
+  const batches = c.varint('batch count')
+  const pages: PageCounts = {
+    full: c.varint('full count'),
+    delta: c.varint('delta count'),
+    same: c.varint('same count'),
+    zero: c.varint('zero count'),
+    foreign: c.varint('foreign count'),
+  }
+  const nAt = c.offset
+  const n = c.varint('cache stat count')
+  if (n > MAX_CACHE_STATS) c.fail(`${n} cache stats (max ${MAX_CACHE_STATS})`, nAt)
+  const cache: Record<string, number> = {}
+  for (let i = 0; i < n; i++) {
+    const at = c.offset
+    const len = c.varint('cache stat name length')
+    const raw = c.bytes(len, 'cache stat name')
+    const name = len <= 32 ? String.fromCharCode(...raw) : ''
+    if (!CACHE_STAT_NAME.test(name) || Object.hasOwn(cache, name))
+      c.fail('invalid or duplicate cache stat name', at)
+    cache[name] = c.varint(`cache stat ${name}`)
+  }
+  if (c.remaining !== 0) c.fail(`${c.remaining} unexpected bytes after the END fields`)
+  const mismatch: string[] = []
+  if (totalBytes !== readOut) mismatch.push(`totalBytes ${totalBytes} declared, ${readOut} in batches`)
+  if (batches !== readBatches) mismatch.push(`batches ${batches} declared, ${readBatches} read`)
+  for (const k of ['full', 'delta', 'same', 'zero', 'foreign'] as const)
+    if (pages[k] !== readPages[k]) mismatch.push(`${k} pages ${pages[k]} declared, ${readPages[k]} read`)
+  if (mismatch.length > 0)
+    throw streamError('TOTALS', `END totals disagree with the stream: ${mismatch.join('; ')}`, offset)
+  return { totalBytes, batches, pages, cache, offset }
+}
+
+/** The frames of a batch body and what they add up to (SPEC.md §5.2, §5.3). */
+export interface ParsedFrames {
+  frames: Frame[]
+  counts: PageCounts
+  /** Sum of the frames' output lengths. */
+  out: number
+}
+
+/**
+ * Parses the frames from `c` to its end (a v1 batch body after outputCrc; also a v2 batch's decoded frames),
+ * with every v1 frame rule and error. Byte fields are views into `c.buf` (derived headers: into scratch).
+ */
+export function parseFrames(c: Cursor, pageSize: number, lim: Limits, ctx: string): ParsedFrames {
+  const frames: Frame[] = []
+  const counts: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
+  let out = 0
+  let prev = -1 // pageIndex of the previous keyed frame of this batch (SPEC.md §5.2)
+  // Derived headers are rebuilt into blocks owned by this batch: every frame gets its own 8 bytes, so a
+  // frame's hdr stays valid however long the caller keeps it (frames are all parsed before the batch is out).
+  let arena = EMPTY
+  let arenaPos = 0
+  while (c.remaining > 0) {
+    const frameAt = c.offset
+    const kind = c.u8('frame kind')
+    if (kind === FrameKind.VERBATIM) {
+      const lenAt = c.offset
+      const n = c.varint('verbatim length')
+      if (n > lim.maxVerbatimBytes)
+        throw streamError(
+          'LIMIT',
+          `${ctx}: verbatim frame of ${n} bytes (max ${lim.maxVerbatimBytes})`,
+          lenAt,
+        )
+      frames.push({ kind: 'verbatim', bytes: c.bytes(n, 'verbatim bytes') })
+      out += n
+      continue
+    }
+    if (kind === FrameKind.RESET) {
+      frames.push({ kind: 'reset' })
+      continue
+    }
+    if (kind < FrameKind.PAGE_FULL || kind > FrameKind.INVALIDATE)
+      c.fail(`unknown frame kind 0x${kind.toString(16).padStart(2, '0')}`, frameAt)
+    const keyAt = c.offset
+    const blockId = c.varint('blockId')
+    const indexAt = c.offset
+    const delta = unzigzag(c.varint('pageIndex delta'))
+    const pageIndex = prev + 1 + delta
+    if (blockId > MAX_BLOCK_ID)
+      throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
+    if (pageIndex < 0) c.fail(`pageIndex delta ${delta} from ${prev + 1} goes below 0`, indexAt)
+    if (pageIndex > MAX_PAGE_INDEX)
+      throw streamError('LIMIT', `${ctx}: page key (${blockId}, ${pageIndex}) out of range`, keyAt)
+    prev = pageIndex
+    if (kind === FrameKind.INVALIDATE) {
+      frames.push({ kind: 'invalidate', blockId, pageIndex })
+      continue
+    }
+    const formAt = c.offset
+    const form = c.varint('hdr form')
+    let hdr: Uint8Array
+    if (form === HDR_RAW) {
+      const lenAt = c.offset
+      const len = c.varint('hdr length')
+      if (len > lim.maxHdrBytes)
+        throw streamError(
+          'LIMIT',
+          `${ctx}: page record header of ${len} bytes (max ${lim.maxHdrBytes})`,
+          lenAt,
+        )
+      hdr = c.bytes(len, 'hdr')
+      const flags = derivableFlags(hdr, pageIndex, pageSize)
+      if (flags >= 0)
+        c.fail(`raw page record header has the derived form (must be written as h = ${flags + 1})`, formAt)
+    } else {
+      const flags = form - 1
+      if (flags >= pageSize) c.fail(`derived header flags ${flags} not below pageSize ${pageSize}`, formAt)
+      if (arenaPos + DERIVED_HDR_BYTES > arena.length) {
+        // At most one derived header per 4 remaining wire bytes (kind, blockId, pageIndex, h).
+        arena = new Uint8Array(Math.min(MAX_HDR_ARENA, DERIVED_HDR_BYTES * (1 + (c.remaining >> 2))))
+        arenaPos = 0
+      }
+      writeDerivedHdr(arena, arenaPos, pageIndex, pageSize, flags)
+      hdr = arena.subarray(arenaPos, arenaPos + DERIVED_HDR_BYTES)
+      arenaPos += DERIVED_HDR_BYTES
+    }
+    const hdrLen = hdr.length
+    switch (kind) {
+      case FrameKind.PAGE_FULL:
+        frames.push({ kind: 'full', blockId, pageIndex, hdr, page: c.bytes(pageSize, 'page') })
+        out += hdrLen + pageSize
+        counts.full++
+        break
+      case FrameKind.PAGE_DELTA: {
+        const lenAt = c.offset
+        const n = c.varint('delta length')
+        if (n > pageSize)
+          throw streamError('LIMIT', `${ctx}: delta of ${n} bytes (max pageSize ${pageSize})`, lenAt)
+        frames.push({ kind: 'delta', blockId, pageIndex, hdr, delta: c.bytes(n, 'delta') })
+        out += hdrLen + pageSize
+        counts.delta++
+        break
+      }
+      case FrameKind.PAGE_SAME:
+        frames.push({ kind: 'same', blockId, pageIndex, hdr })
+        out += hdrLen + pageSize
+        counts.same++
+        break
+      case FrameKind.PAGE_ZERO:
+        frames.push({ kind: 'zero', blockId, pageIndex, hdr, fill: c.u8('fill') })
+        out += hdrLen + 1
+        counts.zero++
+        break
+      default: {
+        // PAGE_FOREIGN
+        const lenAt = c.offset
+        const n = c.varint('foreign body length')
+        if (n > pageSize + 3)
+          throw streamError('LIMIT', `${ctx}: foreign body of ${n} bytes (max pageSize + 3)`, lenAt)
+        const body = c.bytes(n, 'foreign body')
+        const why = foreignBodyProblem(body, pageSize)
+        if (why !== undefined) c.fail(`foreign XBZRLE body: ${why}`, lenAt)
+        frames.push({ kind: 'foreign', blockId, pageIndex, hdr, body })
+        out += hdrLen + n
+        counts.foreign++
+      }
+    }
+  }
+  return { frames, counts, out }
 }
 
 /**

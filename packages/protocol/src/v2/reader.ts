@@ -1,8 +1,7 @@
 import { ProtocolError, streamError } from '../errors.js'
 import { type Limits, RecordTag } from '../v1/constants.js'
-import { resolveLimits, FrameReader as V1FrameReader } from '../v1/reader.js'
-import type { EndFrame, Frame, Batch as V1Batch } from '../v1/types.js'
-import { FrameWriter as V1FrameWriter } from '../v1/writer.js'
+import { type ParsedFrames, parseEnd, parseFrames, resolveLimits } from '../v1/reader.js'
+import type { Frame, PageCounts } from '../v1/types.js'
 import { readU32le } from '../wire/byte-writer.js'
 import { ChunkQueue } from '../wire/chunk-queue.js'
 import { crc32 } from '../wire/crc32.js'
@@ -12,52 +11,35 @@ import { readPrelude, unsupportedVersion } from '../wire/prelude.js'
 import { CODEC_PACKAGES, type Compressor, findCompressor } from './codecs.js'
 import { PayloadEncoding, VERSION } from './constants.js'
 import { readHeaderBodyV2 } from './header.js'
-import type { Batch, FrameReaderOptions, ReaderItem, StreamHeader } from './types.js'
+import type { Batch, FrameReaderOptions, ReaderItem } from './types.js'
 
 const ENVELOPE_HEAD = 5
 const ENVELOPE_TAIL = 4
 
 class BatchV2 implements Batch {
   constructor(
-    private readonly inner: V1Batch,
+    readonly seq: number,
+    readonly outputLength: number,
+    readonly outputCrc: number,
     readonly offset: number,
     readonly compressed: boolean,
+    private readonly list: readonly Frame[],
   ) {}
-  get seq(): number {
-    return this.inner.seq
-  }
-  get outputLength(): number {
-    return this.inner.outputLength
-  }
-  get outputCrc(): number {
-    return this.inner.outputCrc
-  }
   get frameCount(): number {
-    return this.inner.frameCount
+    return this.list.length
   }
   frames(): Iterable<Frame> {
-    return this.inner.frames()
+    return this.list
   }
-}
-
-/**
- * Where the bytes the inner v1 reader is working on came from, to report its errors at stream offsets:
- * `[synthStart, synthStart + split)` ↦ `realStart + …`; beyond `split`, plain: shifted by `shift`, compressed:
- * inside the decompressed frames (reported at the payload with the position in the frames).
- */
-interface Origin {
-  synthStart: number
-  realStart: number
-  split: number
-  shift: number
-  compressed: boolean
 }
 
 /**
  * Reads a v2 xbzrle stream from chunks split anywhere; same pull API as v1's reader. This reader checks the v2
  * records (limits, CRC as stored, sequence, payload encoding, declared sizes) and decompresses each batch within
- * the declared, limit-checked size; the frames are then parsed by v1's reader, fed the batch in v1 form, so the
- * v1 frame rules apply to the byte. Byte fields of frames are views into the batch's (decompressed) frame bytes.
+ * the declared, limit-checked size; the frames are then parsed by v1's frame parser (`parseFrames`, the one v1's
+ * reader uses) straight from the record or the decompressed bytes, so the v1 frame rules apply to the byte, with
+ * no copy and no second CRC. END is checked by v1's `parseEnd`. Byte fields of frames are views into the
+ * batch's (decompressed) frame bytes.
  */
 export class FrameReader {
   private readonly q = new ChunkQueue()
@@ -65,17 +47,16 @@ export class FrameReader {
   private readonly maxVersion: number
   private state: 'prelude' | 'records' | 'done' = 'prelude'
   private error: ProtocolError | undefined
-  private inner: V1FrameReader | undefined
-  /** Bytes pushed into the inner reader so far (its stream offset). */
-  private synth = 0
-  private origin: Origin | undefined
+  private pageSize = 0
+  private totalOut = 0
+  private readonly pages: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
   private compressor: Compressor | undefined
   private codecName = 'none'
   private seq = 0
   private pendingTag = -1
   private pendingLen = 0
 
-  constructor(private readonly opts: FrameReaderOptions = {}) {
+  constructor(opts: FrameReaderOptions = {}) {
     this.limits = resolveLimits(opts.limits)
     this.maxVersion = opts.maxVersion ?? VERSION
     if (!Number.isInteger(this.maxVersion) || this.maxVersion < 1)
@@ -177,7 +158,8 @@ export class FrameReader {
       const what = tag === RecordTag.BATCH ? `batch ${this.seq}` : 'END record'
       throw streamError('CHECKSUM', `${what} checksum mismatch`, offset)
     }
-    const item = tag === RecordTag.BATCH ? this.readBatch(rec, bodyEnd, offset) : this.readEnd(rec, offset)
+    const item =
+      tag === RecordTag.BATCH ? this.readBatch(rec, bodyEnd, offset) : this.readEnd(rec, bodyEnd, offset)
     q.consume(total)
     this.pendingTag = -1
     return item
@@ -230,25 +212,10 @@ export class FrameReader {
       }
     }
     this.codecName = codec
-    this.startInner(header)
+    this.pageSize = header.pageSize
     q.consume(total)
     this.state = 'records'
     return { type: 'header', version: VERSION, header }
-  }
-
-  /** The inner v1 reader gets a v1 prelude and header with the same parameters (written by v1's writer). */
-  private startInner(header: StreamHeader): void {
-    const inner = new V1FrameReader({ limits: this.opts.limits })
-    const { compression: _, ...v1Header } = header
-    new V1FrameWriter({ onChunk: (c) => this.feed(inner, c) }).header(v1Header)
-    const item = inner.next()
-    if (item?.type !== 'header') throw new Error('xbzrle v2 reader: inner v1 reader rejected the header')
-    this.inner = inner
-  }
-
-  private feed(inner: V1FrameReader, chunk: Uint8Array): void {
-    inner.push(chunk)
-    this.synth += chunk.length
   }
 
   private readBatch(rec: Uint8Array, bodyEnd: number, offset: number): ReaderItem {
@@ -268,7 +235,7 @@ export class FrameReader {
     }
     const outAt = c.offset
     const outputLength = c.u32le('output length')
-    c.u32le('output CRC')
+    const outputCrc = c.u32le('output CRC')
     if (outputLength > lim.maxBatchOutputBytes)
       throw streamError(
         'LIMIT',
@@ -278,9 +245,9 @@ export class FrameReader {
     const headEnd = c.pos // seq, outputLength, outputCrc: the head of the v1 body
     const encAt = c.offset
     const enc = c.u8('payload encoding')
-    let frames: Uint8Array
+    let frames: Uint8Array | undefined // the decompressed frames (compressed batches)
     if (enc === PayloadEncoding.PLAIN) {
-      frames = rec.subarray(c.pos, bodyEnd)
+      // parsed in place below
     } else if (enc === PayloadEncoding.COMPRESSED) {
       if (this.compressor === undefined)
         c.fail('compressed batch in a stream whose header declares no compressor', encAt)
@@ -296,7 +263,9 @@ export class FrameReader {
         )
       const payloadAt = c.offset
       try {
-        frames = this.compressor.decompress(rec.subarray(c.pos, bodyEnd), framesLength)
+        const d = this.compressor.decompress(rec.subarray(c.pos, bodyEnd), framesLength)
+        // Frames are plain Uint8Array views (a Buffer's slice() would not copy), as v1's reader gives.
+        frames = new Uint8Array(d.buffer, d.byteOffset, d.length)
       } catch (e) {
         throw streamError(
           'MALFORMED',
@@ -307,65 +276,48 @@ export class FrameReader {
     } else {
       c.fail(`unknown payload encoding ${enc}`, encAt)
     }
-    // The batch in v1 form: 42 len seq outputLength outputCrc frames crc, for v1's frame parser.
-    const headLen = headEnd - ENVELOPE_HEAD
-    const v1Len = headLen + frames.length
-    const synth = new Uint8Array(ENVELOPE_HEAD + v1Len + ENVELOPE_TAIL)
-    synth[0] = RecordTag.BATCH
-    writeU32le(synth, 1, v1Len)
-    synth.set(rec.subarray(ENVELOPE_HEAD, headEnd), ENVELOPE_HEAD)
-    synth.set(frames, headEnd)
-    writeU32le(synth, ENVELOPE_HEAD + v1Len, crc32(synth.subarray(0, ENVELOPE_HEAD + v1Len)))
     const compressed = enc === PayloadEncoding.COMPRESSED
-    const shift = compressed ? 0 : 1
-    const item = this.inner1(synth, { realStart: offset, split: headEnd, shift, compressed })
-    if (item?.type !== 'batch') throw new Error('xbzrle v2 reader: inner v1 reader returned no batch')
+    let parsed: ParsedFrames
+    if (!compressed) {
+      // Plain: the frames are parsed in place, at their stream offsets, as plain Uint8Array views even when the
+      // input chunks are Buffers (whose slice() would not copy), as this reader always gave.
+      const buf =
+        Object.getPrototypeOf(rec) === Uint8Array.prototype
+          ? rec
+          : new Uint8Array(rec.buffer, rec.byteOffset, rec.length)
+      parsed = parseFrames(new Cursor(buf, c.pos, bodyEnd, offset, ctx), this.pageSize, lim, ctx)
+    } else {
+      // Errors inside decompressed frames are reported at the payload encoding byte with the frame position.
+      try {
+        parsed = parseFrames(new Cursor(frames!, 0, frames!.length, 0, ctx), this.pageSize, lim, ctx)
+      } catch (e) {
+        if (!(e instanceof ProtocolError)) throw e
+        const m = /^xbzrle stream: ([\s\S]*) at offset (\d+) \(([\s\S]*)\)$/.exec(e.message)
+        if (m === null) throw e
+        throw streamError(e.code, `${m[1]!} (byte ${e.offset} of the decompressed frames)`, encAt, m[3])
+      }
+    }
+    if (parsed.out !== outputLength)
+      c.fail(`frames decode to ${parsed.out} bytes but the batch declares ${outputLength}`, outAt)
+    const p = this.pages
+    const n = parsed.counts
+    p.full += n.full
+    p.delta += n.delta
+    p.same += n.same
+    p.zero += n.zero
+    p.foreign += n.foreign
+    this.totalOut += outputLength
     this.seq++
-    return { type: 'batch', batch: new BatchV2(item.batch, offset, compressed) }
+    return {
+      type: 'batch',
+      batch: new BatchV2(seq, outputLength, outputCrc, offset, compressed, parsed.frames),
+    }
   }
 
-  private readEnd(rec: Uint8Array, offset: number): ReaderItem {
-    // END has the same layout and CRC rule in v1 and v2: v1's reader checks it (and the totals) as it is.
-    const item = this.inner1(rec, { realStart: offset, split: rec.length, shift: 0, compressed: false })
-    if (item?.type !== 'end') throw new Error('xbzrle v2 reader: inner v1 reader returned no END')
+  private readEnd(rec: Uint8Array, bodyEnd: number, offset: number): ReaderItem {
+    // END has the same layout and rules in v1 and v2: v1's parser checks it and the totals.
+    const end = parseEnd(rec, bodyEnd, offset, this.totalOut, this.seq, this.pages)
     this.state = 'done'
-    const end: EndFrame = { ...item.end, offset }
     return { type: 'end', end }
   }
-
-  /** Feeds one whole v1 record to the inner reader and returns its item, errors mapped to stream offsets. */
-  private inner1(record: Uint8Array, o: Omit<Origin, 'synthStart'>): ReturnType<V1FrameReader['next']> {
-    const inner = this.inner!
-    this.origin = { ...o, synthStart: this.synth }
-    try {
-      this.feed(inner, record)
-      return inner.next()
-    } catch (e) {
-      if (e instanceof ProtocolError) throw this.mapError(e)
-      throw e
-    }
-  }
-
-  private mapError(e: ProtocolError): ProtocolError {
-    const o = this.origin!
-    const m = /^xbzrle stream: ([\s\S]*) at offset (\d+) \(([\s\S]*)\)$/.exec(e.message)
-    if (m === null || e.offset < o.synthStart) return e
-    const rel = e.offset - o.synthStart
-    let what = m[1]!
-    let at: number
-    if (rel < o.split) at = o.realStart + rel
-    else if (!o.compressed) at = o.realStart + rel + o.shift
-    else {
-      what = `${what} (byte ${rel - o.split} of the decompressed frames)`
-      at = o.realStart + o.split // the payload encoding byte of the batch
-    }
-    return streamError(e.code, what, at, m[3])
-  }
-}
-
-function writeU32le(b: Uint8Array, at: number, v: number): void {
-  b[at] = v & 0xff
-  b[at + 1] = (v >>> 8) & 0xff
-  b[at + 2] = (v >>> 16) & 0xff
-  b[at + 3] = (v >>> 24) & 0xff
 }
