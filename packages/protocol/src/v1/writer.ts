@@ -3,9 +3,9 @@ import {
   crc32,
   crc32ByteSmall,
   crc32Combine,
-  crc32CombineShift,
+  crc32CombineTable,
   crc32Range,
-  crc32Shift,
+  crc32ShiftTable,
 } from '../wire/crc32.js'
 import { MAGIC } from '../wire/magic.js'
 import { varintLength } from '../wire/varint.js'
@@ -60,8 +60,8 @@ export class FrameWriter {
   private framesStart = 0
   private crcPos = 0
   private recCrc = 0
-  /** crc32Shift(pageSize): appends a page's CRC to another CRC. */
-  private pageShift = 0
+  /** crc32ShiftTable(pageSize): appends a page's CRC to another CRC. */
+  private pageShift: Int32Array = new Int32Array(0)
   private seq = 0
   /** pageIndex of the last keyed frame of the open batch, −1 at its start (SPEC.md §5.2). */
   private prevIndex = -1
@@ -93,7 +93,7 @@ export class FrameWriter {
     if (this.state !== 'new') throw new Error('FrameWriter.header() must be called exactly once, first')
     validateHeader(h)
     this.pageSize = h.pageSize
-    this.pageShift = crc32Shift(h.pageSize)
+    this.pageShift = crc32ShiftTable(h.pageSize)
     const w = this.w
     w.bytes(MAGIC)
     w.varint(VERSION)
@@ -143,9 +143,9 @@ export class FrameWriter {
     w.bytes(page)
     const pc = crc32(page)
     const shift = this.pageShift
-    this.recCrc = crc32CombineShift(this.recCrc, pc, shift)
+    this.recCrc = crc32CombineTable(this.recCrc, pc, shift)
     this.crcPos = w.pos
-    this.outCrc = crc32CombineShift(crc32Range(hdr, 0, hdr.length, this.outCrc), pc, shift)
+    this.outCrc = crc32CombineTable(crc32Range(hdr, 0, hdr.length, this.outCrc), pc, shift)
     this.outLen += hdr.length + page.length
     this.pages.full++
     this.finishFrame()

@@ -8,8 +8,10 @@ import {
   crc32ByteSmall,
   crc32Combine,
   crc32CombineShift,
+  crc32CombineTable,
   crc32Range,
   crc32Shift,
+  crc32ShiftTable,
 } from './crc32.js'
 import { readVarint, varintLength, writeVarint } from './varint.js'
 
@@ -106,6 +108,7 @@ describe('crc32 combine and table CRC', () => {
           const want = crc32(ab)
           expect(crc32Combine(crc32(a), crc32(b), b.length)).toBe(want)
           expect(crc32CombineShift(crc32(a), crc32(b), crc32Shift(b.length))).toBe(want)
+          expect(crc32CombineTable(crc32(a), crc32(b), crc32ShiftTable(b.length))).toBe(want)
           const s = b.length === 0 ? 0 : k % b.length
           const e = Math.min(b.length, s + (k % 70))
           expect(crc32Range(b, s, e, crc32(a))).toBe(crc32(b.subarray(s, e), crc32(a)))
