@@ -1,3 +1,4 @@
+import { crc32 as zlibCrc32 } from 'node:zlib'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ByteWriter, readU32le } from './byte-writer.js'
@@ -117,6 +118,17 @@ describe('crc32 combine and table CRC', () => {
       ),
     )
     expect(crc32Combine(0, 0, 0)).toBe(0)
+  })
+
+  it('the table CRC (short inputs, single bytes) equals zlib crc32', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 100 }), fc.nat(), (b, prev) => {
+        const p = prev >>> 0
+        expect(crc32(b, p)).toBe(zlibCrc32(b, p) >>> 0)
+        expect(crc32Byte(prev & 0xff, p)).toBe(zlibCrc32(new Uint8Array([prev & 0xff]), p) >>> 0)
+      }),
+    )
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926)
   })
 
   it('ByteWriter.take hands out exactly the written bytes, a full buffer without copying', () => {
