@@ -182,19 +182,61 @@ function parseListen(s: string): { host: string; port: number } {
   return { host: m[1] ?? m[2] ?? '127.0.0.1', port: Number(m[3]) }
 }
 
+/**
+ * Decoded stream → the unix socket of a destination QEMU (`-incoming unix:PATH`); QEMU's return path goes back over
+ * the WebSocket session untouched. QEMU closes its end once it has loaded the device state, possibly before it has
+ * read the trailing VMDESCRIPTION: a close by QEMU is therefore not an error as long as the xbzrle stream itself
+ * was complete and verified (QEMU reports its own load status); the rest is drained and still checked.
+ */
+function qemuSocketSink(
+  path: string,
+  decode: DecodeStream,
+  session: SessionInfo,
+): { writable: Writable; done: Promise<void> } {
+  const sock = connect(path)
+  sock.on('data', (b: Buffer) => session.returnPath.write(b))
+  let written = 0
+  let qemuGone = false
+  const done = new Promise<void>((resolve, reject) => {
+    const qemuClosed = () => {
+      if (qemuGone) return
+      qemuGone = true
+      decode.unpipe(sock)
+      decode.resume() // keep decoding (and verifying) what is left, without a place to write it
+    }
+    decode.on('data', (c: Buffer) => {
+      if (!qemuGone) written += c.length
+    })
+    decode.once('error', (e) => {
+      sock.destroy()
+      reject(e)
+    })
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' || e.code === 'ECONNRESET') qemuClosed()
+      else {
+        decode.destroy(e)
+        reject(e)
+      }
+    })
+    sock.once('close', qemuClosed)
+    decode.once('end', () => {
+      session.returnPath.end()
+      if (qemuGone) {
+        process.stderr.write(
+          `xbzrle receive: the destination QEMU closed its socket after ${formatBytes(written)}; the stream was complete and verified\n`,
+        )
+        resolve()
+      } else sock.once('finish', resolve)
+    })
+    decode.pipe(sock)
+  })
+  return { writable: decode, done }
+}
+
 /** Where one decoded migration goes: stdout, a file, or the unix socket of a destination QEMU. */
 function sink(o: ReceiveCommandOptions, session: SessionInfo): { writable: Writable; done: Promise<void> } {
   const decode = new DecodeStream({ maxCacheBytes: o.maxCache })
-  if (o.connect) {
-    const path = o.connect.replace(/^unix:/, '')
-    const sock = connect(path)
-    // QEMU's return path (destination -> source) goes back over the same WebSocket session, untouched.
-    sock.on('data', (b: Buffer) => session.returnPath.write(b))
-    const done = pipeline(decode, sock).then(() => {
-      session.returnPath.end()
-    })
-    return { writable: decode, done }
-  }
+  if (o.connect) return qemuSocketSink(o.connect.replace(/^unix:/, ''), decode, session)
   const out = o.output ? createWriteStream(o.output.replaceAll('{id}', session.migrationId)) : process.stdout
   return { writable: decode, done: pipeline(decode, out) }
 }
