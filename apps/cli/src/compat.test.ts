@@ -4,13 +4,12 @@
 // libraries act as the old writer, reader, sender and receiver.
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI } from './test-cli.js'
+import { CLI, freePort } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const releases = JSON.parse(readFileSync(join(root, 'packages/protocol/RELEASES.json'), 'utf8')) as {
@@ -133,15 +132,6 @@ function run(cmd: string, env: NodeJS.ProcessEnv = {}): { code: number; stderr: 
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
-
 /** Starts a receiver (argv, no shell) and resolves when it listens; the returned promise is its exit. */
 function startListening(argv: string[]): Promise<{ exit: Promise<{ code: number | null; stderr: string }> }> {
   // stdout is not read: it must not be a pipe, or 'close' would wait for it forever.
@@ -212,53 +202,58 @@ describe('compatibility matrix (file and pipe)', () => {
 })
 
 describe('compatibility matrix (WebSocket: the peers negotiate the format)', () => {
-  it('current sender → v1-release receiver: agree on v1, byte-exact', async () => {
+  // Who receives (argv for a port and an output file), who sends (argv for a port), and what the sender reports.
+  const oldReceiver = (port: number, out: string) => [
+    process.execPath,
+    join(app, 'old-receive.mjs'),
+    String(port),
+    out,
+  ]
+  const newReceiver = (port: number, out: string) => [
+    process.execPath,
+    CLI,
+    'receive',
+    '--listen',
+    `127.0.0.1:${port}`,
+    '-o',
+    out,
+    '--once',
+  ]
+  const oldSender = (port: number) => [
+    process.execPath,
+    join(app, 'old-send.mjs'),
+    `ws://127.0.0.1:${port}/m`,
+    input,
+  ]
+  const newSender = (port: number) => [
+    process.execPath,
+    CLI,
+    'send',
+    `ws://127.0.0.1:${port}/m`,
+    input,
+    '--stats',
+  ]
+  it.each([
+    {
+      name: 'current sender → v1-release receiver: agree on v1',
+      rx: oldReceiver,
+      tx: newSender,
+      says: /format v1/,
+    },
+    {
+      name: 'v1-release sender → current receiver: v1',
+      rx: newReceiver,
+      tx: oldSender,
+      says: /sent format v1/,
+    },
+    { name: 'current sender → current receiver: v2', rx: newReceiver, tx: newSender, says: /format v2/ },
+  ])('$name, byte-exact', async ({ rx, tx, says }) => {
     const port = await freePort()
-    const out = join(scratch, 'ws-new-old.mig')
-    const { exit } = await startListening([process.execPath, join(app, 'old-receive.mjs'), String(port), out])
-    const tx = await send([process.execPath, CLI, 'send', `ws://127.0.0.1:${port}/m`, input, '--stats'])
-    expect(tx.code, tx.stderr).toBe(0)
-    expect(tx.stderr).toMatch(/format v1/)
-    expect((await exit).code).toBe(0)
-    expect(readFileSync(out).equals(original)).toBe(true)
-  })
-
-  it('v1-release sender → current receiver: v1, byte-exact', async () => {
-    const port = await freePort()
-    const out = join(scratch, 'ws-old-new.mig')
-    const { exit } = await startListening([
-      process.execPath,
-      CLI,
-      'receive',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      out,
-      '--once',
-    ])
-    const tx = await send([process.execPath, join(app, 'old-send.mjs'), `ws://127.0.0.1:${port}/m`, input])
-    expect(tx.code, tx.stderr).toBe(0)
-    expect(tx.stderr).toMatch(/sent format v1/)
-    expect((await exit).code).toBe(0)
-    expect(readFileSync(out).equals(original)).toBe(true)
-  })
-
-  it('current sender → current receiver: v2, byte-exact', async () => {
-    const port = await freePort()
-    const out = join(scratch, 'ws-new-new.mig')
-    const { exit } = await startListening([
-      process.execPath,
-      CLI,
-      'receive',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      out,
-      '--once',
-    ])
-    const tx = await send([process.execPath, CLI, 'send', `ws://127.0.0.1:${port}/m`, input, '--stats'])
-    expect(tx.code, tx.stderr).toBe(0)
-    expect(tx.stderr).toMatch(/format v2/)
+    const out = join(scratch, `ws-${port}.mig`)
+    const { exit } = await startListening(rx(port, out))
+    const r = await send(tx(port))
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toMatch(says)
     expect((await exit).code).toBe(0)
     expect(readFileSync(out).equals(original)).toBe(true)
   })

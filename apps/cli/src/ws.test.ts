@@ -15,7 +15,7 @@ import {
   startGuest,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, CLI_SH, runCli } from './test-cli.js'
+import { CLI, CLI_SH, freePort, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -34,15 +34,6 @@ afterAll(() => {
   for (const c of children) c.kill('SIGKILL')
   rmSync(dir, { recursive: true, force: true })
 })
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** Starts `xbzrle receive` and resolves once it listens. */
 function startReceiver(

@@ -3,6 +3,7 @@ import { gzipSync } from 'node:zlib'
 import { SimulatedGuest, type Workload, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
 import { CliError, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
+import { hitRate } from './filter.js'
 import { loopbackWebSocket } from './ws.js'
 
 export interface DemoOptions {
@@ -86,8 +87,6 @@ export async function runDemoPipeline(o: DemoOptions): Promise<DemoResult> {
   const inDigest = hashIn.digest('hex')
   const outDigest = hashOut.digest('hex')
   const es = encoder.stats
-  const hits = es.cache?.hits ?? 0
-  const misses = es.cache?.misses ?? 0
   return {
     rawBytes,
     xbzrleBytes,
@@ -95,7 +94,7 @@ export async function runDemoPipeline(o: DemoOptions): Promise<DemoResult> {
     encodeSeconds: secs(tEnc),
     decodeSeconds: secs(tDec),
     gzipSeconds: secs(tGz),
-    hitRate: hits + misses > 0 ? hits / (hits + misses) : 0,
+    hitRate: hitRate(es) ?? 0,
     identical: inDigest === outDigest && decoder.stats.bytesOut === rawBytes,
     sha256: inDigest,
     pages: es.pages,

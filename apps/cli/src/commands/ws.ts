@@ -48,9 +48,6 @@ export interface SendCommandOptions {
   stats?: boolean
 }
 
-/** Format versions this sender can write. */
-const SUPPORTED_WRITE_VERSIONS = SUPPORTED_VERSIONS
-
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
   if (!/^wss?:\/\//.test(url))
     throw new CliError(`send: expected a ws:// or wss:// URL, got ${url}`, ExitCode.USAGE)
@@ -59,7 +56,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
   // An already-encoded stream offers exactly its own version (and announces its header). Otherwise the
   // encoder starts only once the receiver has chosen a version, so an older receiver gets a stream it reads.
   const header = o.encoded ? await peekHeader(source) : undefined
-  const versions = header ? [header.version] : [...SUPPORTED_WRITE_VERSIONS]
+  const versions = header ? [header.version] : [...SUPPORTED_VERSIONS]
   const feed = new PassThrough({ highWaterMark: IO_CHUNK })
   let enc: EncodeStream | undefined
   let inputError: Error | undefined
