@@ -1,7 +1,3 @@
-import { defineProject } from 'vitest/config'
+import { xbzrleProject } from '../../vitest.shared.js'
 
-export default defineProject({
-  resolve: { conditions: ['@xbzrle/source'] },
-  ssr: { resolve: { conditions: ['@xbzrle/source'], externalConditions: ['@xbzrle/source'] } },
-  test: { name: 'cli', include: ['src/**/*.test.ts'], testTimeout: 60_000, hookTimeout: 120_000 },
-})
+export default xbzrleProject('cli')
