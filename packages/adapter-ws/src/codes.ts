@@ -11,6 +11,10 @@ export const CloseCode = {
   BAD_HELLO: 4400,
   /** Missing or wrong token. */
   BAD_TOKEN: 4401,
+  /** Migration id outside the safe charset (`[A-Za-z0-9._-]{1,128}`, no leading dot). */
+  BAD_MIGRATION_ID: 4402,
+  /** Resume without this session's secret (issued in the first welcome), or with a wrong one. */
+  BAD_SESSION_SECRET: 4403,
   /** URL path not served. */
   NOT_FOUND: 4404,
   /** No protocol version in common. */
@@ -21,6 +25,8 @@ export const CloseCode = {
   DUPLICATE_SESSION: 4409,
   /** Resume asked for a session the receiver does not have (expired or unknown), or from a sequence it cannot serve. */
   SESSION_GONE: 4410,
+  /** The pipeline's destination (e.g. a fixed output file) is in use by another migration. */
+  OUTPUT_BUSY: 4411,
   /** Control message larger than allowed (data messages above maxPayload get the standard 1009). */
   MESSAGE_TOO_BIG: 4413,
   /** Transport protocol violation after the handshake (sequence gap, unknown message kind). */
@@ -35,6 +41,8 @@ export const CloseCode = {
   IDLE_TIMEOUT: 4504,
   /** The session's declared memory needs exceed the per-session budget. */
   SESSION_TOO_LARGE: 4507,
+  /** The stream header (in the data) does not match what the hello declared / the memory budget admitted. */
+  STREAM_HEADER_MISMATCH: 4508,
 } as const
 export type CloseCodeName = keyof typeof CloseCode
 
@@ -70,13 +78,31 @@ export const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   1009,
   CloseCode.BAD_HELLO,
   CloseCode.BAD_TOKEN,
+  CloseCode.BAD_MIGRATION_ID,
+  CloseCode.BAD_SESSION_SECRET,
   CloseCode.NOT_FOUND,
   CloseCode.NO_COMMON_VERSION,
   CloseCode.DUPLICATE_SESSION,
   CloseCode.SESSION_GONE,
+  CloseCode.OUTPUT_BUSY,
   CloseCode.MESSAGE_TOO_BIG,
   CloseCode.PROTOCOL_ERROR,
   CloseCode.PIPELINE_ERROR,
   CloseCode.OVER_MEMORY_CAP,
   CloseCode.SESSION_TOO_LARGE,
+  CloseCode.STREAM_HEADER_MISMATCH,
 ])
+
+/**
+ * Thrown (or used to destroy the pipeline's Writable, or to reject its `done`) to refuse a session with a specific
+ * close code instead of the generic PIPELINE_ERROR, e.g. `new SessionRefusal('OUTPUT_BUSY', 'output … is in use')`.
+ */
+export class SessionRefusal extends Error {
+  override name = 'SessionRefusal'
+  constructor(
+    readonly codeName: CloseCodeName,
+    message: string,
+  ) {
+    super(message)
+  }
+}

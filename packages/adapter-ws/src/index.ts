@@ -9,7 +9,7 @@ export {
   ReliableChannel,
   type ReliableChannelOptions,
 } from './channel.js'
-export { CloseCode, type CloseCodeName, closeCodeName, FATAL_CLOSE_CODES } from './codes.js'
+export { CloseCode, type CloseCodeName, closeCodeName, FATAL_CLOSE_CODES, SessionRefusal } from './codes.js'
 export { decodeMessage, encodeMessage, HEADER_BYTES, KIND_DATA, KIND_END } from './frame.js'
 export {
   parseControl,
@@ -43,3 +43,4 @@ export {
   sendStream,
 } from './sender.js'
 export { bearerToken, type LoadTokenOptions, loadToken, tokensEqual } from './token.js'
+export { isLoopbackHost, isSafeMigrationId } from './util.js'

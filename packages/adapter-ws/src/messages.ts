@@ -6,6 +6,9 @@
  *   hello.returnFromSeq  first return-path sequence number the client wants
  *   welcome.maxMessageBytes  largest binary message the receiver accepts
  *   ack.final            present on the final ack only: payload bytes delivered; the stream is complete
+ *   welcome.sessionSecret    32 random bytes (base64url), in the first welcome of a session only
+ *   hello.sessionSecret      that secret, required to resume the session
+ * Older peers ignore fields they do not know (zod strips them), so these stay compatible with the v1 release.
  */
 import {
   AckSchema,
@@ -22,8 +25,12 @@ const uint = AckSchema.shape.seq
 export const WsHelloSchema = HelloSchema.extend({
   token: RefuseSchema.shape.message.optional(),
   returnFromSeq: uint.optional(),
+  sessionSecret: RefuseSchema.shape.message.optional(),
 })
-export const WsWelcomeSchema = WelcomeSchema.extend({ maxMessageBytes: uint.optional() })
+export const WsWelcomeSchema = WelcomeSchema.extend({
+  maxMessageBytes: uint.optional(),
+  sessionSecret: RefuseSchema.shape.message.optional(),
+})
 export const WsAckSchema = AckSchema.extend({ final: uint.optional() })
 
 type Infer<T extends { _zod: { output: unknown } }> = T['_zod']['output']

@@ -4,13 +4,7 @@ export class TokenBucket {
   readonly capacity: number
   private tokens: number
   private last: number
-  /** Bytes granted so far. */
-  granted = 0
-  /** Highest token level ever observed (never above capacity). */
-  maxLevel = 0
-  /** Grants that went through with fewer tokens than asked for (should stay 0). */
-  violations = 0
-  private readonly startedAt: number
+  private readonly now: () => number
 
   constructor(rate: number, capacity: number, now: () => number = () => performance.now()) {
     if (!(rate > 0)) throw new RangeError(`maxRate must be > 0, got ${rate}`)
@@ -18,17 +12,13 @@ export class TokenBucket {
     this.capacity = Math.max(1, capacity)
     this.now = now
     this.last = now()
-    this.startedAt = this.last
     this.tokens = this.capacity
-    this.maxLevel = this.tokens
   }
-  private readonly now: () => number
 
   private refill(): void {
     const t = this.now()
     this.tokens = Math.min(this.capacity, this.tokens + ((t - this.last) / 1000) * this.rate)
     this.last = t
-    if (this.tokens > this.maxLevel) this.maxLevel = this.tokens
   }
 
   /** Milliseconds to wait before `n` bytes may be sent (0 = now). n is clamped to the capacity. */
@@ -57,14 +47,6 @@ export class TokenBucket {
       })
       if (signal?.aborted) throw signal.reason
     }
-    const need = Math.min(n, this.capacity)
-    if (this.tokens + 1e-6 < need) this.violations++
     this.tokens -= n
-    this.granted += n
-  }
-
-  /** Upper bound of what the bucket may have granted since it was created. */
-  allowance(): number {
-    return this.capacity + ((this.now() - this.startedAt) / 1000) * this.rate
   }
 }

@@ -3,6 +3,7 @@
  * own pipeline from the injected factory, its own memory budget and its own ReliableChannel, which survives
  * reconnects for `resumeGraceMs`.
  */
+import { randomBytes } from 'node:crypto'
 import { createServer as createHttpServer, type Server as HttpServer, type IncomingMessage } from 'node:http'
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
@@ -11,11 +12,11 @@ import { finished } from 'node:stream/promises'
 import { negotiateVersion, type StreamHeaderJson, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import WebSocket, { WebSocketServer } from 'ws'
 import { type ChannelTransport, ReliableChannel } from './channel.js'
-import { CloseCode, type CloseCodeName } from './codes.js'
+import { CloseCode, type CloseCodeName, SessionRefusal } from './codes.js'
 import { HEADER_BYTES } from './frame.js'
 import { parseControl, type WsHello, type WsWelcome } from './messages.js'
 import { bearerToken, tokensEqual } from './token.js'
-import { isLoopbackHost, MiB, truncateUtf8 } from './util.js'
+import { isLoopbackHost, isSafeMigrationId, MiB, truncateUtf8 } from './util.js'
 
 /** What the pipeline factory learns about a migration. */
 export interface SessionInfo {
@@ -61,11 +62,18 @@ export interface ReceiverOptions {
   maxMessageBytes?: number
   /** Largest control (JSON) message (default 16 KiB; larger → 4413). */
   maxControlBytes?: number
-  /** Concurrent TCP connections (default 256); more are dropped at accept. */
+  /** Concurrent TCP connections, authenticated or not (default 256); more are dropped at accept. */
   maxConnections?: number
+  /**
+   * Concurrent connections that have not yet presented a valid token in their hello (default 64). When full, a new
+   * connection evicts the oldest unauthenticated one (idle TCP first), so idle sockets cannot lock out a sender.
+   */
+  maxPreAuthConnections?: number
   /** Concurrent sessions (default 32). */
   maxSessions?: number
-  /** Time from TCP accept to a valid hello (default 10 000 ms). */
+  /** Time from TCP accept to an authenticated hello: TLS, HTTP upgrade and hello (default 3000 ms). */
+  preAuthTimeoutMs?: number
+  /** Older name of `preAuthTimeoutMs` (used when that is not set). */
   handshakeTimeoutMs?: number
   /** Close a connection without traffic for this long (default 60 000 ms; not while we pause it). */
   idleTimeoutMs?: number
@@ -93,6 +101,7 @@ export type ReceiverEvent =
   | { type: 'session-end'; migrationId: string; bytes: number }
   | { type: 'session-error'; migrationId: string; message: string }
   | { type: 'refused'; code: number; name: string; message: string; remoteAddress: string | undefined }
+  | { type: 'warning'; message: string }
 
 export interface SessionSnapshot {
   migrationId: string
@@ -120,19 +129,23 @@ export interface Receiver {
 
 interface Tombstone {
   ok: boolean
+  secret: string
   endSeq: number
   bytes: number
   message: string
   timer: NodeJS.Timeout
 }
 
-class RefuseError extends Error {
-  constructor(
-    readonly codeName: CloseCodeName,
-    message: string,
-  ) {
-    super(message)
-  }
+const RefuseError = SessionRefusal
+
+/** An unauthenticated connection (from TCP accept until a hello with a valid token). */
+interface PreAuth {
+  socket: Socket
+  /** Reached the HTTP upgrade (a real client does at once; idle sockets never do): evicted last. */
+  upgraded: boolean
+  timer: NodeJS.Timeout
+  /** Called at the deadline instead of destroying the socket (set once the WebSocket exists). */
+  onTimeout?: () => void
 }
 
 export function createReceiver(options: ReceiverOptions): Receiver {
@@ -140,8 +153,9 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const maxMsg = options.maxMessageBytes ?? MiB
   const maxControl = options.maxControlBytes ?? 16 * 1024
   const maxConnections = options.maxConnections ?? 256
+  const maxPreAuth = Math.max(1, options.maxPreAuthConnections ?? 64)
   const maxSessions = options.maxSessions ?? 32
-  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
+  const handshakeTimeoutMs = options.preAuthTimeoutMs ?? options.handshakeTimeoutMs ?? 3000
   const idleTimeoutMs = options.idleTimeoutMs ?? 60_000
   const graceMs = options.resumeGraceMs ?? 30_000
   const memoryCap = options.memoryCapBytes ?? 1024 * MiB
@@ -184,26 +198,65 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   let memoryInUse = 0
   let closing = false
 
-  // ---- raw connections: limit and pre-upgrade timeout ----
+  // ---- raw connections: limits and the pre-auth deadline ----
   const isTls = 'setSecureContext' in server
-  type TimedSocket = Socket & { xbzrleTimer?: NodeJS.Timeout }
+  /** Unauthenticated connections by raw socket, oldest first. */
+  const preAuth = new Map<Socket, PreAuth>()
+  /** Raw or TLS socket → its pre-auth record. */
+  const preAuthOf = new WeakMap<Socket, PreAuth>()
+  const dropPreAuth = (rec: PreAuth) => {
+    clearTimeout(rec.timer)
+    preAuth.delete(rec.socket)
+  }
+  const trackPreAuth = (socket: Socket): PreAuth => {
+    // slow-loris: TLS handshake, HTTP upgrade and an authenticated hello must all finish before the deadline
+    const rec: PreAuth = {
+      socket,
+      upgraded: false,
+      timer: setTimeout(() => {
+        dropPreAuth(rec)
+        if (rec.onTimeout) rec.onTimeout()
+        else socket.destroy()
+      }, handshakeTimeoutMs),
+    }
+    preAuth.set(socket, rec)
+    preAuthOf.set(socket, rec)
+    socket.once('close', () => dropPreAuth(rec))
+    return rec
+  }
+  const evictOnePreAuth = () => {
+    let victim: PreAuth | undefined
+    for (const r of preAuth.values()) {
+      if (!r.upgraded) {
+        victim = r
+        break
+      }
+      victim ??= r
+    }
+    if (!victim) return
+    dropPreAuth(victim)
+    victim.socket.destroy()
+  }
   const onConnection = (socket: Socket) => {
-    if (closing || sockets.size >= maxConnections) {
+    if (closing) {
+      socket.destroy()
+      return
+    }
+    if (preAuth.size >= maxPreAuth) evictOnePreAuth()
+    if (sockets.size >= maxConnections) {
       socket.destroy()
       return
     }
     sockets.add(socket)
     socket.on('error', () => {})
     socket.once('close', () => sockets.delete(socket))
-    // slow-loris: the TLS handshake, HTTP request and WebSocket upgrade must all finish within the timeout
-    const t = setTimeout(() => socket.destroy(), handshakeTimeoutMs)
-    socket.once('close', () => clearTimeout(t))
-    ;(socket as TimedSocket).xbzrleTimer = t
+    trackPreAuth(socket)
   }
   const onSecureConnection = (tlsSocket: Socket) => {
-    // the upgrade arrives on the TLS socket; link it to the raw socket's timer
-    const raw = (tlsSocket as Socket & { _parent?: TimedSocket })._parent
-    ;(tlsSocket as TimedSocket).xbzrleTimer = raw?.xbzrleTimer
+    // the upgrade arrives on the TLS socket; link it to the raw socket's record
+    const raw = (tlsSocket as Socket & { _parent?: Socket })._parent
+    const rec = raw ? preAuthOf.get(raw) : undefined
+    if (rec) preAuthOf.set(tlsSocket, rec)
     tlsSocket.on('error', () => {})
   }
   const onRequest = (_req: IncomingMessage, res: import('node:http').ServerResponse) => {
@@ -218,6 +271,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       socket.destroy()
       return
     }
+    const rec = preAuthOf.get(socket as Socket)
+    if (rec) rec.upgraded = true
     try {
       wss.handleUpgrade(req, socket, head, (ws) => onWebSocket(ws, req, socket as Socket, path))
     } catch {
@@ -253,6 +308,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     readonly returnPath: PassThrough
     readonly channel: ReliableChannel
     info!: SessionInfo
+    /** Issued in the first welcome; a resume must present it (constant-time compare). */
+    readonly secret = randomBytes(32).toString('base64url')
     private rpDraining = false
 
     constructor(
@@ -320,10 +377,10 @@ export function createReceiver(options: ReceiverOptions): Receiver {
           : (p as Writable)
       const done = (p as { done?: Promise<unknown> }).done ?? finished(writable)
       this.writable = writable
-      writable.on('error', (err) => this.fail(`pipeline failed: ${err.message}`))
+      writable.on('error', (err) => this.failWith(err))
       Promise.resolve(done).then(
         () => this.pipelineDone(),
-        (err: unknown) => this.fail(`pipeline failed: ${err instanceof Error ? err.message : String(err)}`),
+        (err: unknown) => this.failWith(err),
       )
     }
 
@@ -392,14 +449,32 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       emit({ type: 'session-end', migrationId: this.id, bytes: this.channel.bytesIn })
     }
 
-    fail(message: string): void {
+    /** A pipeline error: a SessionRefusal keeps its own code and message, anything else is a PIPELINE_ERROR. */
+    failWith(err: unknown): void {
+      if (err instanceof SessionRefusal) this.fail(err.message, err.codeName)
+      else this.fail(`pipeline failed: ${err instanceof Error ? err.message : String(err)}`)
+    }
+
+    fail(message: string, code: CloseCodeName = 'PIPELINE_ERROR'): void {
       if (this.state === 'failed' || !sessions.has(this.id)) return
       this.state = 'failed'
       emit({ type: 'session-error', migrationId: this.id, message })
-      if (this.ws) refuse(this.ws, 'PIPELINE_ERROR', message, this.remoteAddress)
+      if (this.ws) refuse(this.ws, code, message, this.remoteAddress)
       this.writable?.destroy()
       this.returnPath.destroy()
       this.cleanup(false, message)
+    }
+
+    /** Dropped without a trace (no event, no tombstone): nobody ever learnt this session's secret. */
+    discard(reason: string): void {
+      if (!sessions.has(this.id)) return
+      this.state = 'failed'
+      this.writable?.destroy(new Error(reason))
+      this.returnPath.destroy()
+      this.cleanup(false, reason)
+      const t = tombstones.get(this.id)
+      if (t) clearTimeout(t.timer)
+      tombstones.delete(this.id)
     }
 
     /** Torn down by the receiver's close(). */
@@ -426,7 +501,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         const timer = setTimeout(() => tombstones.delete(this.id), graceMs)
         timer.unref()
         tombstones.get(this.id)?.timer && clearTimeout(tombstones.get(this.id)!.timer)
-        tombstones.set(this.id, { ok, endSeq, bytes, message, timer })
+        tombstones.set(this.id, { ok, secret: this.secret, endSeq, bytes, message, timer })
       }
     }
 
@@ -451,12 +526,12 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     let session: Session | null = null
     let handshaking = true
     let idleTimer: NodeJS.Timeout | null = null
-    const rawTimer = (socket as Socket & { xbzrleTimer?: NodeJS.Timeout }).xbzrleTimer
-    if (rawTimer) clearTimeout(rawTimer)
-    const hsTimer = setTimeout(() => {
-      if (handshaking)
-        refuse(ws, 'HANDSHAKE_TIMEOUT', `no hello within ${handshakeTimeoutMs} ms`, remoteAddress)
-    }, handshakeTimeoutMs)
+    // the pre-auth deadline runs on from TCP accept (a connection from before we were attached gets a fresh one)
+    const pre = preAuthOf.get(socket) ?? trackPreAuth(socket)
+    pre.upgraded = true
+    pre.onTimeout = () =>
+      refuse(ws, 'HANDSHAKE_TIMEOUT', `no authenticated hello within ${handshakeTimeoutMs} ms`, remoteAddress)
+    const authenticated = () => dropPreAuth(pre)
     const touch = () => {
       if (idleTimer) clearTimeout(idleTimer)
       idleTimer = setTimeout(() => {
@@ -469,7 +544,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     ws.on('pong', touch)
     ws.on('close', () => {
       clients.delete(ws)
-      clearTimeout(hsTimer)
+      dropPreAuth(pre)
       if (idleTimer) clearTimeout(idleTimer)
       session?.detach(ws)
     })
@@ -477,6 +552,12 @@ export function createReceiver(options: ReceiverOptions): Receiver {
     const handleHello = async (hello: WsHello): Promise<void> => {
       if (options.token !== undefined && !tokensEqual(options.token, headerToken ?? hello.token))
         throw new RefuseError('BAD_TOKEN', 'missing or invalid token')
+      authenticated()
+      if (!isSafeMigrationId(hello.migrationId))
+        throw new RefuseError(
+          'BAD_MIGRATION_ID',
+          `migration id ${JSON.stringify(hello.migrationId.slice(0, 130))} is not allowed: use 1-128 of [A-Za-z0-9._-], not starting with a dot`,
+        )
       let version: number
       try {
         version = negotiateVersion(versions, hello.versions)
@@ -485,17 +566,27 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       }
       const id = hello.migrationId
       const returnFromSeq = hello.returnFromSeq ?? 1
-      const welcome = (s: { nextExpected: number }): WsWelcome => ({
+      const welcome = (s: { nextExpected: number }, secret?: string): WsWelcome => ({
         type: 'welcome',
         version,
         migrationId: id,
         resumeFromSeq: s.nextExpected,
         maxMessageBytes: maxMsg + HEADER_BYTES,
+        ...(secret !== undefined ? { sessionSecret: secret } : {}),
       })
+      // Only the sender that started a session holds its secret: anyone else (even with the token) cannot resume it.
+      const checkSecret = (secret: string) => {
+        if (!tokensEqual(secret, hello.sessionSecret))
+          throw new RefuseError(
+            'BAD_SESSION_SECRET',
+            `cannot resume migration ${id}: ${hello.sessionSecret === undefined ? 'no' : 'wrong'} session secret (only the sender that started it can resume; senders older than adapter-ws 0.2 cannot resume)`,
+          )
+      }
       const tomb = tombstones.get(id)
       const existing = sessions.get(id)
       if (!existing && tomb) {
         if (!hello.resume) throw new RefuseError('DUPLICATE_SESSION', `migration ${id} already ran`)
+        checkSecret(tomb.secret)
         if (!tomb.ok) throw new RefuseError('PIPELINE_ERROR', tomb.message)
         ws.send(JSON.stringify(welcome({ nextExpected: tomb.endSeq + 1 })))
         ws.send(JSON.stringify({ type: 'ack', seq: tomb.endSeq, final: tomb.bytes }))
@@ -505,6 +596,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       if (existing) {
         if (!hello.resume)
           throw new RefuseError('DUPLICATE_SESSION', `migration ${id} is already in progress`)
+        checkSecret(existing.secret)
         if (existing.state === 'failed') throw new RefuseError('SESSION_GONE', `migration ${id} failed`)
         if (hello.resume.fromSeq > existing.channel.nextExpected)
           throw new RefuseError(
@@ -556,19 +648,23 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       try {
         await s.start(options.createPipeline, info)
       } catch (err) {
+        if (err instanceof SessionRefusal) {
+          s.fail(err.message, err.codeName)
+          throw err
+        }
         s.fail(`cannot create pipeline: ${(err as Error).message}`)
         throw new RefuseError('PIPELINE_ERROR', `cannot create pipeline: ${(err as Error).message}`)
       }
       if (s.state === 'failed') return
-      emit({ type: 'session-start', migrationId: id, version, memoryBytes: need })
       if (ws.readyState !== WebSocket.OPEN) {
-        // connection lost during setup: the session waits for a resume
-        s.ws = ws
-        s.detach(ws)
+        // connection lost during setup: the sender never got the session secret, so nobody could resume this
+        // session; drop it (no tombstone), and the sender's next hello starts it afresh
+        s.discard('connection lost during session setup')
         return
       }
+      emit({ type: 'session-start', migrationId: id, version, memoryBytes: need })
       session = s
-      ws.send(JSON.stringify(welcome(s.channel)))
+      ws.send(JSON.stringify(welcome(s.channel, s.secret)))
       s.attach(ws, returnFromSeq)
     }
 
@@ -589,7 +685,6 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         if (r.msg.type !== 'hello')
           return refuse(ws, 'BAD_HELLO', `expected hello, got ${r.msg.type}`, remoteAddress)
         handshaking = false
-        clearTimeout(hsTimer)
         ws.pause() // no data until the session is attached
         handleHello(r.msg).then(
           () => {
@@ -641,6 +736,11 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         })
       })
       address = server.address() as AddressInfo
+      if (options.token !== undefined && !options.tls && !isLoopbackHost(host))
+        emit({
+          type: 'warning',
+          message: `the token is accepted over ws:// without TLS on ${host}: anyone on the network path can read it (and the session secrets); set tls`,
+        })
       return address
     },
     async close() {
@@ -649,6 +749,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       for (const t of tombstones.values()) clearTimeout(t.timer)
       tombstones.clear()
       for (const ws of clients) ws.terminate()
+      for (const rec of preAuth.values()) clearTimeout(rec.timer)
+      preAuth.clear()
       server.off('connection', onConnection)
       server.off('secureConnection', onSecureConnection)
       server.off('request', onRequest)

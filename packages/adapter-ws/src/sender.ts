@@ -11,7 +11,7 @@ import { CloseCode, closeCodeName, FATAL_CLOSE_CODES } from './codes.js'
 import { HEADER_BYTES } from './frame.js'
 import { parseControl, type WsHello } from './messages.js'
 import { TokenBucket } from './rate.js'
-import { MiB, sleep, Wakeup } from './util.js'
+import { isLoopbackHost, isSafeMigrationId, MiB, sleep, Wakeup } from './util.js'
 
 export interface ReconnectPolicy {
   /** First delay after a lost connection (default 100 ms). */
@@ -33,7 +33,7 @@ export interface SenderOptions {
   ca?: string | Buffer | Array<string | Buffer>
   /** Verify the receiver's certificate (default true). */
   rejectUnauthorized?: boolean
-  /** Migration id (default: random). `[A-Za-z0-9._:-]{1,128}`. */
+  /** Migration id (default: random). `[A-Za-z0-9._-]{1,128}`, not starting with a dot. */
   migrationId?: string
   /** Stream parameters declared in the hello; the receiver sizes its memory budget from `cache.cacheBytes`. */
   header?: StreamHeaderJson
@@ -70,6 +70,8 @@ export type SenderEvent =
   | { type: 'disconnected'; code: number; reason: string }
   | { type: 'reconnecting'; attempt: number; delayMs: number }
   | { type: 'ack'; seq: number; bytes: number }
+  /** E.g. a token about to travel over ws:// (cleartext) to a non-loopback host. Emitted once, no secret in it. */
+  | { type: 'warning'; message: string }
 
 export interface SendResult {
   migrationId: string
@@ -149,6 +151,8 @@ export function createSender(source: Readable, url: string, options: SenderOptio
   let messages = 0
   let reconnects = 0
   let helloSentOnce = false
+  /** Issued by the receiver in the first welcome; proves on resume that we are the sender that started it. */
+  let sessionSecret: string | undefined
   let currentWs: WebSocket | null = null
 
   // ---- return path ----
@@ -321,6 +325,7 @@ export function createSender(source: Readable, url: string, options: SenderOptio
         }
         if (options.header) hello.header = options.header
         if (helloSentOnce) hello.resume = { fromSeq: channel.oldestHeld }
+        if (hello.resume && sessionSecret !== undefined) hello.sessionSecret = sessionSecret
         if (options.tokenInHello && options.token !== undefined) hello.token = options.token
         helloSentOnce = true
         ws.send(JSON.stringify(hello))
@@ -351,6 +356,7 @@ export function createSender(source: Readable, url: string, options: SenderOptio
                 `receiver wants to resume at ${m.resumeFromSeq}, retransmit buffer holds ${channel.oldestHeld}–${channel.nextOutSeq - 1}`,
               )
             version = m.version
+            if (m.sessionSecret !== undefined) sessionSecret = m.sessionSecret
             if (m.maxMessageBytes !== undefined)
               maxMsg = Math.max(1024, Math.min(maxMsgWanted, m.maxMessageBytes - HEADER_BYTES))
             clearTimeout(hsTimer)
@@ -405,6 +411,15 @@ export function createSender(source: Readable, url: string, options: SenderOptio
 
   // ---- connection loop ----
   const run = async (): Promise<SendResult> => {
+    if (!isSafeMigrationId(migrationId))
+      throw new SendError(
+        `xbzrle ws send: migration id ${JSON.stringify(migrationId.slice(0, 130))} is not allowed: use 1-128 of [A-Za-z0-9._-], not starting with a dot`,
+      )
+    if (options.token !== undefined && insecureTarget(url))
+      options.onEvent?.({
+        type: 'warning',
+        message: `the token is sent over ws:// without TLS to ${redact(url)}: anyone on the network path can read it; use wss://`,
+      })
     const pumping = pump().catch((err) => {
       if (!ac.signal.aborted) {
         sourceError ??= err as Error
@@ -493,6 +508,16 @@ export function createSender(source: Readable, url: string, options: SenderOptio
       ac.abort()
       wake.notify()
     },
+  }
+}
+
+/** ws:// (no TLS) to a host that is not a loopback name or address. */
+function insecureTarget(url: string): boolean {
+  try {
+    const u = new URL(url)
+    return u.protocol === 'ws:' && !isLoopbackHost(u.hostname)
+  } catch {
+    return false
   }
 }
 

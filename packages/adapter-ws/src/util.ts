@@ -36,5 +36,13 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1'
 }
 
+/**
+ * Migration ids end up in file names (`receive -o 'dir/{id}.mig'`): only `[A-Za-z0-9._-]`, 1–128 characters, no
+ * leading dot (so no `.`, `..` or hidden files), hence never a path separator or a dots-only segment.
+ */
+export function isSafeMigrationId(id: string): boolean {
+  return /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/.test(id)
+}
+
 export const KiB = 1024
 export const MiB = 1024 * 1024
