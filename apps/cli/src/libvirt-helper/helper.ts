@@ -1,0 +1,218 @@
+/**
+ * Helper mode: `xbzrle --libvirt-helper=lzop [--helper-conf=F] [--helper-wrapper=W] ARGS...`, what the installed
+ * `lzop` (or `zstd`) wrapper runs. libvirt calls its compressor as `PROG -c` (save/dump) and
+ * `PROG -dc --ignore-warn` (restore, lzop) / `PROG -dc` (zstd).
+ *
+ * - `-c` with a QEMU migration stream (QEVM) on stdin: encode it into an xbzrle stream.
+ * - `-dc` with an xbzrle stream on stdin: decode it.
+ * - anything else (an image saved with the real lzop, a tarball, `lzop -V`, file arguments...): run the real
+ *   program with the same arguments, the bytes already sniffed first and then the rest of stdin; its stdout,
+ *   stderr and exit status are passed through. So every image saved before the switch still restores, and other
+ *   users of a diverted /usr/bin/lzop get real lzop.
+ */
+import { spawn } from 'node:child_process'
+import { fstatSync, readFileSync, readSync, realpathSync } from 'node:fs'
+import type { Readable } from 'node:stream'
+import { Readable as ReadableStream } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt'
+import { isXbzrleStream } from '@xbzrle/protocol'
+import { classify, ExitCode } from '../errors.js'
+import { openInput } from '../io.js'
+import { encoderOptionsOf, HelperConfigError, loadHelperConfig } from './config.js'
+import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
+
+export const HELPER_FLAG = '--libvirt-helper'
+/** Set in the real program's environment: a helper that sees it was started by itself (a lookup loop). */
+export const LOOP_GUARD_ENV = 'XBZRLE_HELPER_ACTIVE'
+const SNIFF_BYTES = 16
+
+export interface HelperInvocation {
+  program: HelperProgram
+  conf?: string
+  wrapper?: string
+  args: string[]
+}
+
+/** Splits `--libvirt-helper=NAME [--helper-conf=F] [--helper-wrapper=W] ARGS` (undefined: not helper mode). */
+export function parseHelperArgv(argv: string[]): HelperInvocation | undefined {
+  const first = argv[0]
+  if (first === undefined || !(first === HELPER_FLAG || first.startsWith(`${HELPER_FLAG}=`))) return undefined
+  let i = 1
+  let program: string | undefined
+  if (first === HELPER_FLAG) program = argv[i++]
+  else program = first.slice(HELPER_FLAG.length + 1)
+  const inv: HelperInvocation = { program: program as HelperProgram, args: [] }
+  for (; i < argv.length; i++) {
+    const a = argv[i]!
+    if (a.startsWith('--helper-conf=')) inv.conf = a.slice('--helper-conf='.length)
+    else if (a.startsWith('--helper-wrapper=')) inv.wrapper = a.slice('--helper-wrapper='.length)
+    else break
+  }
+  inv.args = argv.slice(i)
+  return inv
+}
+
+/** What libvirt asks for: compress stdin→stdout, decompress stdin→stdout, or something we do not handle. */
+export function classifyArgs(args: string[]): 'compress' | 'decompress' | 'other' {
+  const letters = new Set<string>()
+  for (const a of args) {
+    if (a === '--ignore-warn' || a === '--quiet') continue
+    if (a === '--stdout') letters.add('c')
+    else if (a === '--decompress') letters.add('d')
+    else if (/^-[a-zA-Z0-9]+$/.test(a)) for (const ch of a.slice(1)) letters.add(ch)
+    else return 'other' // file operands, '-', other long options
+  }
+  for (const ch of letters) if (!/^[cdqf1-9]$/.test(ch)) return 'other'
+  if (!letters.has('c')) return 'other'
+  return letters.has('d') ? 'decompress' : 'compress'
+}
+
+/** Entry point for index.ts: undefined when argv is not helper mode. */
+export function runHelper(argv: string[]): Promise<number> | undefined {
+  const inv = parseHelperArgv(argv)
+  if (!inv) return undefined
+  return helperMain(inv)
+}
+
+function fail(program: string, e: unknown): number {
+  const c = e instanceof HelperConfigError ? { message: e.message, exitCode: ExitCode.USAGE } : classify(e)
+  process.stderr.write(`xbzrle (${program} helper): ${c.message}\n`)
+  return c.exitCode
+}
+
+export async function helperMain(inv: HelperInvocation): Promise<number> {
+  const name = inv.program
+  if (!HELPER_PROGRAMS.includes(name)) {
+    process.stderr.write(`xbzrle: --libvirt-helper must be one of ${HELPER_PROGRAMS.join(', ')}\n`)
+    return ExitCode.USAGE
+  }
+  if (process.env[LOOP_GUARD_ENV]) {
+    process.stderr.write(
+      `xbzrle (${name} helper): the real ${name} resolved to the helper again (${process.env[LOOP_GUARD_ENV]}); set real_${name} in the helper config\n`,
+    )
+    return ExitCode.ENVIRONMENT
+  }
+  try {
+    const { config } = loadHelperConfig(inv.conf)
+    const real = () => {
+      const explicit = name === 'lzop' ? config.real_lzop : config.real_zstd
+      const self = process.argv[1] ? [process.argv[1]] : []
+      const r = findRealProgram(name, { wrapper: inv.wrapper, self, explicit })
+      if (!r.found) throw new HelperConfigError(r.why)
+      return r.found.path
+    }
+    const kind = classifyArgs(inv.args)
+    if (kind === 'other') return await runReal(real(), name, inv.args, undefined)
+    const head = await sniffStdin()
+    if (kind === 'compress') {
+      const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
+      if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
+      await pipeline(head.rest(), new EncodeStream(encoderOptionsOf(config)), process.stdout)
+      return ExitCode.OK
+    }
+    if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
+    await pipeline(head.rest(), new DecodeStream({}), process.stdout)
+    return ExitCode.OK
+  } catch (e) {
+    return fail(name, e)
+  }
+}
+
+interface Sniffed {
+  bytes: Buffer
+  /** True when the bytes were read off stdin (they must be fed to whoever reads next). */
+  consumed: boolean
+  /** stdin from the start: the sniffed bytes, then the rest. */
+  rest: () => Readable
+}
+
+/** Current offset of fd 0 when it is a regular file (libvirt hands restore the image fd after its header). */
+function stdinFileOffset(): number | undefined {
+  try {
+    if (!fstatSync(0).isFile()) return undefined
+    const m = /^pos:\s*(\d+)/m.exec(readFileSync('/proc/self/fdinfo/0', 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Reads the first bytes of stdin; a regular file is peeked with pread and not consumed. */
+async function sniffStdin(): Promise<Sniffed> {
+  const pos = stdinFileOffset()
+  if (pos !== undefined) {
+    const b = Buffer.alloc(SNIFF_BYTES)
+    let n = 0
+    while (n < SNIFF_BYTES) {
+      const r = readSync(0, b, n, SNIFF_BYTES - n, pos + n)
+      if (r === 0) break
+      n += r
+    }
+    return { bytes: b.subarray(0, n), consumed: false, rest: () => openInput(undefined) }
+  }
+  const src = openInput(undefined)
+  const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+  const chunks: Buffer[] = []
+  let have = 0
+  let done = false
+  while (have < SNIFF_BYTES) {
+    const r = await it.next()
+    if (r.done) {
+      done = true
+      break
+    }
+    chunks.push(r.value)
+    have += r.value.length
+  }
+  const first = Buffer.concat(chunks)
+  async function* all(): AsyncGenerator<Buffer> {
+    if (first.length) yield first
+    if (done) return
+    for (;;) {
+      const r = await it.next()
+      if (r.done) return
+      yield r.value
+    }
+  }
+  return {
+    bytes: first.subarray(0, SNIFF_BYTES),
+    consumed: true,
+    rest: () => ReadableStream.from(all(), { objectMode: false }),
+  }
+}
+
+/** Runs the real program with our argv; stdout/stderr are shared, stdin is shared or fed from `head`. */
+function runReal(path: string, name: string, args: string[], head: Sniffed | undefined): Promise<number> {
+  const feed = head?.consumed === true
+  return new Promise<number>((resolve, reject) => {
+    let self = path
+    try {
+      self = realpathSync(process.argv[1] ?? path)
+    } catch {
+      // informational only
+    }
+    const child = spawn(path, args, {
+      argv0: name,
+      stdio: [feed ? 'pipe' : 'inherit', 'inherit', 'inherit'],
+      env: { ...process.env, [LOOP_GUARD_ENV]: self },
+    })
+    const forward = (sig: NodeJS.Signals) => () => child.kill(sig)
+    const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const)
+    for (const [s, h] of handlers) process.on(s, h)
+    child.on('error', (e) =>
+      reject(new HelperConfigError(`cannot run the real ${name} (${path}): ${e.message}`)),
+    )
+    child.on('close', (code, signal) => {
+      for (const [s, h] of handlers) process.off(s, h)
+      if (signal) {
+        const num = { SIGTERM: 15, SIGINT: 2, SIGHUP: 1, SIGKILL: 9, SIGPIPE: 13 }[signal as string] ?? 0
+        resolve(128 + num)
+      } else resolve(code ?? 1)
+    })
+    if (feed && child.stdin) {
+      child.stdin.on('error', () => {}) // the real program may stop reading early; its exit status says why
+      pipeline(head.rest(), child.stdin).catch(() => {})
+    }
+  })
+}
