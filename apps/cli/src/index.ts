@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { PROXY_USAGE, proxyMain, WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
 import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
@@ -34,7 +35,9 @@ Typical setups:
     xbzrle -c  < qemu.stream > stream.xbz
     xbzrle -dc < stream.xbz  > qemu.stream
 
-Exit codes: 0 ok, 2 usage, 3 bad or corrupt input, 4 I/O error, 5 network peer, 6 missing tool, 1 internal error.
+Exit codes: 0 ok, 2 usage, 3 bad or corrupt input, 4 I/O error, 5 network peer, 6 missing tool, 1 internal error;
+128 + the signal number when interrupted (130 SIGINT, 143 SIGTERM, 129 SIGHUP). An -o FILE is replaced only by a
+complete output: after any error or signal the old file is left as it was.
 `
 
 function sizeArg(v: string): number {
@@ -64,13 +67,19 @@ export function helperForm(argv: string[]): string[] | undefined {
     return undefined
   const letters = new Set<string>()
   const files: string[] = []
-  for (const a of argv) {
-    if (/^-[a-zA-Z0-9]+$/.test(a)) for (const ch of a.slice(1)) letters.add(ch)
+  const output: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (/^-[a-zA-Z0-9]+$/.test(a)) {
+      for (const ch of a.slice(1)) letters.add(ch)
+      // lzop's `-o FILE` (also at the end of a group, `-co FILE`): the output file, not an input.
+      if (a.endsWith('o') && i + 1 < argv.length) output.push('-o', argv[++i]!)
+    } else if (a === '--strict') output.push(a)
     else if (a.startsWith('--')) continue
     else files.push(a)
   }
-  if (letters.has('d')) return ['decode', ...files]
-  if (letters.has('c')) return ['encode', ...files]
+  if (letters.has('d')) return ['decode', ...files, ...output.filter((x) => x !== '--strict')]
+  if (letters.has('c')) return ['encode', ...files, ...output]
   return undefined
 }
 
@@ -93,13 +102,27 @@ function compressionOf(o: { compress?: string; formatVersion?: number }): Compre
   return { codec: o.compress as Compression['codec'] }
 }
 
+/**
+ * The version of this package, read at run time from the package.json next to src/ or dist/ (both one level
+ * below it): the same file in a checkout (tsx or built) and in a packed install.
+ */
+export function cliVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+    if (typeof pkg.version === 'string') return pkg.version
+  } catch {
+    // fall through
+  }
+  return 'unknown'
+}
+
 export function buildProgram(): Command {
   const program = new Command('xbzrle')
   program
     .description(
       'Shrink QEMU/libvirt migration streams and save images with XBZRLE deltas, and give QEMU back the exact bytes.',
     )
-    .version('0.1.0', '-V, --version')
+    .version(cliVersion(), '-V, --version')
     .option('--debug', 'print stack traces on errors')
     .addHelpText('after', SETUPS)
     .showHelpAfterError('(run with --help for usage)')
@@ -110,7 +133,7 @@ export function buildProgram(): Command {
     .command('encode')
     .description('encode a QEMU migration stream or libvirt save image (FILE or stdin) into an xbzrle stream')
     .argument('[input]', 'input file (default: stdin)')
-    .option('-o, --output <file>', 'output file (default: stdout)')
+    .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
     .option('--cache-size <bytes>', 'page cache budget, e.g. 256M (default: guest RAM, up to 1 GiB)', sizeArg)
     .option('--ways <n>', 'cache associativity', intArg(1, 64))
     .addOption(
@@ -119,6 +142,10 @@ export function buildProgram(): Command {
     .addOption(formatVersionOption())
     .addOption(compressOption())
     .option('--stats', 'print a summary on stderr at the end')
+    .option(
+      '--strict',
+      'a truncated or unparseable input is an error (exit 3; with -o the old file stays) instead of a warning',
+    )
     .addHelpText(
       'after',
       '\nExample:\n  xbzrle encode vm.save -o vm.save.xbz --stats\n  qemu (QMP): migrate "exec:xbzrle encode > /srv/mig.xbz"\n',
@@ -132,6 +159,7 @@ export function buildProgram(): Command {
         formatVersion: o.formatVersion,
         compression: compressionOf(o),
         stats: o.stats,
+        strict: o.strict,
       })
     })
 
@@ -139,7 +167,7 @@ export function buildProgram(): Command {
     .command('decode')
     .description('decode an xbzrle stream (FILE or stdin) back into the exact original bytes')
     .argument('[input]', 'input file (default: stdin)')
-    .option('-o, --output <file>', 'output file (default: stdout)')
+    .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
     .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(

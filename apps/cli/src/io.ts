@@ -1,6 +1,7 @@
-import { createReadStream, createWriteStream, fstatSync } from 'node:fs'
+import { createReadStream, createWriteStream, fstatSync, type Stats, statSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { IO_CHUNK } from '@xbzrle/adapter-libvirt'
+import { CliError, ExitCode } from './errors.js'
 
 /** FILE or stdin ("-" or absent). Large reads: most of a filter's speed is its I/O size. */
 export function openInput(path: string | undefined): Readable {
@@ -14,7 +15,34 @@ export function openInput(path: string | undefined): Readable {
   return createReadStream(path, { highWaterMark: IO_CHUNK })
 }
 
-/** FILE or stdout. stdout carries nothing but data. */
+/**
+ * Refuses to write to stdout when stdout is a regular file that is also the input (`xbzrle decode X >> X`, or
+ * `xbzrle -dc < X >> X`): the command would read its own output. With `>` the shell has already emptied it.
+ */
+export function assertStdoutNotInput(input: string | undefined): void {
+  let out: Stats
+  try {
+    out = fstatSync(1)
+  } catch {
+    return
+  }
+  if (!out.isFile()) return
+  let inp: Stats | undefined
+  try {
+    inp = input === undefined || input === '-' ? fstatSync(0) : statSync(input)
+  } catch {
+    return // a missing input fails later with its own message
+  }
+  if (inp.isFile() && inp.dev === out.dev && inp.ino === out.ino) {
+    const what = input === undefined || input === '-' ? 'stdin' : `the input ${input}`
+    throw new CliError(`stdout is the same file as ${what}: refusing to overwrite the input`, ExitCode.USAGE)
+  }
+}
+
+/**
+ * FILE or stdout, written in place. Commands that write a named file use createAtomicOutput (atomic-output.ts)
+ * instead, so that a failure never leaves a partial file under the final name.
+ */
 export function openOutput(path: string | undefined): Writable {
   if (path === undefined || path === '-') return process.stdout
   return createWriteStream(path, { highWaterMark: IO_CHUNK })

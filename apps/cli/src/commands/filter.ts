@@ -1,7 +1,10 @@
+import type { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
-import { formatBytes, openInput, openOutput } from '../io.js'
+import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
+import { CliError, ExitCode } from '../errors.js'
+import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import { Progress } from '../progress.js'
 
 export interface EncodeCommandOptions {
@@ -12,12 +15,44 @@ export interface EncodeCommandOptions {
   formatVersion?: number
   compression?: Compression
   stats?: boolean
+  /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
+  strict?: boolean
 }
 
 export function hitRate(s: EncoderStats): number | undefined {
   const c = s.cache
   if (!c || c.hits + c.misses === 0) return undefined
   return c.hits / (c.hits + c.misses)
+}
+
+/**
+ * Runs input → transform → output. A named output (-o) is written atomically: the old file is replaced only
+ * after `check` passed and everything was written and synced; on any error or signal it stays as it was.
+ */
+async function filterToOutput(
+  input: string | undefined,
+  output: string | undefined,
+  transform: Readable & Writable,
+  progress: Progress,
+  check: () => void,
+): Promise<void> {
+  installSignalHandlers()
+  let out: AtomicOutput | undefined
+  try {
+    if (output === undefined || output === '-') assertStdoutNotInput(input)
+    else out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
+    try {
+      await pipeline(openInput(input), transform, out ? out.stream : process.stdout)
+    } finally {
+      progress.stop()
+    }
+    check()
+    await out?.commit()
+  } catch (e) {
+    progress.stop()
+    await out?.abort()
+    throw e
+  }
 }
 
 export async function runEncode(input: string | undefined, o: EncodeCommandOptions): Promise<void> {
@@ -32,14 +67,53 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     const s = enc.encoder.stats
     return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
   })
-  try {
-    await pipeline(openInput(input), enc, openOutput(o.output))
-  } finally {
-    progress.stop()
-  }
+  await filterToOutput(input, o.output, enc, progress, () => {
+    const problem = inputProblem(enc.encoder.stats)
+    if (problem === undefined) return
+    if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
+    const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
+    process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
+  })
   if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started))
 }
 
+/**
+ * What was wrong with an encoded input, if anything: the QEMU stream ended early (inside an item, or between
+ * items before QEMU's end of stream), or part of the input could not be parsed and was copied as it is. The
+ * output is byte-exact in every case; this only says that the input itself is probably not what the user
+ * wants to keep. A stream whose parse ends at the device state (the normal end for QEMU 7.2: FULL sections
+ * cannot be delimited) or at the trailer is complete as far as the reader can tell; a cut inside the device
+ * state, after the RAM part, cannot be told apart from a complete stream.
+ */
+export function inputProblem(s: EncoderStats): { text: string; truncated: boolean } | undefined {
+  const q = s.qemu
+  const pt = q.passthrough
+  const prefix = s.bytesIn - q.bytes // a libvirt save image's header and XML, outside the QEMU reader
+  const truncated = (text: string) => ({ text: `the QEMU stream is truncated: ${text}`, truncated: true })
+  if (s.bytesIn === 0) return { text: 'the input is empty: no QEMU stream', truncated: false }
+  if (pt === undefined) {
+    if (q.bytes === 0)
+      return truncated(`the input ended after ${s.bytesIn} bytes, before the QEMU stream began`)
+    return truncated(`the input ended at byte ${s.bytesIn}, before QEMU's end of stream`)
+  }
+  switch (pt.reason) {
+    case 'trailer':
+    case 'device-state':
+      return undefined
+    case 'truncated':
+      return truncated(`${pt.detail} at byte ${prefix + pt.offset}`)
+    case 'not-qemu':
+      return {
+        text: `the input is not a QEMU migration stream (${pt.detail}): copied unchanged, nothing saved`,
+        truncated: false,
+      }
+    default:
+      return {
+        text: `from byte ${prefix + pt.offset} on, the input was copied unparsed (${pt.detail})`,
+        truncated: false,
+      }
+  }
+}
 export function encodeSummary(s: EncoderStats, started: bigint): string {
   const secs = Number(process.hrtime.bigint() - started) / 1e9
   const p = s.pages
@@ -50,10 +124,6 @@ export function encodeSummary(s: EncoderStats, started: bigint): string {
     `  cache: ${formatBytes(s.cacheBytes)}, hit rate ${hr === undefined ? '-' : `${(hr * 100).toFixed(1)}%`}, ${s.cache?.evictions ?? 0} evictions`,
     `  ${(s.bytesIn / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s`,
   ]
-  const pt = s.qemu.passthrough
-  if (pt && pt.reason !== 'trailer' && pt.reason !== 'device-state') {
-    lines.push(`  note: from byte ${pt.offset} on the input was copied unparsed (${pt.detail})`)
-  }
   return `${lines.join('\n')}\n`
 }
 
@@ -70,11 +140,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
     const s = dec.decoder.stats
     return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
   })
-  try {
-    await pipeline(openInput(input), dec, openOutput(o.output))
-  } finally {
-    progress.stop()
-  }
+  await filterToOutput(input, o.output, dec, progress, () => {})
   if (o.stats) {
     const s = dec.decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9
