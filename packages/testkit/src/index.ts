@@ -1,10 +1,20 @@
 /**
- * @xbzrle/testkit: a deterministic multiboot test guest and a real-QEMU (TCG) harness for live-migration
- * tests and benchmarks. See README.md.
+ * @xbzrle/testkit: a deterministic multiboot test guest, a real-QEMU (TCG) harness for live-migration tests and
+ * benchmarks, and the test support every package shares (gates, waiting, ports, libvirt daemons). See README.md.
+ *
+ * Naming: `require*(ctx, …)` gates a test (true, or a failure under CI=true, or a visible skip); `has*` / `find*`
+ * only look; `waitFor*` polls until a condition holds or a timeout names what was awaited; `start*` returns
+ * something to `stop()`/`close()`.
  */
-import { killAllGuests } from './qemu.js'
+import { killAllGuests } from './qemu-process.js'
 import { removeTmpDirs } from './tmp.js'
 
+export {
+  type CaptureOptions,
+  type CaptureResult,
+  captureMigration,
+  captureMigrationStream,
+} from './capture.js'
 export {
   buildTestGuest,
   GUEST_CFLAGS,
@@ -15,42 +25,59 @@ export {
   guestCommandLine,
 } from './guest.js'
 export {
-  type CaptureOptions,
-  type CaptureResult,
-  captureMigration,
-  captureMigrationStream,
-  compareGuestRam,
-  type FilterResult,
-  firstDifference,
-  hasQemu,
-  killAllGuests,
+  qemuArgs,
+  type ResolvedGuestOptions,
+  resolveGuestOptions,
+  type StartGuestOptions,
+} from './guest-options.js'
+export {
+  type LibvirtDaemons,
+  requireLibvirt,
+  SYSTEM_LIBVIRT_URI,
+  startHostLibvirt,
+  startLibvirtInNamespace,
+  stopDaemon,
+  testGuestDomainXml,
+  unixSocketAnswers,
+  virsh,
+  waitForLibvirt,
+} from './libvirt.js'
+export {
   type MigrateThroughOptions,
   type MigrateThroughResult,
   type MigrateWithUrisOptions,
   type MigrationRunOptions,
   type MigrationRunResult,
-  type MigrationStats,
   migrateThrough,
   migrateWithUris,
-  missingQemuTools,
-  mkfifo,
-  type PassLine,
-  parsePassLines,
-  QemuProcess,
-  qemuBinary,
-  type ResolvedGuestOptions,
-  requireQemu,
-  type SkipContext,
-  type StartGuestOptions,
-  shellQuote,
   startDestination,
-  startGuest,
+} from './migrate.js'
+export {
+  type MigrationStats,
+  migrationWaitOptions,
   toMigrationStats,
   type WaitForMigrationOptions,
   type XbzrleCacheStats,
-} from './qemu.js'
+} from './migration-stats.js'
+export { freePort } from './net.js'
+export { killAllGuests, QemuProcess, startGuest } from './qemu-process.js'
 export { QmpClient, QmpError, type QmpEvent } from './qmp.js'
+export { compareGuestRam, firstDifference } from './ram.js'
+export { lastPassInFile, type PassLine, parsePassLines, waitForPassInFile } from './serial.js'
+export { type FilterResult, mkfifo, shellQuote } from './shell.js'
 export { removeTmpDir, removeTmpDirs, tmpDir } from './tmp.js'
+export {
+  findTool,
+  hasQemu,
+  hasTool,
+  missingQemuTools,
+  qemuBinary,
+  requireQemu,
+  requireTool,
+  type SkipContext,
+  skipOrFail,
+} from './tools.js'
+export { sleep, type WaitForOptions, waitFor } from './wait.js'
 
 /** Kill every guest and remove every temp dir (for afterAll / end of a benchmark). */
 export async function cleanupTestkit(): Promise<void> {
