@@ -29,11 +29,11 @@ function statsOf(stderr: string) {
 }
 
 describe('live migration: source QEMU → xbzrle encode → xbzrle decode → destination QEMU', () => {
-  it.each([
+  it.for([
     { xbzrle: false, name: 'QEMU xbzrle off' },
     { xbzrle: true, name: 'QEMU xbzrle on' },
-  ])('$name: completes, guest RAM identical, destination runs on', async ({ xbzrle }) => {
-    if (!requireQemu()) return
+  ])('$name: completes, guest RAM identical, destination runs on', async ({ xbzrle }, ctx) => {
+    if (!requireQemu(ctx)) return
     const source = await startGuest({
       memMiB: 64,
       append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
@@ -72,8 +72,8 @@ describe('live migration: source QEMU → xbzrle encode → xbzrle decode → de
 })
 
 describe('xbzrle demo --qemu', () => {
-  it('migrates a real guest through the filter and verifies guest RAM', { timeout: 180_000 }, async () => {
-    if (!requireQemu()) return
+  it('migrates a real guest through the filter and verifies guest RAM', { timeout: 180_000 }, async (ctx) => {
+    if (!requireQemu(ctx)) return
     const r = await runCli(['demo', '--qemu', '--mem', '48'])
     expect(r.code, r.stderr).toBe(0)
     const out = r.stdout.toString()

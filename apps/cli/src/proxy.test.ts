@@ -44,8 +44,8 @@ describe('xbzrle proxy', () => {
 
   it('live migration source QEMU → proxy source → TCP → proxy destination → QEMU, return path relayed', {
     timeout: 180_000,
-  }, async () => {
-    if (!requireQemu()) return
+  }, async (ctx) => {
+    if (!requireQemu(ctx)) return
     const dir = tmpDir('xbzrle-proxy-cli-')
     const srcSock = join(dir, 'src.sock')
     const dstSock = join(dir, 'dst.sock')
