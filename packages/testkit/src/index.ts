@@ -32,6 +32,8 @@ export {
 } from './guest-options.js'
 export {
   type LibvirtDaemons,
+  type NamespaceLibvirt,
+  type NamespaceLibvirtOptions,
   requireLibvirt,
   SYSTEM_LIBVIRT_URI,
   startHostLibvirt,

@@ -138,37 +138,66 @@ export async function startHostLibvirt(): Promise<LibvirtDaemons> {
   return { uri: SYSTEM_LIBVIRT_URI, stop }
 }
 
+export interface NamespaceLibvirtOptions {
+  /**
+   * Give the daemons a private /etc/libvirt too: a copy of the host's in `base`/etc, handed to this function
+   * before the daemons start (e.g. to append `save_image_format = "lzop"` to qemu.conf).
+   */
+  configureEtc?: (etcDir: string) => void
+  /** PATH of the daemons (and so of the helpers libvirt runs, such as lzop). Default: this process's. */
+  path?: string
+}
+
+export interface NamespaceLibvirt extends LibvirtDaemons {
+  base: string
+  /** Pid files of the two daemons (read them for the pids). */
+  pidFiles: { libvirtd: string; virtlogd: string }
+}
+
 /**
  * A private virtlogd + libvirtd pair in its own mount namespace (`unshare -m`): /run/libvirt, /var/lib/libvirt
  * (a copy of the host's), /var/log/libvirt and /var/cache/libvirt are bind mounts of directories under `base`,
  * so the host still reaches the daemon's socket at `base`/run/libvirt-sock, and a fresh host_uuid makes two such
  * instances two "hosts" for `virsh migrate`. stop() SIGTERMs both; domains are not destroyed by it.
  */
-export async function startLibvirtInNamespace(base: string): Promise<LibvirtDaemons & { base: string }> {
+export async function startLibvirtInNamespace(
+  base: string,
+  options: NamespaceLibvirtOptions = {},
+): Promise<NamespaceLibvirt> {
   for (const d of ['run', 'log', 'cache']) mkdirSync(join(base, d), { recursive: true })
-  const cp = spawnSync('cp', ['-a', '/var/lib/libvirt', join(base, 'lib')], { encoding: 'utf8' })
-  if (cp.status !== 0) throw new Error(`cp -a /var/lib/libvirt failed: ${cp.stderr}`)
+  const copies: [string, string][] = [['/var/lib/libvirt', 'lib']]
+  if (options.configureEtc) copies.push(['/etc/libvirt', 'etc'])
+  for (const [from, to] of copies) {
+    const cp = spawnSync('cp', ['-a', from, join(base, to)], { encoding: 'utf8' })
+    if (cp.status !== 0) throw new Error(`cp -a ${from} failed: ${cp.stderr}`)
+  }
+  options.configureEtc?.(join(base, 'etc'))
   writeFileSync(join(base, 'libvirtd.conf'), `host_uuid = "${randomUUID()}"\n`)
+  const pidFiles = { libvirtd: join(base, 'libvirtd.pid'), virtlogd: join(base, 'virtlogd.pid') }
   const script = [
+    ...(options.configureEtc ? [`mount --bind ${base}/etc /etc/libvirt`] : []),
     `mount --bind ${base}/run /run/libvirt`,
     `mount --bind ${base}/lib /var/lib/libvirt`,
     `mount --bind ${base}/log /var/log/libvirt`,
     `mount --bind ${base}/cache /var/cache/libvirt`,
-    `virtlogd -d -p ${base}/virtlogd.pid`,
-    `libvirtd -d -f ${base}/libvirtd.conf -p ${base}/libvirtd.pid`,
+    `virtlogd -d -p ${pidFiles.virtlogd}`,
+    `libvirtd -d -f ${base}/libvirtd.conf -p ${pidFiles.libvirtd}`,
   ].join(' && ')
   mkdirSync('/run/libvirt', { recursive: true })
-  const daemons = {
+  const daemons: NamespaceLibvirt = {
     base,
     uri: `qemu+unix:///system?socket=${base}/run/libvirt-sock`,
+    pidFiles,
     stop: async () => {
-      await stopDaemon(join(base, 'libvirtd.pid'))
-      await stopDaemon(join(base, 'virtlogd.pid'))
+      await stopDaemon(pidFiles.libvirtd)
+      await stopDaemon(pidFiles.virtlogd)
     },
   }
   try {
+    const env = options.path === undefined ? process.env : { ...process.env, PATH: options.path }
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], {
       encoding: 'utf8',
+      env,
     })
     if (r.status !== 0) throw new Error(`starting libvirtd in a mount namespace failed: ${r.stderr}`)
     await waitForLibvirt(daemons.uri)

@@ -16,10 +16,12 @@ import {
   type SkipContext,
   shellQuote,
   skipOrFail,
+  startLibvirtInNamespace,
   stopDaemon,
   testGuestDomainXml,
   tmpDir,
   unixSocketAnswers,
+  virsh,
   waitFor,
   waitForPassInFile,
 } from './index.js'
@@ -229,5 +231,35 @@ describe('QEMU command line and exec: plumbing (no QEMU started)', () => {
     expect(await wrappedResult(dir, 'enc')).toEqual({ exitCode: 3, stderr: 'oops\n' })
     expect(readFileSync(out, 'utf8')).toBe('hi\n')
     await expect(wrappedResult(dir, 'never-ran', 30)).rejects.toThrow(/never-ran.status/)
+  })
+})
+
+describe('libvirt daemons in a mount namespace', () => {
+  it('start answer virsh, see the private /etc/libvirt, and stop for good', {
+    timeout: 90_000,
+  }, async (ctx) => {
+    if (!requireLibvirt(ctx, { namespaces: true })) return
+    const base = join(tmpDir('xbzrle-lvns-'), 'ns')
+    let etcSeen = ''
+    const d = await startLibvirtInNamespace(base, {
+      configureEtc: (etc) => {
+        etcSeen = etc
+        writeFileSync(join(etc, 'xbzrle-marker'), 'x')
+      },
+    })
+    try {
+      expect(etcSeen).toBe(join(base, 'etc'))
+      // its own host_uuid (what makes two instances two hosts for virsh migrate)
+      const uuid = /host_uuid = "([^"]+)"/.exec(readFileSync(join(base, 'libvirtd.conf'), 'utf8'))?.[1]
+      expect(await virsh(d.uri, ['capabilities'])).toContain(`<uuid>${uuid}</uuid>`)
+      expect(await unixSocketAnswers(join(base, 'run/libvirt-sock'))).toBe(true)
+      const pid = Number(readFileSync(d.pidFiles.libvirtd, 'utf8').trim())
+      // the namespace's /etc/libvirt is the copy: the daemon's mount namespace shows the marker file
+      expect(readFileSync(`/proc/${pid}/root/etc/libvirt/xbzrle-marker`, 'utf8')).toBe('x')
+    } finally {
+      await d.stop()
+    }
+    expect(await unixSocketAnswers(join(base, 'run/libvirt-sock'))).toBe(false)
+    await expect(virsh(d.uri, ['version'], 10_000)).rejects.toThrow(/virsh version failed/)
   })
 })
