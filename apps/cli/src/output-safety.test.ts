@@ -124,6 +124,22 @@ describe('-o FILE: a good file survives every failure', () => {
     expect(temps(d)).toEqual([])
   })
 
+  it("libvirt helper forms take lzop's -o FILE as the output (atomic too), not as an input", async () => {
+    const { d, out } = scene()
+    const c = await runCli(['-c', '-o', out], stream)
+    expect(c.code, c.stderr).toBe(0)
+    expect(c.stdout.length).toBe(0)
+    const back = join(d, 'back.mig')
+    const dc = await runCli(['-dc', '--ignore-warn', out, '-o', back])
+    expect(dc.code, dc.stderr).toBe(0)
+    expect(shaFile(back)).toBe(sha(stream))
+    // A failing helper run leaves the file it was told to write as it was.
+    const bad = await runCli(['-dc', '-o', back], Buffer.from('not an xbzrle stream'))
+    expect(bad.code).toBe(3)
+    expect(shaFile(back)).toBe(sha(stream))
+    expect(temps(d)).toEqual([])
+  })
+
   it('a new output is not created when the command fails', async () => {
     const { d } = scene()
     const r = await runCli(['decode', join(dir, 'in.mig'), '-o', join(d, 'new.mig')])
