@@ -102,12 +102,28 @@ export function abortAllSync(): Entry[] {
   return entries
 }
 
+/** Synchronous callbacks run before the interrupt message (e.g. a progress bar finishing its line). */
+const beforeMessage = new Set<() => void>()
+
+/** Registers `fn` to run (synchronously) before the interrupt message is printed; returns an unregister. */
+export function onInterrupt(fn: () => void): () => void {
+  beforeMessage.add(fn)
+  return () => beforeMessage.delete(fn)
+}
+
 function onSignal(sig: (typeof SIGNALS)[number]): void {
   const aborted = abortAllSync()
   // Other listeners (e.g. a server's graceful stop) decide how the process ends.
   if (process.listenerCount(sig) > 1) {
     disarmIfIdle()
     return
+  }
+  for (const fn of beforeMessage) {
+    try {
+      fn()
+    } catch {
+      // the message matters more
+    }
   }
   const what = aborted
     .map((e) => (e.existed ? `${e.path} left unchanged` : `${e.path} not written`))

@@ -1,4 +1,5 @@
 import cliProgress from 'cli-progress'
+import { onInterrupt } from './atomic-output.js'
 import { formatBytes } from './io.js'
 
 export interface ProgressSample {
@@ -16,6 +17,7 @@ export class Progress {
   private readonly bar: cliProgress.SingleBar | undefined
   private readonly started = Date.now()
   private timer: NodeJS.Timeout | undefined
+  private unregister: (() => void) | undefined
 
   constructor(
     label: string,
@@ -36,6 +38,8 @@ export class Progress {
     this.bar.start(1, 0, { text: this.text() })
     this.timer = setInterval(() => this.bar?.update(0, { text: this.text() }), 250)
     this.timer.unref()
+    // Interrupted: the bar ends its line first, so that the one-line message starts on a line of its own.
+    this.unregister = onInterrupt(() => this.stop())
   }
 
   private text(): string {
@@ -49,7 +53,10 @@ export class Progress {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer)
-    if (this.bar) {
+    this.timer = undefined
+    this.unregister?.()
+    this.unregister = undefined
+    if (this.bar?.isActive) {
       this.bar.update(0, { text: this.text() })
       this.bar.stop()
     }
