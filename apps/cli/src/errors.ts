@@ -1,4 +1,8 @@
-/** Exit codes of the `xbzrle` command (documented in the README and `xbzrle --help`). */
+/**
+ * Exit codes of the `xbzrle` command (documented in the README and `xbzrle --help`). A command interrupted by
+ * SIGINT, SIGTERM or SIGHUP exits with 128 + the signal number (130, 143, 129), as a shell reports a command
+ * killed by that signal, after one line on stderr; an `-o FILE` is then left as it was (see atomic-output.ts).
+ */
 export const ExitCode = {
   OK: 0,
   /** A bug or an unexpected condition: please report it (run with --debug for the stack). */
