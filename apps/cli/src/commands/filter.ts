@@ -33,14 +33,16 @@ async function filterToOutput(
   input: string | undefined,
   output: string | undefined,
   transform: Readable & Writable,
-  progress: Progress,
+  startProgress: () => Progress,
   check: () => void,
 ): Promise<void> {
   installSignalHandlers()
   let out: AtomicOutput | undefined
+  let progress: Progress | undefined
   try {
     if (output === undefined || output === '-') assertStdoutNotInput(input)
     else out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
+    progress = startProgress()
     try {
       await pipeline(openInput(input), transform, out ? out.stream : process.stdout)
     } finally {
@@ -49,7 +51,7 @@ async function filterToOutput(
     check()
     await out?.commit()
   } catch (e) {
-    progress.stop()
+    progress?.stop()
     await out?.abort()
     throw e
   }
@@ -63,10 +65,11 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
   })
-  const progress = new Progress('encode', () => {
-    const s = enc.encoder.stats
-    return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
-  })
+  const progress = () =>
+    new Progress('encode', () => {
+      const s = enc.encoder.stats
+      return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
+    })
   await filterToOutput(input, o.output, enc, progress, () => {
     const problem = inputProblem(enc.encoder.stats)
     if (problem === undefined) return
@@ -136,10 +139,11 @@ export interface DecodeCommandOptions {
 export async function runDecode(input: string | undefined, o: DecodeCommandOptions): Promise<void> {
   const started = process.hrtime.bigint()
   const dec = new DecodeStream({ maxCacheBytes: o.maxCache })
-  const progress = new Progress('decode', () => {
-    const s = dec.decoder.stats
-    return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
-  })
+  const progress = () =>
+    new Progress('decode', () => {
+      const s = dec.decoder.stats
+      return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
+    })
   await filterToOutput(input, o.output, dec, progress, () => {})
   if (o.stats) {
     const s = dec.decoder.stats
