@@ -1,11 +1,14 @@
 // `xbzrle send` / `xbzrle receive` as child processes: loopback WebSocket, a token, a fault-injecting TCP proxy,
 // and a real QEMU live migration over WebSocket (with and without connection cuts).
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
+import { sendStream } from '@xbzrle/adapter-ws'
+import { FrameReader, FrameWriter, headerToJson } from '@xbzrle/protocol'
 import {
   compareGuestRam,
   installTestkitHooks,
@@ -15,6 +18,8 @@ import {
   startGuest,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { outputPath, qemuSocketSink } from './commands/ws.js'
 import { CLI, CLI_SH, freePort, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
@@ -167,8 +172,8 @@ describe('real QEMU live migration over WebSocket', () => {
   it.each([{ cuts: 0 }, { cuts: 2 }])(
     'exec:xbzrle send → exec:xbzrle receive, $cuts connection cuts',
     { timeout: 180_000 },
-    async ({ cuts }) => {
-      if (!requireQemu()) return
+    async ({ cuts }, ctx) => {
+      if (!requireQemu(ctx)) return
       const port = await freePort()
       const proxy = await faultProxy(port, 3_000_000, cuts)
       try {
@@ -201,14 +206,14 @@ describe('real QEMU live migration over WebSocket', () => {
 })
 
 describe('xbzrle receive --connect unix: (decoded straight into a destination QEMU socket)', () => {
-  it('a destination that closes its socket early (as QEMU does after the device state) is not a failure, but a corrupt stream still is', async () => {
+  it('a destination that closes its socket once it has taken the whole stream is not a failure, but a corrupt stream still is', async () => {
     const sockPath = join(dir, 'early.sock')
     const received: number[] = []
     const server = createServer((c) => {
       let n = 0
       c.on('data', (b) => {
         n += b.length
-        if (n > 3_000_000) c.destroy() // stops reading long before the end, like QEMU skipping the trailer
+        if (n >= stream.length) c.destroy() // closes without waiting for our end, like QEMU after the device state
       })
       c.on('close', () => received.push(n))
     })
@@ -225,8 +230,7 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
       const tx = await runCli(['send', `ws://127.0.0.1:${port}/early`, join(dir, 'in.mig')], undefined, env)
       expect(tx.code, tx.stderr).toBe(0)
       expect(await rx.exit, rx.stderr()).toBe(0)
-      expect(rx.stderr()).toMatch(/closed its socket after .*; the stream was complete and verified/)
-      expect(received[0]).toBeLessThan(stream.length)
+      expect(received[0]).toBe(stream.length)
       // A truncated xbzrle stream sent as-is must still fail on the receiver, whatever the destination did.
       const enc = await runCli(['encode', join(dir, 'in.mig')])
       writeFileSync(join(dir, 'cut.xbz'), enc.stdout.subarray(0, enc.stdout.length >> 1))
@@ -250,10 +254,86 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
     }
   })
 
+  it('a destination that dies after 1 MB of the stream: both sides fail with one line', async () => {
+    const sockPath = join(dir, 'dies.sock')
+    const server = createServer((c) => {
+      let n = 0
+      c.on('data', (b) => {
+        n += b.length
+        if (n > 1_000_000) c.destroy()
+      })
+    })
+    await new Promise<void>((r) => server.listen(sockPath, r))
+    try {
+      const port = await freePort()
+      const rx = await startReceiver([
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--connect',
+        `unix:${sockPath}`,
+        '--once',
+      ])
+      const tx = await runCli(['send', `ws://127.0.0.1:${port}/dies`, join(dir, 'in.mig')], undefined, env)
+      expect(tx.code).toBe(5)
+      expect(tx.stderr).toMatch(/4500 PIPELINE_ERROR: .*closed its socket after .* of .*incomplete/)
+      expect(await rx.exit).toBe(4)
+      const lines = rx.stderr().trim().split('\n')
+      expect(
+        lines.filter((l) => !/listening on/.test(l)),
+        rx.stderr(),
+      ).toHaveLength(1)
+      expect(rx.stderr()).toMatch(
+        /migration \S+ failed: .*the destination closed its socket after .* of .*incomplete/,
+      )
+      expect(rx.stderr()).not.toMatch(/complete and verified/)
+    } finally {
+      server.close()
+    }
+  })
+
+  it('qemuSocketSink: complete = END verified and every decoded byte accepted by the socket', async () => {
+    const total = 12 << 20
+    const data = Buffer.alloc(total, 0x5a)
+    const run = async (closeAfter: number) => {
+      const sockPath = join(dir, `sink-${closeAfter}.sock`)
+      let closed!: () => void
+      const serverClosed = new Promise<void>((r) => {
+        closed = r
+      })
+      const server = createServer((c) => {
+        let n = 0
+        c.on('data', (b) => {
+          n += b.length
+          if (n >= closeAfter) c.destroy()
+        })
+        c.on('close', () => closed())
+      })
+      await new Promise<void>((r) => server.listen(sockPath, r))
+      try {
+        const decoded = new PassThrough()
+        const returnPath = new PassThrough()
+        returnPath.resume()
+        const done = qemuSocketSink(sockPath, decoded, { returnPath })
+        done.catch(() => {})
+        decoded.write(data)
+        await serverClosed // the destination is gone before the decoder has even seen the END frame
+        decoded.end()
+        return await done.then(
+          () => 'ok',
+          (e: Error) => e.message,
+        )
+      } finally {
+        server.close()
+      }
+    }
+    expect(await run(total)).toBe('ok') // took everything, then closed early: fine
+    expect(await run(1 << 20)).toMatch(/closed its socket after .* of 12\.0 MiB: the migration is incomplete/)
+  })
+
   it('exec:xbzrle send → receive --connect unix:DST → QEMU -incoming unix:DST', {
     timeout: 180_000,
-  }, async () => {
-    if (!requireQemu()) return
+  }, async (ctx) => {
+    if (!requireQemu(ctx)) return
     const port = await freePort()
     const dstSock = join(dir, `dst-${port}.sock`)
     const source = await startGuest({
@@ -289,3 +369,198 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
     await dest.waitForPass(last + 1)
   })
 })
+
+/** Resolves once `pred` holds for the directory listing. */
+async function waitForFile(pred: (names: string[]) => boolean): Promise<void> {
+  while (!pred(readdirSync(dir))) await new Promise((r) => setTimeout(r, 20))
+}
+
+describe('receive: outputs, interruptions and hostile senders (issue #19)', () => {
+  it('a second concurrent migration to a fixed -o path is refused (4411), the first lands intact', async () => {
+    const port = await freePort()
+    const out = join(dir, 'fixed.mig')
+    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', out])
+    const a = runCli(
+      [
+        'send',
+        `ws://127.0.0.1:${port}/a`,
+        join(dir, 'in.mig'),
+        '--migration-id',
+        'first',
+        '--max-rate',
+        '1M',
+      ],
+      undefined,
+      env,
+    )
+    await waitForFile((names) => names.some((n) => n.includes('fixed.mig')))
+    const b = await runCli(
+      ['send', `ws://127.0.0.1:${port}/b`, join(dir, 'in.mig'), '--migration-id', 'second'],
+      undefined,
+      env,
+    )
+    expect(b.code, `${b.stderr}\n${rx.stderr()}\n${readdirSync(dir).join(' ')}`).toBe(5)
+    expect(b.stderr).toMatch(
+      /refused: 4411 OUTPUT_BUSY: .*fixed\.mig is in use by migration first; put \{id\} in -o/,
+    )
+    const first = await a
+    expect(first.code, first.stderr).toBe(0)
+    expect(readFileSync(out).equals(stream)).toBe(true)
+    expect(rx.stderr().match(/OUTPUT_BUSY/g)).toHaveLength(1)
+    rx.child.kill('SIGTERM')
+    expect(await rx.exit).toBe(0) // idle and not --once: a clean stop
+  })
+
+  it('SIGTERM mid-migration: exit 143 with one line, and no file (not even a partial one)', async () => {
+    const port = await freePort()
+    const rx = await startReceiver([
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      join(dir, 'sig-{id}.mig'),
+      '--once',
+    ])
+    const tx = spawn(
+      process.execPath,
+      [
+        CLI,
+        'send',
+        `ws://127.0.0.1:${port}/s`,
+        join(dir, 'in.mig'),
+        '--migration-id',
+        'term',
+        '--max-rate',
+        '1M',
+      ],
+      { env: { ...process.env, ...env }, stdio: 'ignore' },
+    )
+    children.push(tx)
+    await waitForFile((names) => names.some((n) => n.includes('sig-term.mig')))
+    rx.child.kill('SIGTERM')
+    const code = await rx.exit
+    tx.kill('SIGKILL')
+    expect(code).toBe(143)
+    const lines = rx
+      .stderr()
+      .trim()
+      .split('\n')
+      .filter((l) => !/listening on/.test(l))
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(/interrupted by SIGTERM during migration term after .*; nothing was written/)
+    expect(readdirSync(dir).filter((n) => n.includes('sig-term'))).toEqual([])
+  })
+
+  it('--once and SIGINT before any migration: non-zero too', async () => {
+    const port = await freePort()
+    const rx = await startReceiver([
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      join(dir, 'never-int.mig'),
+      '--once',
+    ])
+    rx.child.kill('SIGINT')
+    expect(await rx.exit).toBe(130)
+    expect(rx.stderr()).toMatch(/interrupted by SIGINT before any migration completed/)
+  })
+
+  it('a stream header asking for more cache than the hello declared is refused before decoding (4508)', async () => {
+    // An honest xbzrle stream of the test guest, re-headed to ask for a 256 MiB cache.
+    const enc = await runCli(['encode', join(dir, 'in.mig')])
+    const reader = new FrameReader()
+    reader.push(enc.stdout)
+    const item = reader.next()
+    if (item?.type !== 'header') throw new Error('no header')
+    const chunks: Buffer[] = []
+    const w = new FrameWriter({ version: item.version as 1 | 2, onChunk: (c) => chunks.push(Buffer.from(c)) })
+    w.header({ ...item.header, cache: { ...item.header.cache, cacheBytes: 256 << 20 } })
+    w.verbatim(stream)
+    w.end()
+    const crafted = Buffer.concat(chunks)
+    writeFileSync(join(dir, 'big-cache.xbz'), crafted)
+    const dec = await runCli(['decode', join(dir, 'big-cache.xbz')])
+    expect(dec.code, dec.stderr).toBe(0)
+    expect(dec.stdout.equals(stream)).toBe(true) // a valid stream: only the cache it asks for is the problem
+
+    const port = await freePort()
+    const rx = await startReceiver([
+      '--listen',
+      `127.0.0.1:${port}`,
+      '-o',
+      join(dir, 'mem-{id}.mig'),
+      '--once',
+      '--max-memory',
+      '200M',
+    ])
+    const small = headerToJson(
+      { ...item.header, cache: { ...item.header.cache, cacheBytes: 32 << 10 } },
+      item.version,
+    )
+    const err = await sendStream(PassThroughOf(crafted), `ws://127.0.0.1:${port}/m`, {
+      token: TOKEN,
+      migrationId: 'liar',
+      header: small,
+      versions: [item.version],
+    }).catch((e: Error) => e)
+    expect(String(err)).toMatch(
+      /refused: 4508 STREAM_HEADER_MISMATCH: the stream header asks for a 256(\.0)? MiB page cache, but the session was admitted for 32\.0 KiB/,
+    )
+    expect(await rx.exit).not.toBe(0)
+    expect(existsSync(join(dir, 'mem-liar.mig'))).toBe(false)
+  })
+
+  it('a migration id of ".." cannot leave the -o template directory', async () => {
+    mkdirSync(join(dir, 't'), { recursive: true })
+    const template = join(dir, 't', '{id}', 'o.mig')
+    expect(outputPath(template, 'vm1')).toBe(join(dir, 't', 'vm1', 'o.mig'))
+    expect(() => outputPath(template, '..')).toThrow(/not allowed/)
+    expect(() => outputPath(join(dir, 't', 'x{id}'), 'a')).not.toThrow()
+    const port = await freePort()
+    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', template])
+    const close = await new Promise<{ code: number; reason: string }>((resolve) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      ws.on('open', () =>
+        ws.send(JSON.stringify({ type: 'hello', protocol: 'xbzrle', versions: [1, 2], migrationId: '..' })),
+      )
+      ws.on('error', () => {})
+      ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() }))
+    })
+    expect(close.code).toBe(4402)
+    expect(close.reason).toMatch(/migration id/)
+    expect(existsSync(join(dir, 'o.mig'))).toBe(false)
+    rx.child.kill('SIGTERM')
+    expect(await rx.exit).toBe(0)
+  })
+
+  it('a token over ws:// on a non-loopback address: one warning line on each side', async () => {
+    const port = await freePort()
+    const rx = await startReceiver([
+      '--listen',
+      `0.0.0.0:${port}`,
+      '-o',
+      join(dir, 'warn-{id}.mig'),
+      '--once',
+    ])
+    expect(rx.stderr()).toMatch(
+      /xbzrle receive: warning: the token is accepted over ws:\/\/ without TLS on 0\.0\.0\.0/,
+    )
+    const tx = await runCli(
+      ['send', `ws://0.0.0.0:${port}/w`, join(dir, 'in.mig'), '--migration-id', 'w'],
+      undefined,
+      env,
+    )
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(tx.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(/^xbzrle send: warning: the token is sent over ws:\/\/ without TLS/),
+    ])
+    expect(tx.stderr).not.toContain(TOKEN)
+    expect(await rx.exit).toBe(0)
+    expect(readFileSync(join(dir, 'warn-w.mig')).equals(stream)).toBe(true)
+  })
+})
+
+function PassThroughOf(b: Buffer): PassThrough {
+  const p = new PassThrough()
+  p.end(b)
+  return p
+}

@@ -287,9 +287,16 @@ export function createReceiver(options: ReceiverOptions): Receiver {
   const onWssError = () => {}
   wss.on('error', onWssError)
 
-  const refuse = (ws: WebSocket, name: CloseCodeName, message: string, remoteAddress: string | undefined) => {
+  /** `report`: emit a 'refused' event (not for a session failure, which already had its 'session-error'). */
+  const refuse = (
+    ws: WebSocket,
+    name: CloseCodeName,
+    message: string,
+    remoteAddress: string | undefined,
+    report = true,
+  ) => {
     const code = CloseCode[name]
-    emit({ type: 'refused', code, name, message, remoteAddress })
+    if (report) emit({ type: 'refused', code, name, message, remoteAddress })
     if (ws.isPaused) ws.resume() // to read the peer's close frame
     if (ws.readyState === WebSocket.OPEN) {
       ws.send(JSON.stringify({ type: 'refuse', code: name, message: truncateUtf8(message, 1000) }))
@@ -459,7 +466,7 @@ export function createReceiver(options: ReceiverOptions): Receiver {
       if (this.state === 'failed' || !sessions.has(this.id)) return
       this.state = 'failed'
       emit({ type: 'session-error', migrationId: this.id, message })
-      if (this.ws) refuse(this.ws, code, message, this.remoteAddress)
+      if (this.ws) refuse(this.ws, code, message, this.remoteAddress, false)
       this.writable?.destroy()
       this.returnPath.destroy()
       this.cleanup(false, message)
@@ -649,7 +656,8 @@ export function createReceiver(options: ReceiverOptions): Receiver {
         await s.start(options.createPipeline, info)
       } catch (err) {
         if (err instanceof SessionRefusal) {
-          s.fail(err.message, err.codeName)
+          // a refusal by the factory (e.g. output busy): the session never started, so no session-error
+          s.discard(err.message)
           throw err
         }
         s.fail(`cannot create pipeline: ${(err as Error).message}`)

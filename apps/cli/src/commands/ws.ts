@@ -1,14 +1,18 @@
-import { createWriteStream, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
-import { PassThrough, type Readable, type Writable } from 'node:stream'
+import { constants as osConstants } from 'node:os'
+import { dirname, isAbsolute, relative, resolve } from 'node:path'
+import { PassThrough, type Readable, Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream, IO_CHUNK } from '@xbzrle/adapter-libvirt'
 import {
   createReceiver,
   createSender,
+  isSafeMigrationId,
   loadToken,
   type Receiver,
   type SessionInfo,
+  SessionRefusal,
   sendStream,
 } from '@xbzrle/adapter-ws'
 import {
@@ -18,7 +22,8 @@ import {
   type StreamHeaderJson,
   SUPPORTED_VERSIONS,
 } from '@xbzrle/protocol'
-import { CliError, ExitCode } from '../errors.js'
+import { createAtomicOutput } from '../atomic-output.js'
+import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
 import { formatBytes, openInput } from '../io.js'
 import { Progress } from '../progress.js'
 
@@ -91,6 +96,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     zeroMask: o.zeroMask,
     onEvent: (e) => {
       if (e.type === 'connected' && !started) start(e.version)
+      else if (e.type === 'warning') process.stderr.write(`xbzrle send: warning: ${e.message}\n`)
     },
   })
   const progress = new Progress('send', () => ({
@@ -167,6 +173,10 @@ export interface ReceiveCommandOptions {
   once?: boolean
   maxMemory?: number
   maxCache?: number
+  /** Milliseconds from TCP accept to an authenticated hello (default 3000). */
+  preAuthTimeout?: number
+  /** Unauthenticated connections held at once (default 64; the oldest idle one is evicted first). */
+  maxPreAuth?: number
   stats?: boolean
 }
 
@@ -180,62 +190,236 @@ function parseListen(s: string): { host: string; port: number } {
 }
 
 /**
- * Decoded stream → the unix socket of a destination QEMU (`-incoming unix:PATH`); QEMU's return path goes back over
- * the WebSocket session untouched. QEMU closes its end once it has loaded the device state, possibly before it has
- * read the trailing VMDESCRIPTION: a close by QEMU is therefore not an error as long as the xbzrle stream itself
- * was complete and verified (QEMU reports its own load status); the rest is drained and still checked.
+ * The file a migration goes to: `{id}` in the template is replaced by the migration id, and the result must stay
+ * inside the directory of the template's part before `{id}` (ids are restricted to a safe charset by the
+ * receiver already; this is the second line of defence).
  */
-function qemuSocketSink(
+export function outputPath(template: string, migrationId: string): string {
+  if (!isSafeMigrationId(migrationId))
+    throw new SessionRefusal('BAD_MIGRATION_ID', `migration id ${JSON.stringify(migrationId)} is not allowed`)
+  const at = template.indexOf('{id}')
+  const path = resolve(template.replaceAll('{id}', migrationId))
+  if (at < 0) return path
+  const base = resolve(dirname(`${template.slice(0, at)}x`))
+  const rel = relative(base, path)
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel))
+    throw new SessionRefusal(
+      'BAD_MIGRATION_ID',
+      `migration id ${JSON.stringify(migrationId)} would write outside ${base}`,
+    )
+  return path
+}
+
+/**
+ * Passes the stream through once its xbzrle header has been read and checked against what the session was
+ * admitted with: the page cache it asks for must fit the cache part of the memory budget reserved from the hello
+ * (and equal the hello's declared cache, when there was one). Nothing reaches the decoder, and so nothing is
+ * allocated, before that check.
+ */
+export function headerGate(admittedCacheBytes: number, declared: StreamHeaderJson | undefined): Transform {
+  const reader = new FrameReader()
+  const held: Buffer[] = []
+  let heldBytes = 0
+  let open = false
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      if (open) return cb(null, chunk)
+      held.push(chunk)
+      heldBytes += chunk.length
+      let item: ReturnType<FrameReader['next']>
+      try {
+        reader.push(chunk)
+        item = reader.next()
+      } catch {
+        // not ours to judge: the decoder reports a bad stream with its own message
+        open = true
+        for (const c of held.splice(0)) this.push(c)
+        return cb()
+      }
+      if (item === undefined || item === null) {
+        if (heldBytes <= HEADER_LIMIT) return cb()
+        return cb(
+          new SessionRefusal(
+            'STREAM_HEADER_MISMATCH',
+            `no xbzrle stream header in the first ${HEADER_LIMIT} bytes`,
+          ),
+        )
+      }
+      if (item.type === 'header') {
+        const want = item.header.cache.cacheBytes
+        const said = declared?.cache.cacheBytes
+        if (want > admittedCacheBytes || (said !== undefined && want !== said))
+          return cb(
+            new SessionRefusal(
+              'STREAM_HEADER_MISMATCH',
+              `the stream header asks for a ${formatBytes(want)} page cache, but the session was admitted for ${formatBytes(admittedCacheBytes)}${said !== undefined ? ` (the hello declared ${formatBytes(said)})` : ''}`,
+            ),
+          )
+      }
+      open = true
+      for (const c of held.splice(0)) this.push(c)
+      cb()
+    },
+    flush(cb) {
+      for (const c of held.splice(0)) this.push(c)
+      cb()
+    },
+  })
+}
+const HEADER_LIMIT = 1 << 20
+
+/** Why a migration failed, when the sink knows better than "bad input" (e.g. the destination went away). */
+class SinkError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: ExitCodeValue,
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * Decoded stream → the unix socket of a destination QEMU (`-incoming unix:PATH`); QEMU's return path goes back over
+ * the WebSocket session untouched. The migration is complete only when the xbzrle stream ended verified (END frame)
+ * AND every decoded byte was accepted by the socket. QEMU may close its end once it has loaded the device state,
+ * before reading the trailing VMDESCRIPTION: that is fine when everything had been written to the socket by then,
+ * and a failure when decoded bytes were still to be written (the destination died or gave up early).
+ */
+export function qemuSocketSink(
   path: string,
-  decode: DecodeStream,
-  session: SessionInfo,
-): { writable: Writable; done: Promise<void> } {
+  decode: Readable,
+  session: Pick<SessionInfo, 'returnPath'>,
+): Promise<void> {
   const sock = connect(path)
   sock.on('data', (b: Buffer) => session.returnPath.write(b))
-  let written = 0
+  let decoded = 0
+  let accepted = 0
   let qemuGone = false
+  let decodeEnded = false
+  let sockFinished = false
   const done = new Promise<void>((resolve, reject) => {
+    let settled = false
+    const settle = () => {
+      if (settled || !decodeEnded || !(qemuGone || sockFinished)) return
+      settled = true
+      if (accepted === decoded) {
+        if (qemuGone && !sockFinished)
+          process.stderr.write(
+            `xbzrle receive: the destination QEMU closed its socket after ${formatBytes(accepted)}, all of the stream written; the stream was complete and verified\n`,
+          )
+        resolve()
+      } else
+        reject(
+          new SinkError(
+            `the destination closed its socket after taking ${formatBytes(accepted)} of ${formatBytes(decoded)}: the migration is incomplete`,
+            ExitCode.IO,
+          ),
+        )
+    }
     const qemuClosed = () => {
       if (qemuGone) return
       qemuGone = true
-      decode.unpipe(sock)
       decode.resume() // keep decoding (and verifying) what is left, without a place to write it
+      settle()
     }
     decode.on('data', (c: Buffer) => {
-      if (!qemuGone) written += c.length
+      decoded += c.length
+      if (qemuGone) return
+      const ok = sock.write(c, (err) => {
+        if (!err) accepted += c.length
+      })
+      if (!ok) {
+        decode.pause()
+        sock.once('drain', () => decode.resume())
+      }
     })
     decode.once('error', (e) => {
+      settled = true
       sock.destroy()
       reject(e)
     })
     sock.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code === 'EPIPE' || e.code === 'ECONNRESET') qemuClosed()
-      else {
+      else if (!settled) {
+        settled = true
         decode.destroy(e)
         reject(e)
       }
     })
     sock.once('close', qemuClosed)
-    decode.once('end', () => {
-      session.returnPath.end()
-      if (qemuGone) {
-        process.stderr.write(
-          `xbzrle receive: the destination QEMU closed its socket after ${formatBytes(written)}; the stream was complete and verified\n`,
-        )
-        resolve()
-      } else sock.once('finish', resolve)
+    sock.once('finish', () => {
+      sockFinished = true
+      settle()
     })
-    decode.pipe(sock)
+    decode.once('end', () => {
+      decodeEnded = true
+      session.returnPath.end()
+      if (qemuGone) settle()
+      else sock.end()
+    })
   })
-  return { writable: decode, done }
+  return done
 }
 
-/** Where one decoded migration goes: stdout, a file, or the unix socket of a destination QEMU. */
-function sink(o: ReceiveCommandOptions, session: SessionInfo): { writable: Writable; done: Promise<void> } {
-  const decode = new DecodeStream({ maxCacheBytes: o.maxCache })
-  if (o.connect) return qemuSocketSink(o.connect.replace(/^unix:/, ''), decode, session)
-  const out = o.output ? createWriteStream(o.output.replaceAll('{id}', session.migrationId)) : process.stdout
-  return { writable: decode, done: pipeline(decode, out) }
+interface SinkContext {
+  o: ReceiveCommandOptions
+  /** Destination (resolved file, '-' for stdout, unix:path) → the migration writing it. */
+  busy: Map<string, string>
+  /** Exit code for a failed migration, when the sink knows it. */
+  failureCodes: Map<string, ExitCodeValue>
+}
+
+/** Where one decoded migration goes: stdout, a file (atomically), or the unix socket of a destination QEMU. */
+async function sink(
+  ctx: SinkContext,
+  session: SessionInfo,
+): Promise<{ writable: Writable; done: Promise<void> }> {
+  const { o, busy } = ctx
+  const id = session.migrationId
+  const dest = o.connect ? o.connect : o.output ? outputPath(o.output, id) : '-'
+  const holder = busy.get(dest)
+  if (holder !== undefined)
+    throw new SessionRefusal(
+      'OUTPUT_BUSY',
+      `${dest === '-' ? 'stdout' : dest} is in use by migration ${holder}${o.output && !o.output.includes('{id}') ? '; put {id} in -o to receive migrations concurrently' : ''}`,
+    )
+  busy.set(dest, id)
+  const release = () => {
+    if (busy.get(dest) === id) busy.delete(dest)
+  }
+  try {
+    const admitted = Math.max(0, session.memoryBytes - SESSION_OVERHEAD)
+    const gate = headerGate(admitted, session.header)
+    const decode = new DecodeStream({ maxCacheBytes: admitted })
+    const track = (p: Promise<void>) => {
+      p.then(release, (e: unknown) => {
+        release()
+        if (e instanceof SinkError) ctx.failureCodes.set(id, e.exitCode)
+      })
+      return p
+    }
+    if (o.connect) {
+      gate.on('error', (e) => decode.destroy(e))
+      gate.pipe(decode)
+      const done = qemuSocketSink(o.connect.replace(/^unix:/, ''), decode, session)
+      return { writable: gate, done: track(done) }
+    }
+    if (!o.output) return { writable: gate, done: track(pipeline(gate, decode, process.stdout)) }
+    const out = await createAtomicOutput(dest)
+    const done = (async () => {
+      try {
+        await pipeline(gate, decode, out.stream)
+        await out.commit() // the END frame was verified: only now does the file appear under its name
+      } catch (e) {
+        await out.abort()
+        throw e
+      }
+    })()
+    return { writable: gate, done: track(done) }
+  } catch (e) {
+    release()
+    throw e
+  }
 }
 
 export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
@@ -248,17 +432,24 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
     finished = (err) => (err ? reject(err) : resolve())
   })
   let failures = 0
+  let completed = 0
+  const ctx: SinkContext = { o, busy: new Map(), failureCodes: new Map() }
+  const pipelines = new Set<Promise<unknown>>()
   const receiver = createReceiver({
     token,
     allowInsecureNoToken: o.allowInsecureNoToken,
     tls: o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined,
-    // A session needs its cache (from the announced header) plus buffers; the global cap bounds them all.
+    // A session needs its cache (from the announced header) plus buffers; the global cap bounds them all. The
+    // stream's real header is checked against this budget before the decoder sees it (headerGate).
     memoryCapBytes: o.maxMemory ?? 4 * 2 ** 30,
     maxSessionBytes: (o.maxCache ?? DEFAULT_MAX_DECODER_CACHE) + SESSION_OVERHEAD,
     estimateSessionBytes: (h) => (h.header?.cache.cacheBytes ?? o.maxCache ?? 1 << 30) + SESSION_OVERHEAD,
+    ...(o.preAuthTimeout !== undefined ? { preAuthTimeoutMs: o.preAuthTimeout } : {}),
+    ...(o.maxPreAuth !== undefined ? { maxPreAuthConnections: o.maxPreAuth } : {}),
     // A migration is over for us once the sender has its final ack (session-end), not when our sink finishes.
     onEvent: (e) => {
       if (e.type === 'session-end') {
+        completed++
         if (o.stats)
           process.stderr.write(
             `xbzrle receive: migration ${e.migrationId} done, ${formatBytes(e.bytes)} received\n`,
@@ -266,29 +457,60 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
         if (once) finished()
       } else if (e.type === 'session-error') {
         failures++
-        process.stderr.write(`xbzrle receive: migration ${e.migrationId} failed: ${e.message}\n`)
-        if (once)
-          finished(
-            new CliError(`receive: migration ${e.migrationId} failed: ${e.message}`, ExitCode.BAD_INPUT),
+        const code = ctx.failureCodes.get(e.migrationId) ?? ExitCode.BAD_INPUT
+        ctx.failureCodes.delete(e.migrationId)
+        if (once) finished(new CliError(`receive: migration ${e.migrationId} failed: ${e.message}`, code))
+        else process.stderr.write(`xbzrle receive: migration ${e.migrationId} failed: ${e.message}\n`)
+      } else if (e.type === 'refused') {
+        if (e.name !== 'HANDSHAKE_TIMEOUT')
+          process.stderr.write(
+            `xbzrle receive: refused ${e.remoteAddress ?? 'a peer'}: ${e.code} ${e.name}: ${e.message}\n`,
           )
-      }
+      } else if (e.type === 'warning') process.stderr.write(`xbzrle receive: warning: ${e.message}\n`)
     },
-    createPipeline: (session) => sink(o, session),
+    createPipeline: (session) => {
+      const p = sink(ctx, session)
+      pipelines.add(p.then((s) => s.done).catch(() => {}))
+      return p
+    },
   })
+  let interrupted: NodeJS.Signals | undefined
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) process.exit(128 + (osConstants.signals[sig] ?? 0)) // a second signal: no more waiting
+    interrupted = sig
+    const live = receiver.sessions
+    const code = (128 + (osConstants.signals[sig] ?? 0)) as ExitCodeValue // the shell's status for a signal
+    if (live.length > 0) {
+      const m = live[0]!
+      const more = live.length > 1 ? ` (and ${live.length - 1} more)` : ''
+      finished(
+        new CliError(
+          `receive: interrupted by ${sig} during migration ${m.migrationId}${more} after ${formatBytes(m.bytes)}; nothing was written under the output name`,
+          code,
+        ),
+      )
+    } else if (once && completed === 0)
+      finished(new CliError(`receive: interrupted by ${sig} before any migration completed`, code))
+    else finished()
+  }
   try {
     const addr = await receiver.listen(host, port)
     if (!toStdout || o.stats)
       process.stderr.write(`xbzrle receive: listening on ${addr.address}:${addr.port}\n`)
-    const stop = () => finished()
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
     await allDone
   } catch (e) {
     const err = e as Error & { code?: string }
     if (err.code === 'EADDRINUSE') throw new CliError(`receive: ${o.listen} is already in use`, ExitCode.IO)
     throw e
   } finally {
-    await closeWhenIdle(receiver)
+    if (interrupted) await receiver.close()
+    else await closeWhenIdle(receiver)
+    // every sink has committed or removed its temporary file before we exit
+    await Promise.allSettled([...pipelines])
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
   }
   if (failures > 0 && !once)
     throw new CliError(`receive: ${failures} migration(s) failed`, ExitCode.BAD_INPUT)
