@@ -1,7 +1,8 @@
 /**
  * xbzrle benchmarks. `npm run bench -w @xbzrle/bench [-- flags]`:
  *
- *   --only corpus,filter,live,codec   stages to run (default: all). The report is always rewritten from the
+ *   --only corpus,filter,live,compress,codec
+ *                                     stages to run (default: all). The report is always rewritten from the
  *                                     latest results of every stage (bench/.cache/results/*.json).
  *   --quick                           small smoke run (40 MiB guests, 1 live run); results and report go to
  *                                     bench/.cache/quick/ and never touch BENCHMARKS.md
@@ -15,14 +16,16 @@
 
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
+import { runCompress } from './compress.js'
 import { ensureCorpus, type StreamInfo } from './corpus.js'
 import { type FilterStreamResult, runFilter } from './filter.js'
 import { runLive } from './live.js'
+import { machineInfo } from './machine.js'
 import { writeReport } from './report.js'
-import { CACHE, ensureTools, log, machineInfo, ROOT, readJson, writeJson } from './util.js'
+import { CACHE, ensureTools, log, ROOT, readJson, writeJson } from './util.js'
 
-type Stage = 'corpus' | 'filter' | 'live' | 'codec'
-const STAGES: Stage[] = ['corpus', 'filter', 'live', 'codec']
+type Stage = 'corpus' | 'filter' | 'live' | 'compress' | 'codec'
+const STAGES: Stage[] = ['corpus', 'filter', 'live', 'compress', 'codec']
 
 function parseArgs(argv: string[]) {
   const o = {
@@ -56,7 +59,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--report-only') o.reportOnly = true
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,codec] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--report-only]',
+        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--report-only]',
       )
       process.exit(0)
     } else throw new Error(`unknown argument ${a}`)
@@ -109,6 +112,18 @@ if (has('filter')) {
 if (has('live')) {
   const r = await runLive({ quick: opts.quick, runs: opts.runs ?? (opts.quick ? 1 : 3), links: opts.links })
   writeJson(join(resultsDir, 'live.json'), { machine: machineInfo(), ...r })
+}
+
+if (has('compress')) {
+  const ts = performance.now()
+  const runs = opts.quick ? 1 : Number(process.env.BENCH_RUNS ?? 5)
+  const rows = await runCompress({ quick: opts.quick, runs })
+  writeJson(join(resultsDir, 'compress.json'), {
+    machine: machineInfo(),
+    runs,
+    rows,
+    stageS: (performance.now() - ts) / 1000,
+  })
 }
 
 // `codec` has nothing to run here: `npm run bench` (turbo) runs the codec package's own bench, whose

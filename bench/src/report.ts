@@ -1,33 +1,20 @@
-/** Writes BENCHMARKS.md and the SVG charts from the stored stage results. */
+/**
+ * Writes BENCHMARKS.md and the SVG charts from the stored stage results: the machine facts (machine.ts), the
+ * targets table (verdicts.ts) and each stage's section (report-*.ts).
+ */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { recipes, type StreamInfo } from './corpus.js'
-import type { FilterStreamResult, ToolRun } from './filter.js'
-import type { LiveGuest, LiveRun } from './live.js'
-import { linkLabel, SETUPS } from './live.js'
-import { barChart } from './svg.js'
-import {
-  CACHE,
-  ensureDir,
-  fix,
-  fmtMB,
-  type MachineInfo,
-  MB,
-  machineInfo,
-  mdTable,
-  median,
-  pct,
-  ROOT,
-  readJson,
-} from './util.js'
+import { type MachineInfo, machineInfo } from './machine.js'
+import { type CompressResults, renderCompress } from './report-compress.js'
+import { type CorpusResults, type FilterResults, renderCorpus, renderFilter } from './report-filter.js'
+import { type LiveResults, renderLive } from './report-live.js'
+import { CACHE, ensureDir, fix, mdTable, ROOT, readJson } from './util.js'
+import { allVerdicts, missCauses, type Verdict } from './verdicts.js'
 
 interface Inputs {
   quick: boolean
   resultsDir: string
 }
-
-const mbps = (bytes: number, s: number) => (s > 0 ? bytes / MB / s : Number.NaN)
-const r0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : 'n/a')
 
 function section(md: string, heading: string): string | undefined {
   const i = md.indexOf(heading)
@@ -37,22 +24,43 @@ function section(md: string, heading: string): string | undefined {
   return (j < 0 ? rest : rest.slice(0, j)).trim()
 }
 
+const STATUS: Record<Verdict['status'], string> = {
+  met: 'met',
+  missed: '**missed**',
+  'not measured': 'not measured',
+}
+
+/** The targets table and the measured causes of the misses. */
+export function renderTargets(verdicts: Verdict[]): string[] {
+  const md = ['## Targets', '']
+  md.push(
+    verdicts.length
+      ? mdTable(
+          ['target', 'measured', ''],
+          verdicts.map((v) => [v.target, v.measured, STATUS[v.status]]),
+          ['l', 'r', 'l'],
+        )
+      : 'No results yet.',
+    '',
+  )
+  const causes = missCauses(verdicts)
+  if (causes.length) md.push('Measured causes of the misses:', '', ...causes, '')
+  return md
+}
+
 export function writeReport(inp: Inputs): string {
   const outDir = inp.quick ? ensureDir(join(CACHE, 'quick')) : ROOT
   const chartDir = ensureDir(inp.quick ? join(outDir, 'docs/bench') : join(ROOT, 'docs/bench'))
-  const corpus = readJson<{ streams: StreamInfo[]; stageS?: number }>(join(inp.resultsDir, 'corpus.json'))
-  const filter = readJson<{ machine: MachineInfo; results: FilterStreamResult[]; stageS?: number }>(
-    join(inp.resultsDir, 'filter.json'),
-  )
-  const live = readJson<{ machine: MachineInfo; guest: LiveGuest; runs: LiveRun[]; wallS: number }>(
-    join(inp.resultsDir, 'live.json'),
-  )
+  const ctx = { chartDir, chartLink: (f: string) => relative(outDir, join(chartDir, f)) }
+  const corpus = readJson<CorpusResults>(join(inp.resultsDir, 'corpus.json'))
+  const filter = readJson<FilterResults>(join(inp.resultsDir, 'filter.json'))
+  const live = readJson<LiveResults>(join(inp.resultsDir, 'live.json'))
+  const compress = readJson<CompressResults>(join(inp.resultsDir, 'compress.json'))
   const lastRun = readJson<{ stages: string[]; wallS: number; date: string }>(
     join(inp.resultsDir, 'run.json'),
   )
-  const m = machineInfo()
+  const m: MachineInfo = machineInfo()
   const md: string[] = []
-  const chartLink = (f: string) => relative(outDir, join(chartDir, f))
 
   md.push(
     '# Benchmarks',
@@ -67,511 +75,28 @@ export function writeReport(inp: Inputs): string {
     live
       ? `- Live table measured on ${live.machine.date} (commit \`${live.machine.commit}\`)`
       : '- Live table: not run yet',
+    compress
+      ? `- Second-stage table measured on ${compress.machine.date} (commit \`${compress.machine.commit}\`)`
+      : '- Second-stage table: not run yet',
     '',
     "Reproduce: `bash scripts/install-deps.sh && npm ci && npm run bench` (root: every workspace's bench, this one",
-    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,codec] [--quick]',
-    '[--refresh-corpus] [--streams sparse,text] [--runs 3] [--links 8,32] [--repeat 1]`. The stream corpus is cached in',
+    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec]',
+    '[--quick] [--refresh-corpus] [--streams sparse,text] [--runs 3] [--links 8,32] [--repeat 1]`. The stream corpus is cached in',
     '`bench/.cache/corpus/` (not in git) and captured again when missing or when its recipe changes; the comparison',
     'tools are installed with apt-get when missing.',
     '',
   )
 
-  // ------------------------------------------------------------------------------------------------ targets
-  const targets: string[][] = []
-  const misses: string[] = []
-  const tool = (r: FilterStreamResult, name: string): ToolRun | undefined =>
-    r.runs.find((t) => t.tool === name && !t.error)
-  if (filter) {
-    const heavy = filter.results.filter((r) => r.resentShare >= 0.5)
-    for (const r of heavy) {
-      const x = tool(r, 'xbzrle')
-      const l = tool(r, 'lzop -1')
-      if (!x || !l) continue
-      const smaller = x.outBytes < l.outBytes
-      const speed = mbps(r.bytes, x.enc.cpuS) / mbps(r.bytes, l.enc.cpuS)
-      const ok = smaller && speed >= 1.5
-      targets.push([
-        `\`${r.stream}\` (${pct(r.resentShare, 0)} re-sends): output < lzop -1, encode ≥ 1.5x lzop MB/s`,
-        `${fix(x.ratio, 3)} vs ${fix(l.ratio, 3)}; ${fix(speed, 2)}x`,
-        ok ? 'met' : '**missed**',
-      ])
-      if (!ok) {
-        const fullBytes = r.ideal.frames.full * 4096
-        const why: string[] = []
-        if (!smaller) {
-          const v1 = tool(r, 'xbzrle v1')
-          why.push(
-            `output ${fmtMB(x.outBytes)} MB > lzop's ${fmtMB(l.outBytes)} MB; ${r.ideal.frames.full} first-time (full) ` +
-              `pages make ${fmtMB(fullBytes)} MB of the input, which XBZRLE cannot shrink` +
-              (v1 ? ` (XBZRLE stage alone: ${fmtMB(v1.outBytes)} MB)` : '') +
-              `, while lzop compresses the whole stream ${fix(l.ratio > 0 ? 1 / l.ratio : 0, 2)}x`,
-          )
-        }
-        if (speed < 1.5)
-          why.push(
-            `encode ${r0(mbps(r.bytes, x.enc.cpuS))} MB/s vs lzop ${r0(mbps(r.bytes, l.enc.cpuS))} MB/s per CPU second ` +
-              `(see the CPU breakdown below)`,
-          )
-        misses.push(`- \`${r.stream}\` vs lzop: ${why.join('; ')}.`)
-      }
-    }
-    for (const r of filter.results) {
-      // The ideal model is XBZRLE alone: compare the XBZRLE stage (format v1) when it was measured.
-      const stage = tool(r, 'xbzrle v1') ? 'xbzrle v1' : 'xbzrle'
-      const x = tool(r, stage)
-      if (!x) continue
-      const over = x.outBytes / r.ideal.payload - 1
-      if (stage === 'xbzrle' && over < 0) {
-        // Without the v1 row the default output carries a second-stage compressor: not comparable with the model.
-        targets.push([
-          `\`${r.stream}\`: output within 5% of ideal unbounded-cache XBZRLE`,
-          `n/a: the xbzrle v1 row failed and the default format is compressed (${pct(over)})`,
-          'not measured',
-        ])
-        continue
-      }
-      const ok = over <= 0.05
-      targets.push([
-        `\`${r.stream}\`: ${stage} output within 5% of ideal unbounded-cache XBZRLE`,
-        `+${pct(over)} (ideal with v1 frames: +${pct(x.outBytes / r.ideal.framed - 1)})`,
-        ok ? 'met' : '**missed**',
-      ])
-      if (!ok) {
-        const frameCost = r.ideal.framed - r.ideal.payload
-        const rest = x.outBytes - r.ideal.framed
-        misses.push(
-          `- \`${r.stream}\` vs ideal: ${fmtMB(x.outBytes - r.ideal.payload, 2)} MB more than the framing-free ideal: ` +
-            `${fmtMB(frameCost, 2)} MB are per-frame bytes (kind, key, header code, length: ` +
-            `${r.ideal.frames.delta + r.ideal.frames.same + r.ideal.frames.zero + r.ideal.frames.full} page frames, ` +
-            `${r.ideal.frames.delta} of them deltas averaging ` +
-            `${fix((r.ideal.payload - r.ideal.frames.full * 4096) / Math.max(1, r.ideal.frames.delta), 0)} B), ` +
-            `${fmtMB(rest, 2)} MB batch envelopes + cache misses of the bounded cache.`,
-        )
-      }
-    }
-    const tot = filter.results.reduce(
-      (a, r) => {
-        const x = tool(r, 'xbzrle')
-        if (!x) return a
-        return { bytes: a.bytes + r.bytes, enc: a.enc + x.enc.cpuS, dec: a.dec + x.dec.cpuS }
-      },
-      { bytes: 0, enc: 0, dec: 0 },
-    )
-    const encAll = mbps(tot.bytes, tot.enc)
-    const decAll = mbps(tot.bytes, tot.dec)
-    const encWorst = Math.min(
-      ...filter.results.map((r) => mbps(r.bytes, tool(r, 'xbzrle')?.enc.cpuS ?? Number.NaN)),
-    )
-    const decWorst = Math.min(
-      ...filter.results.map((r) => mbps(r.bytes, tool(r, 'xbzrle')?.dec.cpuS ?? Number.NaN)),
-    )
-    targets.push(
-      [
-        'filter encode ≥ 1 GB/s on one core (real streams)',
-        `${r0(encAll)} MB/s overall, worst stream ${r0(encWorst)} MB/s`,
-        encAll >= 1000 && encWorst >= 1000 ? 'met' : '**missed**',
-      ],
-      [
-        'filter decode ≥ 1.5 GB/s on one core (real streams)',
-        `${r0(decAll)} MB/s overall, worst stream ${r0(decWorst)} MB/s`,
-        decAll >= 1500 && decWorst >= 1500 ? 'met' : '**missed**',
-      ],
-    )
-    if (encAll < 1000 || decAll < 1500) {
-      const bd = filter.results.filter((r) => r.breakdown)
-      const b = bd.reduce(
-        (a, r) => ({
-          bytes: a.bytes + r.bytes,
-          read: a.read + r.breakdown!.readS,
-          parse: a.parse + r.breakdown!.parseS,
-          enc: a.enc + r.breakdown!.encodeS,
-          dec: a.dec + r.breakdown!.decodeS,
-          enc1: a.enc1 + (r.breakdown!.encodeV1S ?? Number.NaN),
-        }),
-        { bytes: 0, read: 0, parse: 0, enc: 0, dec: 0, enc1: 0 },
-      )
-      misses.push(
-        `- Filter speed: the CLI encodes at ${r0(encAll)} MB/s and decodes at ${r0(decAll)} MB/s per CPU second. ` +
-          `In-process on the same streams (no child process, no pipes, output discarded): reading the file ` +
-          `${r0(mbps(b.bytes, b.read))} MB/s, parsing the QEMU stream alone ${r0(mbps(b.bytes, b.parse))} MB/s, ` +
-          `XbzrleEncoder writing format v1 (XBZRLE only) ${r0(mbps(b.bytes, b.enc1))} MB/s, XbzrleEncoder with the default ` +
-          `format ${r0(mbps(b.bytes, b.enc))} MB/s, XbzrleDecoder ${r0(mbps(b.bytes, b.dec))} MB/s. The codec kernels run at ` +
-          'several GB/s (codec table below), so the time goes to the layers around them (stream parser, page cache ' +
-          'copies, framing and CRCs, and in the default format the second-stage compressor); the gap between the ' +
-          'in-process and the CLI numbers is process start-up and stdin/stdout I/O in the CLI.',
-      )
-    }
-  }
-  if (live) {
-    const low = Math.min(...live.runs.filter((r) => r.linkMiBs > 0).map((r) => r.linkMiBs))
-    const med = (setup: string) =>
-      median(live.runs.filter((r) => r.ok && r.linkMiBs === low && r.setup === setup).map((r) => r.e2eMs!))
-    const ours = med('xbzrle filter')
-    const plain = med('plain')
-    const q1 = med('QEMU xbzrle')
-    const q2 = med('QEMU xbzrle, max-bw = link')
-    const bestQ = Math.min(q1, q2)
-    targets.push(
-      [
-        `live migration at ${low} MiB/s through the filter: total time ≤ 1/2 of plain`,
-        `${fix(ours / 1000, 1)} s vs ${fix(plain / 1000, 1)} s (${fix(ours / plain, 2)}x)`,
-        ours <= plain / 2 ? 'met' : '**missed**',
-      ],
-      [
-        `live migration at ${low} MiB/s through the filter: no slower than QEMU's built-in xbzrle`,
-        `${fix(ours / 1000, 1)} s vs ${fix(q1 / 1000, 1)} s uncapped, ${fix(q2 / 1000, 1)} s capped`,
-        ours <= bestQ ? 'met' : '**missed**',
-      ],
-    )
-    if (ours > plain / 2)
-      misses.push(
-        `- Live vs plain at ${low} MiB/s: the first pass (the whole ${live.guest.append.mem} MiB region, sent once in full by every ` +
-          'setup) is not reduced by XBZRLE; only re-sends are. See the live table for the wire bytes of each setup.',
-      )
-    if (ours > bestQ)
-      misses.push(
-        `- Live vs QEMU xbzrle at ${low} MiB/s: both avoid re-sending pages in full; see the live table (wire bytes, dirty syncs, ` +
-          'downtime). The filter adds two Node processes on a 2-core machine already running the source and destination QEMU ' +
-          "(TCG), and its first pass is as large as QEMU's.",
-      )
-  }
-  md.push('## Targets', '')
-  md.push(
-    targets.length ? mdTable(['target', 'measured', ''], targets, ['l', 'r', 'l']) : 'No results yet.',
-    '',
-  )
-  if (misses.length) md.push('Measured causes of the misses:', '', ...misses, '')
-
-  // ------------------------------------------------------------------------------------------------ corpus
-  if (corpus) {
-    const r0c = recipes(inp.quick)[0]!
-    const guestDesc = `${r0c.memMiB} MiB guest, ${r0c.append.mem} MiB workload region`
-    md.push(
-      '## Stream corpus',
-      '',
-      'Real QEMU migration streams of the testkit guest (TCG, `exec:cat > FILE`, QEMU xbzrle off: the input libvirt would',
-      `pipe through \`lzop\`). Live streams: ${guestDesc}, max-bandwidth 64 MiB/s, downtime-limit`,
-      '1 ms until the given number of dirty syncs, then converged (`forceConvergeAfterSyncs`). `save`: the guest is',
-      'stopped, then migrated (one pass, what `virsh save` writes). "re-sent" = share of page records whose page was sent',
-      'before in the same stream (`xbzrle inspect --json`: `resentPages / pages`).',
-      '',
-      mdTable(
-        ['stream', 'workload', 'size MB', 'PAGE', 'ZERO', 'XBZRLE', 're-sent', 'dirty syncs', 'capture s'],
-        corpus.streams.map((s) => [
-          `\`${s.name}\``,
-          s.what,
-          fmtMB(s.bytes),
-          String(s.pages.page),
-          String(s.pages.zero),
-          String(s.pages.xbzrle),
-          pct(s.resentShare, 0),
-          String(s.qemu.dirtySyncCount ?? 'n/a'),
-          fix(s.captureS, 1),
-        ]),
-        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
-      ),
-      '',
-    )
-  }
-
-  // ------------------------------------------------------------------------------------------------ filter
-  if (filter) {
-    const toolNames = [...new Set(filter.results.flatMap((r) => r.runs.map((t) => t.tool)))]
-    md.push(
-      '## Filter table',
-      '',
-      'Each tool as libvirt runs it: `prog -c < stream > out`, then `prog -dc < out > back`, one child process each,',
-      'measured by GNU time. Ours is the built CLI (`node apps/cli/bin/xbzrle.js`): **xbzrle** = `xbzrle -c` / `-dc` with',
-      'the default format (v2 at the time of writing: v1 frames plus a per-batch second-stage compressor, see',
-      'packages/protocol/SPEC.md); **xbzrle v1** = `xbzrle encode --format-version 1` (the XBZRLE stage alone, no',
-      'second-stage compressor); **xbzrle + zstd -1** = `xbzrle -c | zstd -1` (a libvirt-style chain). **ratio** =',
-      'output / input. **MB/s** = input (original stream) bytes / second, for compression and decompression alike:',
-      '"cpu" = per second of user+system CPU of the child (one core), "wall" = elapsed. Peak RSS from `%M`. Every round trip',
-      'verified by SHA-256 against the original. Files live in the page cache (24 GiB RAM), so no disk wait is measured.',
-      '**ideal** = in-process model with an unbounded cache (a Map of every page sent) and the same canonical XBZRLE',
-      'delta: "payload" counts only verbatim bytes, full pages, delta bytes and fill bytes (no framing at all);',
-      '"v1 frames" adds the per-frame bytes of format v1 (kind, key, header code, length) but no batch envelopes.',
-      '',
-    )
-    // compact ratio matrix
-    md.push('### Output / input', '')
-    md.push(
-      mdTable(
-        ['tool', ...filter.results.map((r) => `\`${r.stream}\``)],
-        [
-          ...toolNames.map((t) => [t, ...filter.results.map((r) => fix(tool(r, t)?.ratio, 3))]),
-          ['ideal XBZRLE (payload)', ...filter.results.map((r) => fix(r.ideal.payload / r.bytes, 3))],
-          ['ideal XBZRLE (v1 frames)', ...filter.results.map((r) => fix(r.ideal.framed / r.bytes, 3))],
-          ['re-sent page records', ...filter.results.map((r) => pct(r.resentShare, 0))],
-        ],
-      ),
-      '',
-    )
-    md.push('### Speed and memory', '')
-    const rows: string[][] = []
-    for (const r of filter.results) {
-      for (const t of r.runs) {
-        if (t.error) {
-          rows.push([
-            `\`${r.stream}\``,
-            t.tool,
-            'FAILED',
-            '',
-            '',
-            '',
-            '',
-            '',
-            '',
-            t.error.replace(/\|/g, '\\|'),
-          ])
-          continue
-        }
-        rows.push([
-          `\`${r.stream}\``,
-          t.tool,
-          fix(t.ratio, 3),
-          r0(mbps(r.bytes, t.enc.cpuS)),
-          r0(mbps(r.bytes, t.enc.wallS)),
-          r0(mbps(r.bytes, t.dec.cpuS)),
-          r0(mbps(r.bytes, t.dec.wallS)),
-          r0(t.enc.maxRssKiB / 1024),
-          r0(t.dec.maxRssKiB / 1024),
-          t.verified ? 'ok' : 'FAIL',
-        ])
-      }
-      rows.push([
-        `\`${r.stream}\``,
-        'ideal (in-process model)',
-        fix(r.ideal.payload / r.bytes, 3),
-        'n/a',
-        '',
-        '',
-        '',
-        '',
-        '',
-        '',
-      ])
-    }
-    md.push(
-      mdTable(
-        [
-          'stream',
-          'tool',
-          'ratio',
-          'enc MB/s cpu',
-          'enc MB/s wall',
-          'dec MB/s cpu',
-          'dec MB/s wall',
-          'enc RSS MiB',
-          'dec RSS MiB',
-          'round trip',
-        ],
-        rows,
-        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
-      ),
-      '',
-    )
-    const bd = filter.results.filter((r) => r.breakdown)
-    if (bd.length) {
-      md.push(
-        "### Where the filter's CPU goes",
-        '',
-        'In-process on the same files (4 MiB reads, output discarded, `process.cpuUsage`), MB/s of original stream per CPU',
-        'second. CLI = the `xbzrle -c` / `-dc` child above (adds process start-up and pipe/file I/O).',
-        '',
-        mdTable(
-          [
-            'stream',
-            'read file',
-            'parse only',
-            'XbzrleEncoder v1',
-            'XbzrleEncoder',
-            'CLI encode',
-            'XbzrleDecoder',
-            'CLI decode',
-          ],
-          bd.map((r) => {
-            const x = tool(r, 'xbzrle')
-            return [
-              `\`${r.stream}\``,
-              r0(mbps(r.bytes, r.breakdown!.readS)),
-              r0(mbps(r.bytes, r.breakdown!.parseS)),
-              r0(mbps(r.bytes, r.breakdown!.encodeV1S ?? Number.NaN)),
-              r0(mbps(r.bytes, r.breakdown!.encodeS)),
-              r0(mbps(r.bytes, x?.enc.cpuS ?? Number.NaN)),
-              r0(mbps(r.bytes, r.breakdown!.decodeS)),
-              r0(mbps(r.bytes, x?.dec.cpuS ?? Number.NaN)),
-            ]
-          }),
-        ),
-        '',
-      )
-    }
-    // charts
-    const ratioSvg = barChart({
-      title: 'Output / input per stream (lower is better)',
-      subtitle: 'real QEMU 7.2 migration streams of the test guest; ideal = unbounded-cache XBZRLE payload',
-      groups: filter.results.map((r) => `${r.stream} (${pct(r.resentShare, 0)} re-sent)`),
-      series: [
-        ...toolNames.map((t) => ({ name: t, values: filter.results.map((r) => tool(r, t)?.ratio) })),
-        { name: 'ideal XBZRLE', values: filter.results.map((r) => r.ideal.payload / r.bytes) },
-      ],
-      unit: 'ratio',
-      format: (v) => v.toFixed(3),
-      marks: [{ value: 1, label: 'input size' }],
-    })
-    writeFileSync(join(chartDir, 'ratio.svg'), ratioSvg)
-    const agg = (t: string, k: 'enc' | 'dec') => {
-      let b = 0
-      let s = 0
-      for (const r of filter.results) {
-        const x = tool(r, t)
-        if (!x) continue
-        b += r.bytes
-        s += x[k].cpuS
-      }
-      return mbps(b, s)
-    }
-    const speedSvg = barChart({
-      title: 'MB/s of original stream per CPU second (one core, higher is better)',
-      subtitle:
-        'all corpus streams together; encode = compress, decode = decompress; GNU time user+sys of the child',
-      groups: toolNames,
-      series: [
-        { name: 'encode / compress', values: toolNames.map((t) => agg(t, 'enc')) },
-        { name: 'decode / decompress', values: toolNames.map((t) => agg(t, 'dec')) },
-      ],
-      unit: 'MB/s',
-      marks: [
-        { value: 1000, label: 'enc target 1 GB/s' },
-        { value: 1500, label: 'dec 1.5 GB/s' },
-      ],
-    })
-    writeFileSync(join(chartDir, 'throughput.svg'), speedSvg)
-    md.push(
-      `![ratio per stream per tool](${chartLink('ratio.svg')})`,
-      '',
-      `![MB/s per tool](${chartLink('throughput.svg')})`,
-      '',
-    )
-  }
-
-  // ------------------------------------------------------------------------------------------------ live
-  if (live) {
-    const links = [...new Set(live.runs.map((r) => r.linkMiBs))]
-    const nRuns = Math.max(...live.runs.map((r) => r.run))
-    md.push(
-      '## Live migration table',
-      '',
-      `Real QEMU live migrations (TCG) of a ${live.guest.memMiB} MiB test guest (\`${JSON.stringify(live.guest.append)}\`,`,
-      'a paced dirty rate) from a source QEMU to a destination QEMU on the same machine, through `exec:` pipes joined by a',
-      "fifo. The link is `pv -L RATE` in the source's pipeline after any filter; it also counts the **wire** bytes. QEMU's",
-      'max-bandwidth counts bytes before our filter, so it is set to 1 GiB/s (the link is the bottleneck) except in',
-      '"max-bw = link". QEMU\'s xbzrle uses its default 64 MiB cache (the whole guest). downtime-limit is QEMU\'s default',
-      "(300 ms). Values are medians of the runs. **total** = from the source's migration `setup` event to the destination's",
-      '`completed` event (QMP timestamps: includes draining the link and the filters); **QEMU total** = `total-time` of the',
-      "source's query-migrate; **downtime** = QEMU's; **eff. downtime** = source `STOP` → destination `completed`.",
-      '**CPU contention**: 2 cores shared by the source QEMU (TCG vCPU + migration thread), the destination QEMU,',
-      'pv and the filter processes, so a filter competes with the guest and with QEMU for CPU.',
-      `Whole live stage: ${fix(live.wallS / 60, 1)} min for ${live.runs.length} migrations.`,
-      '',
-    )
-    const rows: string[][] = []
-    for (const l of links) {
-      for (const s of SETUPS) {
-        const rs = live.runs.filter((r) => r.linkMiBs === l && r.setup === s.name)
-        if (!rs.length) continue
-        const ok = rs.filter((r) => r.ok)
-        const mm = (f: (r: LiveRun) => number | undefined) => median(ok.map((r) => f(r) ?? Number.NaN))
-        rows.push([
-          linkLabel(l),
-          s.name,
-          fix(mm((r) => r.e2eMs) / 1000, 2),
-          fix(mm((r) => r.totalMs) / 1000, 2),
-          r0(mm((r) => r.downtimeMs)),
-          r0(mm((r) => r.effDowntimeMs)),
-          fix(mm((r) => r.wireBytes) / MB, 1),
-          r0(mm((r) => r.dirtySyncs)),
-          `${ok.filter((r) => r.ramIdentical).length}/${rs.length}${ok.some((r) => r.forced) ? ' (forced)' : ''}`,
-        ])
-      }
-    }
-    md.push(
-      mdTable(
-        [
-          'link',
-          'setup',
-          'total s',
-          'QEMU total s',
-          'downtime ms',
-          'eff. downtime ms',
-          'wire MB',
-          'dirty syncs',
-          `RAM identical (of ${nRuns})`,
-        ],
-        rows,
-        ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
-      ),
-      '',
-    )
-    const failed = live.runs.filter((r) => !r.ok)
-    if (failed.length)
-      md.push(
-        'Failed runs:',
-        '',
-        ...failed.map((r) => `- ${linkLabel(r.linkMiBs)} ${r.setup} #${r.run}: ${r.error}`),
-        '',
-      )
-    const obs: string[] = []
-    for (const l of links) {
-      const med = (setup: string, f: (r: LiveRun) => number | undefined) =>
-        median(
-          live.runs
-            .filter((r) => r.ok && r.linkMiBs === l && r.setup === setup)
-            .map((r) => f(r) ?? Number.NaN),
-        )
-      const ours = med('xbzrle filter', (r) => r.e2eMs)
-      const plain = med('plain', (r) => r.e2eMs)
-      const lz = med('lzop -1 filter', (r) => r.e2eMs)
-      const qx = med('QEMU xbzrle', (r) => r.e2eMs)
-      if (!Number.isFinite(ours) || !Number.isFinite(plain)) continue
-      const qemuRate = med('xbzrle filter', (r) => (r.ramTransferred ?? Number.NaN) / (r.e2eMs! / 1000))
-      obs.push(
-        `- ${linkLabel(l)}: xbzrle filter ${fix(ours / plain, 2)}x the time of plain, ${fix(ours / qx, 2)}x QEMU xbzrle, ` +
-          `${fix(ours / lz, 2)}x lzop -1; it moved QEMU's stream at ${fix(qemuRate / MB, 0)} MB/s and put ` +
-          `${fix(med('xbzrle filter', (r) => r.wireBytes) / MB, 1)} MB on the wire (plain ${fix(med('plain', (r) => r.wireBytes) / MB, 1)} MB, ` +
-          `lzop ${fix(med('lzop -1 filter', (r) => r.wireBytes) / MB, 1)} MB).`,
-      )
-    }
-    if (obs.length)
-      md.push(
-        'Per link (medians). Where the filter is slower than plain although it sends fewer bytes, the link is no longer',
-        'the bottleneck: the "no limit" rows show how fast each pipeline runs when only CPU limits it (2 cores shared with',
-        'two TCG QEMUs).',
-        '',
-        ...obs,
-        '',
-      )
-    const liveSvg = barChart({
-      title: 'Live migration total time (median, lower is better)',
-      subtitle: `${live.guest.memMiB} MiB TCG guest, ${live.guest.append.workload} workload; link = pv -L; setup event → destination completed`,
-      groups: links.map((l) => (l > 0 ? `${l} MiB/s link` : 'no link limit')),
-      series: SETUPS.map((s) => ({
-        name: s.name,
-        values: links.map((l) =>
-          median(
-            live.runs
-              .filter((r) => r.ok && r.linkMiBs === l && r.setup === s.name)
-              .map((r) => r.e2eMs! / 1000),
-          ),
-        ),
-      })),
-      unit: 's',
-      format: (v) => v.toFixed(1),
-    })
-    writeFileSync(join(chartDir, 'live.svg'), liveSvg)
-    md.push(`![migration time per setup](${chartLink('live.svg')})`, '')
-  }
+  // Each stage's verdicts cite the machine that stage ran on.
+  const verdicts = [
+    ...allVerdicts(filter?.results, undefined, filter?.machine ?? m),
+    ...allVerdicts(undefined, live, live?.machine ?? m),
+  ]
+  md.push(...renderTargets(verdicts))
+  if (corpus) md.push(...renderCorpus(corpus, inp.quick))
+  if (filter) md.push(...renderFilter(filter, ctx))
+  if (live) md.push(...renderLive(live, ctx))
+  if (compress) md.push(...renderCompress(compress))
 
   // ------------------------------------------------------------------------------------------------ packages
   md.push('## Codec table', '')
@@ -604,7 +129,8 @@ export function writeReport(inp: Inputs): string {
     `Last run of \`npm run bench -w @xbzrle/bench\`${lastRun ? ` (stages ${lastRun.stages.join(', ')}, ${lastRun.date.slice(0, 16).replace('T', ' ')} UTC): ${fix(lastRun.wallS / 60, 1)} min` : ': n/a'}` +
       `${corpus ? `; capturing the corpus (only when not cached) ${fix(corpus.streams.reduce((a, s) => a + s.captureS, 0) / 60, 1)} min plus inspect` : ''}` +
       `${filter?.stageS !== undefined ? `; filter stage ${fix(filter.stageS / 60, 1)} min` : ''}` +
-      `${live ? `; live stage ${fix(live.wallS / 60, 1)} min` : ''}.`,
+      `${live ? `; live stage ${fix(live.wallS / 60, 1)} min` : ''}` +
+      `${compress?.stageS !== undefined ? `; compress stage ${fix(compress.stageS / 60, 1)} min` : ''}.`,
     '',
   )
   const path = join(outDir, 'BENCHMARKS.md')

@@ -2,7 +2,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { createReadStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -129,62 +128,6 @@ export function ensureTools(bins: string[]): void {
   sh(`${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing.join(' ')} >/dev/null`)
   const still = bins.filter((b) => !have(b))
   if (still.length) throw new Error(`still missing after apt-get: ${still.join(', ')}`)
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Machine and versions
-
-export interface MachineInfo {
-  date: string
-  cpu: string
-  cores: number
-  memGiB: number
-  kernel: string
-  node: string
-  versions: Record<string, string>
-  commit: string
-}
-
-function firstLine(cmd: string): string {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' })
-  return (
-    `${r.stdout}${r.stderr}`
-      .split('\n')
-      .find((l) => l.trim())
-      ?.trim() ?? 'n/a'
-  )
-}
-
-export function machineInfo(): MachineInfo {
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'apps/cli/package.json'), 'utf8')) as { version: string }
-  return {
-    date: new Date().toISOString().slice(0, 10),
-    cpu: cpus()[0]?.model.trim() ?? 'unknown',
-    cores: cpus().length,
-    memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
-    kernel: firstLine('uname -sr'),
-    node: process.version,
-    versions: {
-      xbzrle: pkg.version,
-      qemu: firstLine('qemu-system-x86_64 --version').replace(/^QEMU emulator version /, ''),
-      lzop: firstLine('lzop --version | head -1').replace(/^lzop /, ''),
-      lz4: firstLine('lz4 --version')
-        .replace(/^\*+ LZ4 command line interface 64-bits /, '')
-        .replace(/,.*/, ''),
-      zstd: firstLine('zstd --version')
-        .replace(/^\*+ Zstandard CLI \(64-bit\) /, '')
-        .replace(/,.*/, ''),
-      gzip: firstLine('gzip --version').replace(/^gzip /, ''),
-      pv: firstLine('pv --version').replace(/^pv /, '').replace(/ - .*/, ''),
-    },
-    commit:
-      firstLine(`git -C ${shq(ROOT)} rev-parse --short HEAD`) +
-      (spawnSync('sh', ['-c', `git -C ${shq(ROOT)} status --porcelain -- packages apps | head -1`], {
-        encoding: 'utf8',
-      }).stdout.trim()
-        ? ' + uncommitted changes in packages/apps'
-        : ''),
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
