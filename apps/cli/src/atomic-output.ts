@@ -6,7 +6,9 @@
  *
  * - An existing target keeps its permission bits (and, when running as root, its owner); a new one gets
  *   `opts.mode` (default 0o666) minus the umask, like any file a command creates.
- * - A symlink as the target is followed: the file it points to is replaced, the link stays.
+ * - A symlink as the target is followed: the file it points to is replaced, the link stays. An existing file
+ *   this process may not write is refused (exit 4), as it was when outputs were written in place. The file is
+ *   replaced by a new inode: other hard links to it keep the old contents; ACLs and xattrs are not copied.
  * - A target that exists and is not a regular file (/dev/null, a FIFO, a character device) is written directly:
  *   there is nothing to replace atomically, and renaming over a device node would be wrong.
  * - `opts.sameAs` lists input paths that must not be the output (same st_dev + st_ino, so hard links and
@@ -23,6 +25,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import {
+  access,
   close,
   constants,
   createWriteStream,
@@ -65,6 +68,7 @@ export interface AtomicOutputOptions {
 }
 
 const openP = promisify(open)
+const accessP = promisify(access)
 const closeP = promisify(close)
 const fsyncP = promisify(fsync)
 const fstatP = promisify(fstat)
@@ -287,7 +291,13 @@ export async function createAtomicOutput(
 
   // Follow a symlink: its target is what gets replaced.
   let target = resolve(path)
-  if (existing) target = await realpath(path)
+  if (existing) {
+    target = await realpath(path)
+    // A file we may not write stays protected, as it was when outputs were written in place.
+    await accessP(target, constants.W_OK).catch((e) => {
+      throw ioError(e, path, 'write')
+    })
+  }
   const dir = dirname(target)
   const tmp = join(dir, `.${basename(target)}.xbzrle-tmp-${process.pid}-${randomBytes(4).toString('hex')}`)
   const entry: Entry = { path, tmp, existed: existing !== undefined }
@@ -302,7 +312,10 @@ export async function createAtomicOutput(
     )
   } catch (e) {
     untrack(entry)
-    throw ioError(e, path, 'write')
+    const err = ioError(e, path, 'write')
+    if (err instanceof CliError && (e as NodeJS.ErrnoException).code === 'EACCES')
+      throw new CliError(`${err.message} (creating a temporary file in ${dir})`, ExitCode.IO)
+    throw err
   }
   try {
     if (existing) {

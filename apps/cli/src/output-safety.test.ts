@@ -4,9 +4,12 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
+  chmodSync,
+  chownSync,
   closeSync,
   cpSync,
   linkSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -66,9 +69,13 @@ function runWith(
   stdio: [number | 'ignore' | 'pipe', number | 'ignore' | 'pipe'],
   cli = CLI,
   extra: string[] = [],
+  uid?: number,
 ): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args, ...extra], { stdio: [stdio[0], stdio[1], 'pipe'] })
+    const child = spawn(process.execPath, [cli, ...args, ...extra], {
+      stdio: [stdio[0], stdio[1], 'pipe'],
+      ...(uid === undefined ? {} : { uid, gid: uid }),
+    })
     let err = ''
     let out = ''
     child.stderr!.on('data', (b) => (err += b))
@@ -138,6 +145,35 @@ describe('-o FILE: a good file survives every failure', () => {
     expect(bad.code).toBe(3)
     expect(shaFile(back)).toBe(sha(stream))
     expect(temps(d)).toEqual([])
+  })
+
+  it('an existing file the user may not write stays protected; an unwritable directory is a clear error', async (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip('needs root to run the CLI as another user')
+    const d = mkdtempSync(join(tmpdir(), 'xbzrle-perm-'))
+    try {
+      chmodSync(d, 0o777)
+      const input = join(d, 'in.mig')
+      writeFileSync(input, stream, { mode: 0o644 })
+      const ro = join(d, 'ro.xbz')
+      writeFileSync(ro, GOOD, { mode: 0o444 })
+      chownSync(ro, 65534, 65534)
+      const asNobody = (args: string[]) => runWith(args, ['ignore', 'ignore'], CLI, [], 65534)
+      const r = await asNobody(['encode', input, '-o', ro])
+      expect(r.code, r.stderr).toBe(4)
+      expect(r.stderr).toBe(`xbzrle: cannot write ${ro}: permission denied\n`)
+      expect(shaFile(ro)).toBe(sha(GOOD))
+      const locked = join(d, 'locked')
+      mkdirSync(locked, { mode: 0o755 })
+      const n = await asNobody(['encode', input, '-o', join(locked, 'new.xbz')])
+      expect(n.code).toBe(4)
+      expect(n.stderr).toMatch(
+        /^xbzrle: cannot write .*new\.xbz: permission denied \(creating a temporary file in .*locked\)\n$/,
+      )
+      expect(readdirSync(locked)).toEqual([])
+      expect(temps(d)).toEqual([])
+    } finally {
+      rmSync(d, { recursive: true, force: true })
+    }
   })
 
   it('a new output is not created when the command fails', async () => {
