@@ -340,6 +340,32 @@ describe('a truncated QEMU input is not silently accepted', () => {
     }
   })
 
+  it('a truncated libvirt save image: the byte offset counts the header and XML; --strict to stdout exits 3', async () => {
+    const xml = Buffer.concat([
+      Buffer.from('<domain type="qemu"><name>t</name></domain>\0'),
+      Buffer.alloc(4096),
+    ])
+    const h = Buffer.alloc(92)
+    h.write('LibvirtQemudSave', 0, 'latin1')
+    h.writeUInt32LE(2, 16)
+    h.writeUInt32LE(xml.length, 20)
+    h.writeUInt32LE(1, 24)
+    const image = Buffer.concat([h, xml, stream])
+    const cut = image.subarray(0, 92 + xml.length + Math.floor(stream.length / 2) + 5)
+    const e = await runCli(['encode'], cut)
+    expect(e.code).toBe(0)
+    const m = /inside an item \((\d+) bytes\) at byte (\d+); the output decodes/.exec(e.stderr)
+    expect(m, e.stderr).not.toBeNull()
+    // The unfinished item is the tail of the input: where it starts plus its length is the input's length.
+    expect(Number(m![2]) + Number(m![1])).toBe(cut.length)
+    expect(sha((await runCli(['decode'], e.stdout)).stdout)).toBe(sha(cut))
+    const s = await runCli(['encode', '--strict'], cut)
+    expect(s.code).toBe(3)
+    expect(s.stderr.trim().split('\n')).toHaveLength(1)
+    const head = await runCli(['encode'], image.subarray(0, 92 + 100))
+    expect(head.stderr).toMatch(/truncated: the input ended after 192 bytes, before the QEMU stream began/)
+  })
+
   it('complete streams (simulated and real QEMU captures) encode without a warning, also with --strict', async () => {
     const f = await runCli(['encode', '--strict'], stream)
     expect(f.code).toBe(0)
