@@ -11,7 +11,7 @@
  *   users of a diverted /usr/bin/lzop get real lzop.
  */
 import { spawn } from 'node:child_process'
-import { fstatSync, readFileSync, readSync, realpathSync } from 'node:fs'
+import { fstatSync, readFileSync, readSync, realpathSync, writeSync } from 'node:fs'
 import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -112,10 +112,53 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
       return ExitCode.OK
     }
     if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
-    await pipeline(head.rest(), new DecodeStream({}), process.stdout)
+    try {
+      await pipeline(head.rest(), new DecodeStream({}), process.stdout)
+    } catch (e) {
+      if (stdoutIsPipe() && parentIsLibvirt()) poisonStdout()
+      throw e
+    }
     return ExitCode.OK
   } catch (e) {
     return fail(name, e)
+  }
+}
+
+function stdoutIsPipe(): boolean {
+  try {
+    return fstatSync(1).isFIFO()
+  } catch {
+    return false
+  }
+}
+
+function parentIsLibvirt(): boolean {
+  try {
+    return /^(libvirtd|virtqemud)$/.test(readFileSync(`/proc/${process.ppid}/comm`, 'utf8').trim())
+  } catch {
+    return false
+  }
+}
+
+/**
+ * libvirt 9.0 waits for QEMU to finish loading before it looks at the decompressor, and QEMU never sees the end
+ * of its input when the decompressor dies: `virsh restore` would hang (it does with the real lzop and a file it
+ * cannot read). After a failed decode into libvirt's pipe, the helper therefore sends bytes no QEMU stream can
+ * continue with (0xff: no valid section type, RAM flags or page header), so QEMU fails the load at once and the
+ * restore ends with an error instead of a hang. Only for a pipe whose reader libvirt started (parent libvirtd).
+ */
+function poisonStdout(): void {
+  const junk = Buffer.alloc(1 << 16, 0xff)
+  let left = 16 // up to 1 MiB: more than any single record QEMU may be in the middle of
+  const wait = new Int32Array(new SharedArrayBuffer(4))
+  for (let tries = 0; left > 0 && tries < 2000; tries++) {
+    try {
+      writeSync(1, junk)
+      left--
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return // EPIPE: QEMU already gave up
+      Atomics.wait(wait, 0, 0, 5)
+    }
   }
 }
 

@@ -1,0 +1,539 @@
+/**
+ * The libvirt helper without libvirt: settings file, argument forms, finding the real program, the helper process
+ * (encode/decode/pass-through, exit codes), install/uninstall in a temp root (real dpkg-divert --root), qemu.conf
+ * edits and their undo, images whose header says lzop but whose payload is xbzrle.
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { join } from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath } from 'node:url'
+import { buildSaveImagePrefix, EncodeStream, SimulatedGuest } from '@xbzrle/adapter-libvirt'
+import { isXbzrleStream } from '@xbzrle/protocol'
+import { removeTmpDirs, tmpDir } from '@xbzrle/testkit'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  HelperConfigError,
+  loadHelperConfig,
+  parseConfText,
+  validateConfig,
+} from './libvirt-helper/config.js'
+import { classifyArgs, parseHelperArgv } from './libvirt-helper/helper.js'
+import {
+  convertHelperImage,
+  describeLibvirtImage,
+  isHelperImage,
+  readLibvirtImage,
+} from './libvirt-helper/image.js'
+import {
+  formatsInUse,
+  install,
+  setConfValue,
+  status,
+  uninstall,
+  wrapperScript,
+} from './libvirt-helper/install.js'
+import { findRealProgram, isHelperWrapper, WRAPPER_MARKER } from './libvirt-helper/real-program.js'
+
+const BIN = fileURLToPath(new URL('./libvirt-helper/test-bin.ts', import.meta.url))
+const TSX = fileURLToPath(import.meta.resolve('tsx'))
+const XBZRLE = [process.execPath, '--conditions=@xbzrle/source', '--import', TSX, BIN]
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+
+afterAll(() => removeTmpDirs())
+
+let qemuStream: Buffer
+let xbzStream: Buffer
+beforeAll(async () => {
+  qemuStream = Buffer.concat([...new SimulatedGuest({ memMiB: 4, passes: 1, seed: 3 }).stream()])
+  const out: Buffer[] = []
+  await pipeline(
+    Readable.from([qemuStream]),
+    new EncodeStream({}),
+    new Writable({
+      write(c, _e, cb) {
+        out.push(c)
+        cb()
+      },
+    }),
+  )
+  xbzStream = Buffer.concat(out)
+})
+
+function script(path: string, body: string): string {
+  writeFileSync(path, `#!/bin/sh\n${body}\n`)
+  chmodSync(path, 0o755)
+  return path
+}
+
+describe('helper.conf', () => {
+  it('parses qemu.conf-style settings and turns every mistake into one line', () => {
+    const v = parseConfText(
+      '# comment\ncache_size = "256M"  # trailing\nformat_version = 2\ncompression = "zstd"\nencode = false\n',
+    )
+    expect(validateConfig(v)).toEqual({
+      cache_size: 256 << 20,
+      format_version: 2,
+      compression: 'zstd',
+      encode: false,
+    })
+    const bad = (text: string) => {
+      try {
+        validateConfig(parseConfText(text, 'h.conf'), 'h.conf')
+        return ''
+      } catch (e) {
+        expect(e).toBeInstanceOf(HelperConfigError)
+        expect((e as Error).message).not.toContain('\n')
+        return (e as Error).message
+      }
+    }
+    expect(bad('cache_size = "12Q"')).toMatch(/^h\.conf: cache_size: not a size/)
+    expect(bad('cache_sise = "1M"')).toMatch(/unknown setting cache_sise \(known: cache_size,/)
+    expect(bad('format_version = 9')).toMatch(/format_version: must be one of/)
+    expect(bad('format_version = 1\ncompression = "zstd"')).toMatch(/compression needs format_version 2/)
+    expect(bad('compression = "brotli"')).toMatch(/compression/)
+    expect(bad('real_lzop = "lzop"')).toMatch(/absolute path/)
+    expect(bad('cache_size')).toMatch(/line 1: expected key = value/)
+    expect(bad('mode = canonical')).toMatch(/values are "strings"/)
+    expect(bad('mode = "compact"\nmode = "compact"')).toMatch(/line 2: mode is set twice/)
+  })
+
+  it('a missing default file means defaults; a missing file that was asked for is an error', () => {
+    const dir = tmpDir('xbzrle-lvh-conf-')
+    expect(loadHelperConfig(undefined, {}).config).toBeDefined() // /etc/xbzrle/helper.conf absent here or valid
+    expect(() => loadHelperConfig(join(dir, 'none.conf'))).toThrow(
+      /cannot read helper config .*none\.conf: ENOENT/,
+    )
+    writeFileSync(join(dir, 'h.conf'), 'ways = 4\n')
+    expect(loadHelperConfig(undefined, { XBZRLE_HELPER_CONF: join(dir, 'h.conf') }).config).toEqual({
+      ways: 4,
+    })
+  })
+})
+
+describe('helper argument forms', () => {
+  it('knows what libvirt runs and leaves everything else to the real program', () => {
+    expect(classifyArgs(['-c'])).toBe('compress')
+    expect(classifyArgs(['-dc', '--ignore-warn'])).toBe('decompress')
+    expect(classifyArgs(['-d', '-c'])).toBe('decompress')
+    expect(classifyArgs(['-dc'])).toBe('decompress')
+    expect(classifyArgs(['-c', '-3'])).toBe('compress')
+    for (const other of [
+      [],
+      ['-d'],
+      ['file.lzo'],
+      ['-dc', 'file.lzo'],
+      ['-V'],
+      ['-t', 'x.lzo'],
+      ['-c', '-T0'],
+      ['-l'],
+    ])
+      expect(classifyArgs(other)).toBe('other')
+    expect(parseHelperArgv(['-c'])).toBeUndefined()
+    expect(
+      parseHelperArgv([
+        '--libvirt-helper=lzop',
+        '--helper-conf=/x',
+        '--helper-wrapper=/w',
+        '-dc',
+        '--ignore-warn',
+      ]),
+    ).toEqual({
+      program: 'lzop',
+      conf: '/x',
+      wrapper: '/w',
+      args: ['-dc', '--ignore-warn'],
+    })
+  })
+})
+
+describe('finding the real program', () => {
+  it('skips the helper directory, the wrapper itself (also through a symlink) and other wrappers', () => {
+    const dir = tmpDir('xbzrle-lvh-real-')
+    for (const d of ['helper', 'alias', 'other', 'real']) mkdirSync(join(dir, d))
+    const wrapper = join(dir, 'helper/lzop')
+    writeFileSync(wrapper, wrapperScript('lzop', ['/usr/bin/node', '/opt/xbzrle.js']))
+    chmodSync(wrapper, 0o755)
+    expect(isHelperWrapper(wrapper)).toBe(true)
+    symlinkSync(wrapper, join(dir, 'alias/lzop'))
+    writeFileSync(join(dir, 'other/lzop'), `#!/bin/sh\n# ${WRAPPER_MARKER}\n`)
+    chmodSync(join(dir, 'other/lzop'), 0o755)
+    const real = script(join(dir, 'real/lzop'), 'exit 0')
+    const path = ['helper', 'alias', 'other', 'real'].map((d) => join(dir, d)).join(':')
+    const r = findRealProgram('lzop', { wrapper, path, diverted: [] })
+    expect(r.found).toEqual({ path: real, via: 'PATH' })
+    expect(r.rejected.join('\n')).toMatch(/alias\/lzop \(that is the helper itself\)/)
+    expect(r.rejected.join('\n')).toMatch(/other\/lzop \(another xbzrle helper wrapper\)/)
+    // a dpkg-diverted real program next to the wrapper wins over PATH
+    const distrib = script(join(dir, 'helper/lzop.distrib'), 'exit 0')
+    expect(findRealProgram('lzop', { wrapper, path }).found).toEqual({ path: distrib, via: 'diverted' })
+    // an explicit choice that is the helper is refused
+    expect(
+      findRealProgram('lzop', { wrapper, path, explicit: join(dir, 'alias/lzop') }).found,
+    ).toBeUndefined()
+    expect(findRealProgram('lzop', { wrapper, path: join(dir, 'helper'), diverted: [] }).why).toMatch(
+      /no real lzop found/,
+    )
+  })
+})
+
+interface Ran {
+  code: number | null
+  stdout: Buffer
+  stderr: string
+}
+
+function runWrapper(
+  wrapper: string,
+  args: string[],
+  input: Buffer,
+  env: NodeJS.ProcessEnv = {},
+): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(wrapper, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+    const out: Buffer[] = []
+    let err = ''
+    c.stdout.on('data', (b) => out.push(b))
+    c.stderr.on('data', (b) => {
+      err += b
+    })
+    c.on('error', reject)
+    c.stdin.on('error', () => {})
+    c.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }))
+    c.stdin.end(input)
+  })
+}
+
+/** stdin is a regular file positioned at `offset` (as libvirt hands restore the image fd after its header). */
+function runWrapperOnFile(
+  wrapper: string,
+  args: string[],
+  file: string,
+  offset: number,
+  env: NodeJS.ProcessEnv = {},
+): Ran {
+  const r = spawnSync(
+    'sh',
+    [
+      '-c',
+      'dd bs="$1" count=1 of=/dev/null 2>/dev/null; shift; exec "$@"',
+      'sh',
+      String(offset),
+      wrapper,
+      ...args,
+    ],
+    {
+      stdio: [Number(openSync(file, 'r')), 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+      maxBuffer: 1 << 30,
+    },
+  )
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.toString() }
+}
+
+describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', () => {
+  let dir: string
+  let wrapper: string
+  let fakeLog: string
+  let env: NodeJS.ProcessEnv
+  beforeAll(() => {
+    dir = tmpDir('xbzrle-lvh-proc-')
+    mkdirSync(join(dir, 'helper'))
+    mkdirSync(join(dir, 'real'))
+    wrapper = join(dir, 'helper/lzop')
+    writeFileSync(wrapper, wrapperScript('lzop', XBZRLE, join(dir, 'helper.conf')))
+    chmodSync(wrapper, 0o755)
+    writeFileSync(join(dir, 'helper.conf'), 'cache_size = "4M"\n')
+    fakeLog = join(dir, 'real.log')
+    // a stand-in for the real lzop: records its argv, copies stdin to stdout, exits 7
+    script(join(dir, 'real/lzop'), `echo "$0 $*" > ${fakeLog}\ncat\nexit 7`)
+    env = { PATH: `${join(dir, 'helper')}:${join(dir, 'real')}:/usr/bin:/bin` }
+  })
+
+  it('encodes a QEMU stream on -c and decodes it on -dc --ignore-warn, byte for byte (pipe and file stdin)', async () => {
+    const enc = await runWrapper(wrapper, ['-c'], qemuStream, env)
+    expect(enc.code, enc.stderr).toBe(0)
+    expect(isXbzrleStream(enc.stdout)).toBe(true)
+    expect(existsSync(fakeLog)).toBe(false) // the real program was not involved
+    const dec = await runWrapper(wrapper, ['-dc', '--ignore-warn'], enc.stdout, env)
+    expect(dec.code, dec.stderr).toBe(0)
+    expect(sha(dec.stdout)).toBe(sha(qemuStream))
+    // a file on stdin that is positioned after a prefix, like libvirt's image fd after its header
+    const file = join(dir, 'img')
+    const prefix = Buffer.alloc(1234, 7)
+    writeFileSync(file, Buffer.concat([prefix, enc.stdout]))
+    const fromFile = runWrapperOnFile(wrapper, ['-dc', '--ignore-warn'], file, prefix.length, env)
+    expect(fromFile.code, fromFile.stderr).toBe(0)
+    expect(sha(fromFile.stdout)).toBe(sha(qemuStream))
+  })
+
+  it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {
+    const data = Buffer.concat([Buffer.from('\x89LZO\0\r\n\x1a\nnot really lzop'), Buffer.alloc(300_000, 1)])
+    const r = await runWrapper(wrapper, ['-dc', '--ignore-warn'], data, env)
+    expect(r.code).toBe(7)
+    expect(sha(r.stdout)).toBe(sha(data))
+    expect(readFileSync(fakeLog, 'utf8').trim()).toBe('lzop -dc --ignore-warn') // argv0 is the program's name
+    // -c of something that is not a QEMU stream (e.g. `tar --lzop`, a user's file) is real lzop's job too
+    const text = Buffer.from('hello, not a migration stream\n')
+    const c = await runWrapper(wrapper, ['-c'], text, env)
+    expect(c.code).toBe(7)
+    expect(c.stdout.toString()).toBe(text.toString())
+    // forms libvirt never uses go straight through
+    const v = await runWrapper(wrapper, ['-V'], Buffer.alloc(0), env)
+    expect(v.code).toBe(7)
+    expect(readFileSync(fakeLog, 'utf8').trim()).toBe('lzop -V')
+    // a file on stdin is not consumed by sniffing: the real program reads it from the same offset
+    const file = join(dir, 'plain')
+    writeFileSync(file, Buffer.concat([Buffer.alloc(100, 9), data]))
+    const f = runWrapperOnFile(wrapper, ['-dc', '--ignore-warn'], file, 100, env)
+    expect(f.code).toBe(7)
+    expect(sha(f.stdout)).toBe(sha(data))
+  })
+
+  it('with the real /usr/bin/lzop behind it, an lzop file still decompresses', async (ctx) => {
+    if (!existsSync('/usr/bin/lzop')) {
+      if (process.env.CI === 'true') throw new Error('needs lzop; CI=true, so this is a failure, not a skip')
+      ctx.skip('needs /usr/bin/lzop')
+      return
+    }
+    const lzo = spawnSync('/usr/bin/lzop', ['-c'], { input: qemuStream, maxBuffer: 1 << 30 }).stdout
+    const r = await runWrapper(wrapper, ['-dc', '--ignore-warn'], lzo, {
+      PATH: `${join(dir, 'helper')}:/usr/bin:/bin`,
+    })
+    expect(r.code, r.stderr).toBe(0)
+    expect(sha(r.stdout)).toBe(sha(qemuStream))
+  })
+
+  it('a bad config, a corrupt stream and a lookup loop each give one line and a non-zero exit', async () => {
+    writeFileSync(join(dir, 'bad.conf'), 'cache_size = "lots"\n')
+    const badWrapper = join(dir, 'helper/lzop-bad')
+    writeFileSync(badWrapper, wrapperScript('lzop', XBZRLE, join(dir, 'bad.conf')))
+    chmodSync(badWrapper, 0o755)
+    const b = await runWrapper(badWrapper, ['-c'], qemuStream, env)
+    expect(b.code).toBe(2)
+    expect(b.stderr.trim()).toMatch(/^xbzrle \(lzop helper\): .*bad\.conf: cache_size: not a size/)
+    expect(b.stderr.trim().split('\n')).toHaveLength(1)
+
+    const enc = await runWrapper(wrapper, ['-c'], qemuStream, env)
+    const corrupt = Buffer.from(enc.stdout)
+    corrupt[Math.floor(corrupt.length / 2)]! ^= 0x40
+    const d = await runWrapper(wrapper, ['-dc'], corrupt, env)
+    expect(d.code).toBe(3)
+    expect(d.stderr.trim().split('\n')).toHaveLength(1)
+    expect(d.stderr).toMatch(/^xbzrle \(lzop helper\): /)
+    expect(sha(d.stdout)).not.toBe(sha(qemuStream))
+
+    // real_lzop pointing back at the helper: refused, not an endless chain of helpers
+    writeFileSync(join(dir, 'loop.conf'), `real_lzop = "${wrapper}"\n`)
+    const loopWrapper = join(dir, 'helper/lzop-loop')
+    writeFileSync(loopWrapper, wrapperScript('lzop', XBZRLE, join(dir, 'loop.conf')))
+    chmodSync(loopWrapper, 0o755)
+    const l = await runWrapper(loopWrapper, ['-V'], Buffer.alloc(0), env)
+    expect(l.code).toBe(2)
+    expect(l.stderr).toMatch(/configured real lzop .* the helper itself/)
+  })
+})
+
+describe('install / uninstall in a temp root', () => {
+  function fakeRoot(qemuConf: string, withLzop = true): string {
+    const root = tmpDir('xbzrle-lvh-root-')
+    for (const d of ['usr/bin', 'var/lib/dpkg/info', 'etc/libvirt', 'var/lib/libvirt/qemu/save'])
+      mkdirSync(join(root, d), { recursive: true })
+    writeFileSync(join(root, 'var/lib/dpkg/diversions'), '')
+    writeFileSync(join(root, 'var/lib/dpkg/status'), '')
+    if (withLzop) script(join(root, 'usr/bin/lzop'), 'echo the real lzop')
+    writeFileSync(join(root, 'etc/libvirt/qemu.conf'), qemuConf)
+    return root
+  }
+  const QEMU_CONF =
+    '# qemu.conf\n#save_image_format = "raw"\n#dump_image_format = "raw"\nuser = "libvirt-qemu"\n'
+  const hasDpkgDivert = spawnSync('dpkg-divert', ['--version']).status === 0
+
+  it('Debian method: dpkg-divert --rename, wrapper in /usr/bin, qemu.conf with a backup; uninstall restores every byte', async (ctx) => {
+    if (!hasDpkgDivert) {
+      ctx.skip('needs dpkg-divert')
+      return
+    }
+    const root = fakeRoot(QEMU_CONF)
+    const realBefore = readFileSync(join(root, 'usr/bin/lzop'))
+    const log: string[] = []
+    install({
+      root,
+      pids: [],
+      exec: ['/usr/bin/node', '/opt/xbzrle.js'],
+      setFormat: 'lzop',
+      log: (l) => log.push(l),
+    })
+    expect(readFileSync(join(root, 'usr/bin/lzop.distrib'))).toEqual(realBefore)
+    expect(isHelperWrapper(join(root, 'usr/bin/lzop'))).toBe(true)
+    expect(statSync(join(root, 'usr/bin/lzop')).mode & 0o777).toBe(0o755)
+    expect(spawnSync('dpkg-divert', ['--root', root, '--list'], { encoding: 'utf8' }).stdout).toContain(
+      'local diversion of /usr/bin/lzop to /usr/bin/lzop.distrib',
+    )
+    expect(readFileSync(join(root, 'etc/libvirt/qemu.conf.xbzrle-bak'), 'utf8')).toBe(QEMU_CONF)
+    expect(formatsInUse(join(root, 'etc/libvirt/qemu.conf'))).toEqual({
+      save_image_format: 'lzop',
+      dump_image_format: 'raw',
+      snapshot_image_format: 'raw',
+    })
+    expect(log.join('\n')).toContain(
+      'line 2: - #save_image_format = "raw"\n  line 2: + save_image_format = "lzop"',
+    )
+    // the helper finds the diverted real program next to the wrapper
+    expect(
+      findRealProgram('lzop', { wrapper: join(root, 'usr/bin/lzop'), path: join(root, 'usr/bin') }).found
+        ?.path,
+    ).toBe(join(root, 'usr/bin/lzop.distrib'))
+    expect(() => install({ root, pids: [], log: () => {} })).toThrow(/already installed/)
+
+    await uninstall({ root, pids: [], log: () => {} })
+    expect(readFileSync(join(root, 'usr/bin/lzop'))).toEqual(realBefore)
+    expect(existsSync(join(root, 'usr/bin/lzop.distrib'))).toBe(false)
+    expect(readFileSync(join(root, 'etc/libvirt/qemu.conf'), 'utf8')).toBe(QEMU_CONF)
+    expect(existsSync(join(root, 'etc/libvirt/qemu.conf.xbzrle-bak'))).toBe(false)
+    expect(existsSync(join(root, 'var/lib/xbzrle/libvirt-helper.json'))).toBe(false)
+    expect(spawnSync('dpkg-divert', ['--root', root, '--list'], { encoding: 'utf8' }).stdout).toBe('')
+    await expect(uninstall({ root, pids: [], log: () => {} })).rejects.toThrow(/not installed/)
+  })
+
+  it('refuses when libvirt uses lzop and no real lzop would be left; changes nothing', (ctx) => {
+    if (!hasDpkgDivert) {
+      ctx.skip('needs dpkg-divert')
+      return
+    }
+    const conf = 'save_image_format = "lzop"\n'
+    const root = fakeRoot(conf, false)
+    expect(() => install({ root, pids: [], log: () => {} })).toThrow(
+      /libvirt uses save_image_format = "lzop" and no real lzop would be left .*--force/,
+    )
+    expect(existsSync(join(root, 'usr/bin/lzop'))).toBe(false)
+    expect(existsSync(join(root, 'var/lib/xbzrle/libvirt-helper.json'))).toBe(false)
+    expect(readFileSync(join(root, 'etc/libvirt/qemu.conf'), 'utf8')).toBe(conf)
+    expect(() => install({ root, pids: [], setFormat: 'lz4' as never, log: () => {} })).toThrow(
+      /--set-format must be one of/,
+    )
+  })
+
+  it('path-dir method: wrapper and drop-in; a qemu.conf edited since install gets only our line reverted', async () => {
+    const root = fakeRoot(QEMU_CONF)
+    const log: string[] = []
+    install({
+      root,
+      pids: [],
+      pathDir: '/opt/xbzrle/bin',
+      writeDropIn: true,
+      setFormat: 'lzop',
+      formatKeys: ['save_image_format', 'dump_image_format'],
+      exec: ['/usr/bin/node', '/opt/xbzrle.js'],
+      log: (l) => log.push(l),
+    })
+    const dropIn = join(root, 'etc/systemd/system/libvirtd.service.d/xbzrle-helper.conf')
+    expect(readFileSync(dropIn, 'utf8')).toContain('Environment=PATH=/opt/xbzrle/bin:/usr/local/sbin:')
+    expect(isHelperWrapper(join(root, 'opt/xbzrle/bin/lzop'))).toBe(true)
+    expect(existsSync(join(root, 'usr/bin/lzop.distrib'))).toBe(false) // nothing diverted
+    const conf = join(root, 'etc/libvirt/qemu.conf')
+    writeFileSync(conf, `${readFileSync(conf, 'utf8')}max_files = 4096\n`) // the admin edits it meanwhile
+    await uninstall({ root, pids: [], log: (l) => log.push(l) })
+    expect(readFileSync(conf, 'utf8')).toBe(`${QEMU_CONF}max_files = 4096\n`)
+    expect(existsSync(`${conf}.xbzrle-bak`)).toBe(true) // kept: it was not used to restore
+    expect(existsSync(dropIn)).toBe(false)
+    expect(existsSync(join(root, 'opt/xbzrle/bin/lzop'))).toBe(false)
+    expect(log.join('\n')).toMatch(/edited since install: reverted our lines only/)
+  })
+
+  it('setConfValue replaces, uncomments or appends, and says what changed', () => {
+    expect(setConfValue('a = 1\nsave_image_format = "raw"\n', 'save_image_format', 'lzop')).toEqual({
+      text: 'a = 1\nsave_image_format = "lzop"\n',
+      change: {
+        key: 'save_image_format',
+        line: 2,
+        before: 'save_image_format = "raw"',
+        after: 'save_image_format = "lzop"',
+      },
+    })
+    expect(setConfValue('x = 1', 'dump_image_format', 'lzop').text).toBe(
+      'x = 1\ndump_image_format = "lzop"\n',
+    )
+    expect(setConfValue('save_image_format = "lzop"\n', 'save_image_format', 'lzop').change).toBeUndefined()
+  })
+
+  it('uninstall refuses while helper images would stop restoring, and converts them on request', async () => {
+    const root = fakeRoot(QEMU_CONF)
+    install({
+      root,
+      pids: [],
+      pathDir: '/opt/xbzrle/bin',
+      exec: ['/usr/bin/node', '/opt/xbzrle.js'],
+      log: () => {},
+    })
+    const prefix = buildSaveImagePrefix('<domain><name>vm</name></domain>', {
+      cookie: '<cookie/>',
+      padding: 4096,
+      format: 4,
+    })
+    const img = join(root, 'var/lib/libvirt/qemu/save/vm.save')
+    writeFileSync(img, Buffer.concat([prefix, xbzStream]))
+    chmodSync(img, 0o600)
+    await expect(uninstall({ root, pids: [], log: () => {} })).rejects.toThrow(
+      new RegExp(
+        `1 image\\(s\\) written by the helper would no longer restore: ${img}; rerun with --convert-images`,
+      ),
+    )
+    expect(existsSync(join(root, 'opt/xbzrle/bin/lzop'))).toBe(true)
+    const s = await status({ root, pids: [] })
+    expect(s.helperImages).toEqual([img])
+    await uninstall({ root, pids: [], convertImages: true, log: () => {} })
+    const raw = buildSaveImagePrefix('<domain><name>vm</name></domain>', {
+      cookie: '<cookie/>',
+      padding: 4096,
+      format: 0,
+    })
+    expect(sha(readFileSync(img))).toBe(sha(Buffer.concat([raw, qemuStream])))
+    expect(statSync(img).mode & 0o777).toBe(0o600)
+  })
+})
+
+describe('libvirt images whose header says lzop', () => {
+  it('tells an xbzrle payload from a real one, explains it, and converts it into a raw image byte for byte', async () => {
+    const dir = tmpDir('xbzrle-lvh-img-')
+    const xml = '<domain><name>vm</name></domain>'
+    const helperImg = join(dir, 'helper.save')
+    writeFileSync(helperImg, Buffer.concat([buildSaveImagePrefix(xml, { format: 4 }), xbzStream]))
+    const lzopImg = join(dir, 'lzop.save')
+    writeFileSync(
+      lzopImg,
+      Buffer.concat([buildSaveImagePrefix(xml, { format: 4 }), Buffer.from('\x89LZO\0\r\n\x1a\n....')]),
+    )
+    const h = (await readLibvirtImage(helperImg))!
+    expect(h).toMatchObject({ formatName: 'lzop', payload: 'xbzrle', partial: false })
+    expect(isHelperImage(h)).toBe(true)
+    expect(describeLibvirtImage(h, helperImg)).toBe(
+      `${helperImg}: libvirt save image whose header says lzop but whose payload is an xbzrle stream (written by the xbzrle libvirt helper; the real lzop cannot read it). Restore it with the helper installed (xbzrle libvirt install), or convert it: xbzrle libvirt convert ${helperImg} -o ${helperImg}.raw && virsh restore ${helperImg}.raw`,
+    )
+    const l = (await readLibvirtImage(lzopImg))!
+    expect(isHelperImage(l)).toBe(false)
+    expect(describeLibvirtImage(l, lzopImg)).toMatch(/compressed with lzop \(payload lzop\)/)
+    expect(await readLibvirtImage(join(dir, 'helper.save')).then((i) => i?.streamOffset)).toBe(
+      92 + buildSaveImagePrefix(xml).length - 92,
+    )
+    await convertHelperImage(helperImg, join(dir, 'out.save'))
+    expect(sha(readFileSync(join(dir, 'out.save')))).toBe(
+      sha(Buffer.concat([buildSaveImagePrefix(xml), qemuStream])),
+    )
+    await expect(convertHelperImage(lzopImg, join(dir, 'x.save'))).rejects.toThrow(
+      /not an image written by the xbzrle helper/,
+    )
+    expect(existsSync(join(dir, 'x.save'))).toBe(false)
+  })
+})
