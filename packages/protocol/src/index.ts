@@ -4,7 +4,13 @@
  * `FrameWriter` takes `{ version }` to write an older one. Per-version modules: `@xbzrle/protocol/v1` (frozen),
  * `@xbzrle/protocol/v2`.
  */
-export { ProtocolError, type ProtocolErrorCode } from './errors.js'
+export {
+  ERROR_HINTS,
+  ProtocolError,
+  type ProtocolErrorCode,
+  type ProtocolErrorDetails,
+  streamError,
+} from './errors.js'
 export { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
 export * from './schema.js'
 export { describeNotXbzrle, isXbzrleStream } from './sniff.js'

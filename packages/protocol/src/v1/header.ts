@@ -82,8 +82,11 @@ export function writeHeaderBody(w: ByteWriter, h: StreamHeader): void {
   }
 }
 
-/** Parses a v1 header body; the cursor covers exactly the body. */
-export function readHeaderBody(c: Cursor): StreamHeader {
+/**
+ * Parses a v1 header body; the cursor covers exactly the body. `version`: the format version whose header embeds
+ * this body (named when a critical extension is refused).
+ */
+export function readHeaderBody(c: Cursor, version = 1): StreamHeader {
   const pageSizeAt = c.offset
   const pageSize = c.varint('pageSize')
   if (!isValidPageSize(pageSize))
@@ -138,7 +141,7 @@ export function readHeaderBody(c: Cursor): StreamHeader {
     } else if (critical) {
       throw streamError(
         'CRITICAL_EXTENSION',
-        `header carries critical extension ${type}, unknown to this reader (format version 1)`,
+        `header carries critical extension ${type}, unknown to this reader (format version ${version})`,
         at,
       )
     } else {

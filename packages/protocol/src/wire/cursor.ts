@@ -1,10 +1,12 @@
-import { streamError } from '../errors.js'
+import { type ProtocolError, type ProtocolErrorCode, streamError } from '../errors.js'
 import { readU32le } from './byte-writer.js'
 import { readVarint } from './varint.js'
 
 /**
  * Bounds-checked reader over one record body. Every failure is a ProtocolError('MALFORMED') naming the absolute
- * stream offset; no other exception can escape.
+ * stream offset; no other exception can escape. A cursor over bytes that are not in the stream (the decompressed
+ * frames of a v2 batch) is given `reportAt`: its errors are reported at that stream offset and name the position
+ * inside those bytes, e.g. `… (byte 7 of the decompressed frames) at offset 48 (…)`.
  */
 export class Cursor {
   pos: number
@@ -17,6 +19,8 @@ export class Cursor {
     readonly base: number,
     /** E.g. "batch 3", used in messages. */
     readonly context: string,
+    /** Stream offset errors are reported at when `buf` is not part of the stream (−1: `buf` is in the stream). */
+    readonly reportAt = -1,
   ) {
     this.pos = start
   }
@@ -29,8 +33,14 @@ export class Cursor {
     return this.end - this.pos
   }
 
+  /** The error `code` about the byte at `at` (an offset as given by `this.offset`). */
+  error(code: ProtocolErrorCode, what: string, at = this.offset): ProtocolError {
+    if (this.reportAt < 0) return streamError(code, what, at)
+    return streamError(code, `${what} (byte ${at} of the decompressed frames)`, this.reportAt)
+  }
+
   fail(what: string, at = this.offset): never {
-    throw streamError('MALFORMED', `${this.context}: ${what}`, at)
+    throw this.error('MALFORMED', `${this.context}: ${what}`, at)
   }
 
   u8(field: string): number {
