@@ -279,7 +279,10 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   })
 
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {
-    const data = Buffer.concat([Buffer.from('\x89LZO\0\r\n\x1a\nnot really lzop', 'latin1'), Buffer.alloc(300_000, 1)])
+    const data = Buffer.concat([
+      Buffer.from('\x89LZO\0\r\n\x1a\nnot really lzop', 'latin1'),
+      Buffer.alloc(300_000, 1),
+    ])
     const r = await runWrapper(wrapper, ['-dc', '--ignore-warn'], data, env)
     expect(r.code).toBe(7)
     expect(sha(r.stdout)).toBe(sha(data))
@@ -513,7 +516,10 @@ describe('libvirt images whose header says lzop', () => {
     const lzopImg = join(dir, 'lzop.save')
     writeFileSync(
       lzopImg,
-      Buffer.concat([buildSaveImagePrefix(xml, { format: 4 }), Buffer.from('\x89LZO\0\r\n\x1a\n....', 'latin1')]),
+      Buffer.concat([
+        buildSaveImagePrefix(xml, { format: 4 }),
+        Buffer.from('\x89LZO\0\r\n\x1a\n....', 'latin1'),
+      ]),
     )
     const h = (await readLibvirtImage(helperImg))!
     expect(h).toMatchObject({ formatName: 'lzop', payload: 'xbzrle', partial: false })
