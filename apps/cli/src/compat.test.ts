@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
+import { freePort } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, freePort } from './test-cli.js'
+import { CLI } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const releases = JSON.parse(readFileSync(join(root, 'packages/protocol/RELEASES.json'), 'utf8')) as {

@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimulatedGuest, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
+import { skipOrFail } from '@xbzrle/testkit'
 import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI, runCli } from './test-cli.js'
@@ -148,7 +149,7 @@ describe('-o FILE: a good file survives every failure', () => {
   })
 
   it('an existing file the user may not write stays protected; an unwritable directory is a clear error', async (ctx) => {
-    if (process.getuid?.() !== 0) return ctx.skip('needs root to run the CLI as another user')
+    if (process.getuid?.() !== 0) return void skipOrFail(ctx, 'needs root to run the CLI as another user')
     const d = mkdtempSync(join(tmpdir(), 'xbzrle-perm-'))
     try {
       chmodSync(d, 0o777)

@@ -4,11 +4,13 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { join } from 'node:path'
 import {
   compareGuestRam,
+  freePort,
   installTestkitHooks,
   migrateWithUris,
   requireQemu,
   startGuest,
   tmpDir,
+  waitFor,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { CLI, runCli } from './test-cli.js'
@@ -25,11 +27,6 @@ function proxy(args: string[]): { child: ChildProcess; exit: Promise<number | nu
   let err = ''
   child.stderr!.on('data', (b) => (err += b))
   return { child, exit: new Promise((r) => child.on('close', r)), stderr: () => err }
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 25))
-  if (!cond()) throw new Error(`timed out waiting for ${what}`)
 }
 
 describe('xbzrle proxy', () => {
@@ -49,7 +46,7 @@ describe('xbzrle proxy', () => {
     const dir = tmpDir('xbzrle-proxy-cli-')
     const srcSock = join(dir, 'src.sock')
     const dstSock = join(dir, 'dst.sock')
-    const port = 20000 + Math.floor(Math.random() * 20000)
+    const port = await freePort()
     const source = await startGuest({
       memMiB: 48,
       append: { workload: 'sparse', mem: 24, rate: 4000, period: 200 },
@@ -67,9 +64,15 @@ describe('xbzrle proxy', () => {
       forceConvergeAfterSyncs: 3,
       beforeMigrate: async () => {
         dst = proxy(['destination', '--listen', `127.0.0.1:${port}`, '--qemu-socket', dstSock, '--once'])
-        await until(() => /listening|ready/i.test(dst.stderr()), 'destination proxy')
+        await waitFor(() => /listening|ready/i.test(dst.stderr()), 'destination proxy', {
+          timeoutMs: 5000,
+          intervalMs: 25,
+        })
         src = proxy(['source', '--listen', srcSock, '--connect', `127.0.0.1:${port}`, '--once'])
-        await until(() => /listening|ready/i.test(src.stderr()), 'source proxy')
+        await waitFor(() => /listening|ready/i.test(src.stderr()), 'source proxy', {
+          timeoutMs: 5000,
+          intervalMs: 25,
+        })
       },
     })
     expect(stats.status).toBe('completed')

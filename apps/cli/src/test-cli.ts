@@ -1,6 +1,5 @@
 // Test-only helpers: run the built CLI as a child process, the way users and QEMU's exec: run it.
 import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 
 export const CLI = fileURLToPath(new URL('../bin/xbzrle.js', import.meta.url))
@@ -33,12 +32,5 @@ export function runCli(args: string[], input?: Uint8Array, env: NodeJS.ProcessEn
   })
 }
 
-/** A TCP port that was free on 127.0.0.1 a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
+/** Re-exported so older call sites keep working; new tests import it from @xbzrle/testkit. */
+export { freePort } from '@xbzrle/testkit'
