@@ -32,6 +32,7 @@ import {
 import { classifyArgs, parseHelperArgv } from './libvirt-helper/helper.js'
 import {
   convertHelperImage,
+  decodeHelperImage,
   describeLibvirtImage,
   isHelperImage,
   readLibvirtImage,
@@ -537,6 +538,17 @@ describe('libvirt images whose header says lzop', () => {
     expect(sha(readFileSync(join(dir, 'out.save')))).toBe(
       sha(Buffer.concat([buildSaveImagePrefix(xml), qemuStream])),
     )
+    // xbzrle decode IMAGE (stdout or any Writable): the same raw image; other images are left alone
+    const chunks: Buffer[] = []
+    const sink = new Writable({
+      write(c, _e, cb) {
+        chunks.push(c)
+        cb()
+      },
+    })
+    expect(await decodeHelperImage(helperImg, sink)).toBe(true)
+    expect(sha(Buffer.concat(chunks))).toBe(sha(Buffer.concat([buildSaveImagePrefix(xml), qemuStream])))
+    expect(await decodeHelperImage(lzopImg, sink)).toBe(false)
     await expect(convertHelperImage(lzopImg, join(dir, 'x.save'))).rejects.toThrow(
       /not an image written by the xbzrle helper/,
     )

@@ -6,6 +6,7 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs'
 import { chmod, chown, open, rename, rm, stat } from 'node:fs/promises'
+import type { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
   DecodeStream,
@@ -100,9 +101,34 @@ export function describeLibvirtImage(i: LibvirtImageInfo, path: string): string 
 }
 
 /**
- * Writes a raw libvirt save image from a helper image: the same header with the format set to raw (0), the XML
- * area verbatim, then the decoded QEMU stream. `out` may equal `path` (written to a temp file, then renamed, with
- * the original's mode and owner).
+ * Writes the raw libvirt save image a helper image stands for into `out` (ended at the end): the same header with
+ * the format set to raw (0), the XML area verbatim, then the decoded QEMU stream. For `xbzrle decode IMAGE`.
+ */
+export async function writeRawImage(path: string, info: LibvirtImageInfo, out: Writable): Promise<void> {
+  const header = Uint8Array.from(info.header)
+  new DataView(header.buffer).setUint32(28, 0, info.littleEndian)
+  out.write(header)
+  await pipeline(createReadStream(path, { start: SAVE_HEADER_SIZE, end: info.streamOffset - 1 }), out, {
+    end: false,
+  })
+  await pipeline(
+    createReadStream(path, { start: info.streamOffset, highWaterMark: IO_CHUNK }),
+    new DecodeStream({}),
+    out,
+  )
+}
+
+/** `xbzrle decode` of a helper image: writes the raw image and returns true; false (nothing written) otherwise. */
+export async function decodeHelperImage(path: string, out: Writable): Promise<boolean> {
+  const info = await readLibvirtImage(path).catch(() => undefined)
+  if (!info || !isHelperImage(info)) return false
+  await writeRawImage(path, info, out)
+  return true
+}
+
+/**
+ * Writes a raw libvirt save image from a helper image (see writeRawImage). `out` may equal `path` (written to a
+ * temp file, then renamed, with the original's mode and owner).
  */
 export async function convertHelperImage(path: string, out: string): Promise<{ bytesOut: number }> {
   const info = await readLibvirtImage(path)
@@ -115,15 +141,9 @@ export async function convertHelperImage(path: string, out: string): Promise<{ b
   }
   const inPlace = out === path
   const target = inPlace ? `${path}.xbzrle-convert.tmp` : out
-  const header = Uint8Array.from(info.header)
-  new DataView(header.buffer).setUint32(28, 0, info.littleEndian)
   const ws = createWriteStream(target, { highWaterMark: IO_CHUNK })
   try {
-    const prefix = createReadStream(path, { start: SAVE_HEADER_SIZE, end: info.streamOffset - 1 })
-    ws.write(header)
-    await pipeline(prefix, ws, { end: false })
-    const dec = new DecodeStream({})
-    await pipeline(createReadStream(path, { start: info.streamOffset, highWaterMark: IO_CHUNK }), dec, ws)
+    await writeRawImage(path, info, ws)
     if (inPlace) {
       const st = await stat(path)
       await chmod(target, st.mode & 0o7777)
