@@ -139,6 +139,13 @@ describe('xbzrle send → xbzrle receive', () => {
     expect(r.stderr).toMatch(/token/i)
     const bad = await runCli(['send', 'ws://127.0.0.1:1/x', '--token', 'abc'])
     expect(bad.code).toBe(2)
+    const badId = await runCli(
+      ['send', 'ws://127.0.0.1:1/x', join(dir, 'in.mig'), '--migration-id', '..'],
+      undefined,
+      env,
+    )
+    expect(badId.code).toBe(2)
+    expect(badId.stderr).toMatch(/--migration-id "\.\." is not allowed/)
   })
 
   it('survives connection cuts through a fault-injecting proxy, byte-exact', async () => {

@@ -180,6 +180,50 @@ describe('pre-auth connections', () => {
     }
   })
 
+  test('a flood that reopens every socket it loses (bounded, stops by itself) does not lock out a sender', async () => {
+    const sink = hashSink()
+    const rx = createReceiver({
+      token: TOKEN,
+      createPipeline: () => sink.writable,
+    })
+    const { port } = await rx.listen('127.0.0.1', 0)
+    const MAX_OPENS = 20_000
+    let opens = 0
+    let stop = false
+    let open = 0
+    const socks = new Set<Socket>()
+    const openOne = () => {
+      if (stop || opens >= MAX_OPENS) return
+      opens++
+      open++
+      const s = connect(port, '127.0.0.1')
+      socks.add(s)
+      s.on('error', () => {})
+      s.on('close', () => {
+        open--
+        socks.delete(s)
+        openOne() // lost one: open another
+      })
+    }
+    try {
+      for (let i = 0; i < 300; i++) openOne() // more than maxConnections (256)
+      await until(() => rx.connections >= 64 || opens >= MAX_OPENS, 10_000, 'flood')
+      const g = generateStream(4 * MiB, 10)
+      const r = await sendStream(g.readable, `ws://127.0.0.1:${port}/`, {
+        token: TOKEN,
+        reconnect: { initialDelayMs: 50, maxDelayMs: 200, timeLimitMs: 8000 },
+      })
+      expect(r.receiverBytes).toBe(4 * MiB)
+      expect(sink.digest()).toBe(g.digest())
+      expect(opens).toBeLessThan(MAX_OPENS) // the flood was still going when the sender finished
+    } finally {
+      stop = true
+      for (const s of socks) s.destroy()
+      await until(() => open === 0, 10_000, 'flood sockets closed')
+      await rx.close()
+    }
+  })
+
   test('unauthenticated connections are limited separately and time out', async () => {
     const events: ReceiverEvent[] = []
     const rx = createReceiver({

@@ -56,6 +56,11 @@ export interface SendCommandOptions {
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
   if (!/^wss?:\/\//.test(url))
     throw new CliError(`send: expected a ws:// or wss:// URL, got ${url}`, ExitCode.USAGE)
+  if (o.migrationId !== undefined && !isSafeMigrationId(o.migrationId))
+    throw new CliError(
+      `send: --migration-id ${JSON.stringify(o.migrationId)} is not allowed: use 1-128 of [A-Za-z0-9._-], not starting with a dot`,
+      ExitCode.USAGE,
+    )
   const token = tokenFrom(o)
   const source: Readable = openInput(input)
   // An already-encoded stream offers exactly its own version (and announces its header). Otherwise the
