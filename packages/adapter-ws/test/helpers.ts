@@ -5,6 +5,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
+import { waitFor } from '@xbzrle/testkit'
 
 export const MiB = 1024 * 1024
 
@@ -226,11 +227,7 @@ export async function faultProxy(
   }
 }
 
-/** Resolves when `cond()` is true (polling). */
-export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  const t0 = Date.now()
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
+/** Resolves when `cond()` is true (polling); testkit's waitFor with this package's argument order. */
+export function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  return waitFor(cond, what, { timeoutMs, intervalMs: 10 })
 }
