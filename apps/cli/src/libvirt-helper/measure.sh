@@ -17,12 +17,14 @@ cleanup() {
   virsh -c "$U" undefine "$NAME" >/dev/null 2>&1 || true
   for p in libvirtd virtlogd; do [ -f "$B/$p.pid" ] && kill "$(cat "$B/$p.pid")" 2>/dev/null || true; done
   sleep 1
-  rm -rf "$T"
+  rm -rf "$T" "$BUNDLE"
 }
 trap cleanup EXIT
 
+# inside the repo, so that the bundle's require() finds the optional native compressors (zstd-napi, lz4-napi)
+BUNDLE=$REPO/node_modules/.cache/xbzrle-measure/xbzrle-$$.mjs
 "$REPO/node_modules/esbuild/bin/esbuild" "$REPO/apps/cli/src/libvirt-helper/test-bin.ts" --bundle --platform=node \
-  --format=esm --conditions=@xbzrle/source --outfile="$T/xbzrle.mjs" --log-level=error \
+  --format=esm --conditions=@xbzrle/source --outfile="$BUNDLE" --log-level=error \
   --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
 KERNEL=$(cd "$REPO" && node --conditions=@xbzrle/source --import tsx --input-type=module \
   -e "import('@xbzrle/testkit').then(async (m) => console.log(await m.buildTestGuest()))")
@@ -58,7 +60,7 @@ for r in $(seq "$ROUNDS"); do
     rm -f "$T/helper-bin/lzop"
     if [ "$helper" = xbzrle ]; then
       printf '#!/bin/sh\n# xbzrle-libvirt-helper (measure.sh)\nexec %s %s --libvirt-helper=lzop --helper-wrapper="$0" "$@"\n' \
-        "$(command -v node)" "$T/xbzrle.mjs" >"$T/helper-bin/lzop"
+        "$(command -v node)" "$BUNDLE" >"$T/helper-bin/lzop"
       chmod 755 "$T/helper-bin/lzop"
     fi
     s=$(ms virsh -c "$U" save "$NAME" "$T/img.save")
