@@ -38,12 +38,14 @@ import {
   readLibvirtImage,
 } from './libvirt-helper/image.js'
 import {
+  formatStatus,
   formatsInUse,
   install,
   setConfValue,
   status,
   uninstall,
   wrapperScript,
+  wrapperTargetsMissing,
 } from './libvirt-helper/install.js'
 import { findRealProgram, isHelperWrapper, WRAPPER_MARKER } from './libvirt-helper/real-program.js'
 
@@ -467,6 +469,10 @@ describe('install / uninstall in a temp root', () => {
     expect(readFileSync(dropIn, 'utf8')).toContain('Environment=PATH=/opt/xbzrle/bin:/usr/local/sbin:')
     expect(isHelperWrapper(join(root, 'opt/xbzrle/bin/lzop'))).toBe(true)
     expect(existsSync(join(root, 'usr/bin/lzop.distrib'))).toBe(false) // nothing diverted
+    expect(wrapperTargetsMissing(join(root, 'opt/xbzrle/bin/lzop'))).toEqual(['/opt/xbzrle.js'])
+    const st = formatStatus(await status({ root, pids: [] }))
+    expect(st).toContain('installed: yes (path-dir')
+    expect(st).toMatch(/lzop: BROKEN, it runs \/opt\/xbzrle\.js, which no longer exist/)
     const conf = join(root, 'etc/libvirt/qemu.conf')
     writeFileSync(conf, `${readFileSync(conf, 'utf8')}max_files = 4096\n`) // the admin edits it meanwhile
     await uninstall({ root, pids: [], log: (l) => log.push(l) })

@@ -585,12 +585,27 @@ export async function status(o: CommonOptions & { programs?: HelperProgram[] }):
   return { installed: !!manifest, manifest, formats, config, daemons, helperImages, verdict }
 }
 
+/** Absolute paths the wrapper's exec line names (node, the xbzrle script) that do not exist. */
+export function wrapperTargetsMissing(wrapper: string): string[] {
+  const line = readFileSync(wrapper, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('exec '))
+  if (!line) return []
+  const quoted = [...line.matchAll(/'([^']*)'/g)].map((m) => m[1]!).filter((w) => w.startsWith('/'))
+  return quoted.filter((p) => !existsSync(p))
+}
+
 export function formatStatus(s: StatusReport): string {
   const lines: string[] = []
   if (s.manifest) {
     lines.push(`installed: yes (${s.manifest.method}, ${s.manifest.installedAt})`)
     for (const e of s.manifest.programs) {
       const ok = existsSync(e.wrapper) && isHelperWrapper(e.wrapper)
+      const missing = ok ? wrapperTargetsMissing(e.wrapper) : []
+      if (missing.length)
+        lines.push(
+          `  ${e.wrapper}: BROKEN, it runs ${missing.join(', ')}, which no longer exist(s); reinstall`,
+        )
       lines.push(
         `  ${e.wrapper}: ${ok ? 'xbzrle helper wrapper' : 'MISSING or changed'}${e.diverted ? ` (real: ${e.diverted.to})` : ''}`,
       )
