@@ -1,40 +1,22 @@
-// Generates the golden vectors under vectors/v1/ and (scripts/vectors-v2.ts) vectors/v2/. Vectors are FROZEN once committed: this script never
+// Generates the golden vectors under vectors/v1/, (scripts/vectors-v2.ts) vectors/v2/ and (scripts/vectors-v3.ts) vectors/v3/. Vectors are FROZEN once committed: this script never
 // overwrites an existing file (it skips any vector whose files exist). To add a vector, add it below and rerun.
 //
 // NAME.xbz  the xbzrle stream
 // NAME.orig the original bytes it decodes to (valid vectors only), built here from plain inputs, not by decoding
 // NAME.json description; for malformed vectors the exact expected error code and message
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ProtocolError } from '../src/errors.js'
 import { FrameReader, type ProtocolErrorCode, type StreamHeader } from '../src/index.js'
 import { FrameWriter } from '../src/v1/writer.js'
 import { ByteWriter } from '../src/wire/byte-writer.js'
 import { crc32 } from '../src/wire/crc32.js'
+import { ascii, cat, hex, qhdr, type Vector, writeVectorFiles } from './vector-files.js'
 import { writeV2Vectors } from './vectors-v2.js'
+import { writeV3Vectors } from './vectors-v3.js'
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'vectors', 'v1')
 const PAGE = 4096
 
-const cat = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
-}
-const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0))
-const hex = (s: string) => Uint8Array.from(s.split(/\s+/).filter(Boolean), (h) => Number.parseInt(h, 16))
-
-/** QEMU page-record header: be64 (offset | flags [| CONTINUE 0x20 when no name]) [u8 len, name]. */
-function qhdr(offset: number, flags: number, name?: string): Uint8Array {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, BigInt(offset) | BigInt(flags | (name === undefined ? 0x20 : 0)))
-  return name === undefined ? b : cat(b, Uint8Array.of(name.length), ascii(name))
-}
 /** A bare be64 value (no CONTINUE flag added), for header look-alikes. */
 function be64(value: number): Uint8Array {
   const b = new Uint8Array(8)
@@ -99,13 +81,6 @@ function endBody(total: number, batches: number, pages = [0, 0, 0, 0, 0]): Uint8
 }
 // ---------- the vectors ----------
 
-interface Vector {
-  name: string
-  description: string
-  xbz: Uint8Array
-  orig?: Uint8Array
-  expect?: ProtocolErrorCode
-}
 const vectors: Vector[] = []
 const valid = (name: string, description: string, r: { xbz: Uint8Array; orig: Uint8Array }) =>
   vectors.push({ name, description, xbz: r.xbz, orig: r.orig })
@@ -586,65 +561,10 @@ bad(
 
 // ---------- write (never overwrite) ----------
 
-function run(xbz: Uint8Array): { error?: ProtocolError; batches: number; totalBytes: number } {
-  const r = new FrameReader({ maxVersion: 1 })
-  let batches = 0
-  let totalBytes = 0
-  try {
-    r.push(xbz)
-    for (let it = r.next(); it; it = r.next())
-      if (it.type === 'batch') {
-        batches++
-        totalBytes += it.batch.outputLength
-      }
-    r.finish()
-  } catch (e) {
-    if (e instanceof ProtocolError) return { error: e, batches, totalBytes }
-    throw e
-  }
-  return { batches, totalBytes }
-}
-
-mkdirSync(OUT, { recursive: true })
-let wrote = 0
-for (const v of vectors) {
-  const files = [`${v.name}.xbz`, `${v.name}.json`, `${v.name}.orig`].map((f) => join(OUT, f))
-  if (files.some(existsSync)) {
-    console.log(`skip ${v.name}: exists (vectors are frozen)`)
-    continue
-  }
-  const r = run(v.xbz)
-  let meta: Record<string, unknown>
-  if (v.expect) {
-    if (r.error?.code !== v.expect)
-      throw new Error(`${v.name}: expected ${v.expect}, got ${r.error?.code ?? 'success'}`)
-    meta = {
-      name: v.name,
-      version: 1,
-      valid: false,
-      description: v.description,
-      error: { code: r.error.code, message: r.error.message },
-    }
-  } else {
-    if (r.error) throw new Error(`${v.name}: ${r.error.message}`)
-    if (r.totalBytes !== v.orig!.length)
-      throw new Error(`${v.name}: decodes to ${r.totalBytes}, orig is ${v.orig!.length}`)
-    meta = {
-      name: v.name,
-      version: 1,
-      valid: true,
-      description: v.description,
-      batches: r.batches,
-      totalBytes: r.totalBytes,
-    }
-    writeFileSync(files[2]!, v.orig!)
-  }
-  writeFileSync(files[0]!, v.xbz)
-  writeFileSync(files[1]!, `${JSON.stringify(meta, null, 2)}\n`)
-  wrote++
-  console.log(`wrote ${v.name}`)
-}
-console.log(`${wrote} vector(s) written to ${OUT}`)
+console.log(`${writeVectorFiles(OUT, 1, vectors)} vector(s) written to ${OUT}`)
 
 const v2Out = join(OUT, '..', 'v2')
 console.log(`${writeV2Vectors(v2Out)} vector(s) written to ${v2Out}`)
+
+const v3Out = join(OUT, '..', 'v3')
+console.log(`${writeV3Vectors(v3Out)} vector(s) written to ${v3Out}`)

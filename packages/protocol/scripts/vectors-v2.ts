@@ -1,45 +1,17 @@
 // Golden vectors of format v2 (vectors/v2/), called by make-vectors.ts. Same rules as v1: FROZEN once committed,
 // never overwritten (a vector whose files exist is skipped).
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { deflateRawSync } from 'node:zlib'
-import { ProtocolError } from '../src/errors.js'
-import { FrameReader, FrameWriter, type ProtocolErrorCode, type StreamHeader } from '../src/index.js'
+import { FrameWriter, type ProtocolErrorCode, type StreamHeader } from '../src/index.js'
 import { type CodecName, isCompressorAvailable } from '../src/v2/codecs.js'
 import { ByteWriter, readU32le } from '../src/wire/byte-writer.js'
 import { crc32 } from '../src/wire/crc32.js'
 import { readVarint } from '../src/wire/varint.js'
+import { ascii, cat, noise, qhdr, type Vector, writeVectorFiles } from './vector-files.js'
 
 const PAGE = 4096
-const cat = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let o = 0
-  for (const p of parts) {
-    out.set(p, o)
-    o += p.length
-  }
-  return out
-}
-const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0))
-/** QEMU page-record header: be64 (offset | flags [| CONTINUE 0x20 when no name]) [u8 len, name]. */
-function qhdr(offset: number, flags: number, name?: string): Uint8Array {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, BigInt(offset) | BigInt(flags | (name === undefined ? 0x20 : 0)))
-  return name === undefined ? b : cat(b, Uint8Array.of(name.length), ascii(name))
-}
 const PAGE_F = 0x08
 const ZERO_F = 0x02
 const XBZRLE_F = 0x40
-/** Deterministic pseudo-random bytes (xorshift32): incompressible. */
-function noise(n: number, seed: number): Uint8Array {
-  let s = seed | 1
-  return Uint8Array.from({ length: n }, () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return s & 0xff
-  })
-}
 
 const base: StreamHeader = {
   pageSize: PAGE,
@@ -80,14 +52,6 @@ function splitBatch(rec: Uint8Array) {
   const seq = readVarint(rec, 5, bodyEnd)
   const headEnd = 5 + (seq.ok ? seq.length : 0) + 8
   return { head: rec.subarray(5, headEnd), enc: rec[headEnd]!, payload: rec.subarray(headEnd + 1, bodyEnd) }
-}
-
-interface Vector {
-  name: string
-  description: string
-  xbz: Uint8Array
-  orig?: Uint8Array
-  expect?: ProtocolErrorCode
 }
 
 export function v2Vectors(): Vector[] {
@@ -287,67 +251,7 @@ export function v2Vectors(): Vector[] {
   return vectors
 }
 
-function run(xbz: Uint8Array): { error?: ProtocolError; batches: number; totalBytes: number } {
-  const r = new FrameReader({ maxVersion: 2 })
-  let batches = 0
-  let totalBytes = 0
-  try {
-    r.push(xbz)
-    for (let it = r.next(); it; it = r.next())
-      if (it.type === 'batch') {
-        batches++
-        totalBytes += it.batch.outputLength
-      }
-    r.finish()
-  } catch (e) {
-    if (e instanceof ProtocolError) return { error: e, batches, totalBytes }
-    throw e
-  }
-  return { batches, totalBytes }
-}
-
 /** Writes the v2 vectors that do not exist yet into `out`; returns how many were written. */
 export function writeV2Vectors(out: string): number {
-  mkdirSync(out, { recursive: true })
-  let wrote = 0
-  for (const v of v2Vectors()) {
-    const files = [`${v.name}.xbz`, `${v.name}.json`, `${v.name}.orig`].map((f) => join(out, f))
-    if (files.some(existsSync)) {
-      console.log(`skip v2/${v.name}: exists (vectors are frozen)`)
-      continue
-    }
-    const r = run(v.xbz)
-    let meta: Record<string, unknown>
-    if (v.expect) {
-      if (r.error?.code !== v.expect)
-        throw new Error(
-          `${v.name}: expected ${v.expect}, got ${r.error?.code ?? 'success'} ${r.error?.message ?? ''}`,
-        )
-      meta = {
-        name: v.name,
-        version: 2,
-        valid: false,
-        description: v.description,
-        error: { code: r.error.code, message: r.error.message },
-      }
-    } else {
-      if (r.error) throw new Error(`${v.name}: ${r.error.message}`)
-      if (r.totalBytes !== v.orig!.length)
-        throw new Error(`${v.name}: decodes to ${r.totalBytes}, orig is ${v.orig!.length}`)
-      meta = {
-        name: v.name,
-        version: 2,
-        valid: true,
-        description: v.description,
-        batches: r.batches,
-        totalBytes: r.totalBytes,
-      }
-      writeFileSync(files[2]!, v.orig!)
-    }
-    writeFileSync(files[0]!, v.xbz)
-    writeFileSync(files[1]!, `${JSON.stringify(meta, null, 2)}\n`)
-    wrote++
-    console.log(`wrote v2/${v.name}`)
-  }
-  return wrote
+  return writeVectorFiles(out, 2, v2Vectors())
 }

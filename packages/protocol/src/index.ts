@@ -1,8 +1,8 @@
 /**
  * `@xbzrle/protocol`: the versioned wire format of xbzrle streams (SPEC.md).
- * Top-level API = the current version (v2) plus version dispatch: `FrameReader` reads every version ≤ current,
- * `FrameWriter` takes `{ version }` to write an older one. Per-version modules: `@xbzrle/protocol/v1` (frozen),
- * `@xbzrle/protocol/v2`.
+ * Top-level API = the current version plus version dispatch: `FrameReader` reads every supported version,
+ * `FrameWriter` takes `{ version }` to write another one. Per-version modules: `@xbzrle/protocol/v1` (frozen),
+ * `@xbzrle/protocol/v2`, `@xbzrle/protocol/v3`.
  */
 export {
   ERROR_HINTS,
@@ -46,8 +46,8 @@ export {
   CompressorUnavailableError,
   isCompressorAvailable,
   PayloadEncoding,
-  type StreamHeader,
 } from './v2/index.js'
+export { STREAM_ID_BYTES, type StreamHeader, streamBinding } from './v3/index.js'
 export { CURRENT_VERSION, formatVersions, negotiateVersion, SUPPORTED_VERSIONS } from './versions.js'
 export { crc32, crc32Byte } from './wire/crc32.js'
 export { MAGIC } from './wire/magic.js'

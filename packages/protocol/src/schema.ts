@@ -8,7 +8,7 @@ import { ProtocolError } from './errors.js'
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './v1/constants.js'
 import type { HeaderExtension } from './v1/types.js'
 import { CODEC_NAMES } from './v2/codecs.js'
-import type { StreamHeader } from './v2/types.js'
+import type { StreamHeader } from './v3/types.js'
 import { CURRENT_VERSION } from './versions.js'
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
@@ -51,6 +51,13 @@ export const CompressionSchema = z
   })
   .describe('Second-stage compressor (format v2); absent in v1 headers')
 
+export const StreamIdSchema = z
+  .string()
+  .regex(/^[0-9a-f]{32}$/)
+  .describe(
+    'Random 128-bit stream id, 32 lowercase hex digits (format v3 and later; every batch and END is bound to it); absent in v1 and v2 headers',
+  )
+
 /** JSON form of the stream header (e.g. for the WebSocket hello). */
 export const StreamHeaderJsonSchema = z
   .object({
@@ -62,6 +69,7 @@ export const StreamHeaderJsonSchema = z
     encoder: z.string().max(255).optional(),
     extensions: z.array(HeaderExtensionJsonSchema).max(63).optional(),
     compression: CompressionSchema.optional(),
+    streamId: StreamIdSchema.optional(),
   })
   .describe('xbzrle stream header, JSON form')
 export type StreamHeaderJson = z.infer<typeof StreamHeaderJsonSchema>
@@ -162,7 +170,10 @@ export function parseByteSize(size: number | string): number {
 
 // ---- conversions and safe parsing ----
 
-/** `version` defaults to the current one; `compression` is kept for version ≥ 2 only (v1 has none). */
+/**
+ * `version` defaults to the current one; `compression` is kept for version ≥ 2 only (v1 has none), `streamId` for
+ * version ≥ 3 only.
+ */
 export function headerToJson(h: StreamHeader, version = CURRENT_VERSION): StreamHeaderJson {
   const json: StreamHeaderJson = {
     version,
@@ -182,6 +193,7 @@ export function headerToJson(h: StreamHeader, version = CURRENT_VERSION): Stream
     json.compression = { codec: h.compression.codec }
     if (h.compression.level !== undefined) json.compression.level = h.compression.level
   }
+  if (version >= 3 && h.streamId !== undefined) json.streamId = Buffer.from(h.streamId).toString('hex')
   return json
 }
 
@@ -201,6 +213,8 @@ export function headerFromJson(json: unknown): { version: number; header: Stream
     header.compression = { codec: j.compression.codec }
     if (j.compression.level !== undefined) header.compression.level = j.compression.level
   }
+  if (j.streamId !== undefined && j.version >= 3)
+    header.streamId = new Uint8Array(Buffer.from(j.streamId, 'hex'))
   return { version: j.version, header }
 }
 

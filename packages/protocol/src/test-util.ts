@@ -2,7 +2,7 @@
 import { ProtocolError } from './errors.js'
 import { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
 import { verifyBatchOutput, verifyEndTotals } from './v1/reader.js'
-import type { StreamHeader } from './v2/types.js'
+import type { StreamHeader } from './v3/types.js'
 import { crc32 } from './wire/crc32.js'
 import { FrameWriter } from './writer.js'
 
@@ -172,14 +172,15 @@ export const HEADER: StreamHeader = {
 /** Collects a writer's chunks. Version 1 by default (the frozen v1 suite relies on it; see readStream). */
 export function collect(
   batchBytes?: number,
-  version: 1 | 2 = 1,
+  version: 1 | 2 | 3 = 1,
+  streamId?: Uint8Array,
 ): {
   w: FrameWriter
   chunks: Uint8Array[]
   bytes: () => Uint8Array
 } {
   const chunks: Uint8Array[] = []
-  const w = new FrameWriter({ onChunk: (c) => chunks.push(c), batchBytes, version })
+  const w = new FrameWriter({ onChunk: (c) => chunks.push(c), batchBytes, version, streamId })
   return { w, chunks, bytes: () => concat(chunks) }
 }
 

@@ -3,18 +3,24 @@ import { RecordWriter, type RecordWriterOptions, type WriterBatchStats } from '.
 import { V1_WRITE } from './v1/writer.js'
 import type * as v2 from './v2/index.js'
 import { V2_WRITE } from './v2/writer.js'
+import type * as v3 from './v3/index.js'
+import { v3Write } from './v3/writer.js'
 import { CURRENT_VERSION } from './versions.js'
 
 export interface FrameWriterOptions extends RecordWriterOptions {
   /** Format version to write (default: CURRENT_VERSION). Older versions stay writable for old peers. */
-  version?: 1 | 2
+  version?: 1 | 2 | 3
+  /** Version 3: the 16-byte stream id (deterministic tests and vectors); default 16 random bytes. */
+  streamId?: Uint8Array
 }
 
-/** Every format version this library can write. */
-export const WRITE_FORMATS: Readonly<Record<number, WriteFormat>> = Object.freeze({
-  1: V1_WRITE,
-  2: V2_WRITE,
-})
+/** Every format version this library can write: the strategy for the given options. */
+export const WRITE_FORMATS: Readonly<Record<number, (opts: FrameWriterOptions) => WriteFormat>> =
+  Object.freeze({
+    1: () => V1_WRITE,
+    2: () => V2_WRITE,
+    3: (opts) => v3Write(opts.streamId),
+  })
 
 /**
  * Writes an xbzrle stream in the requested format version (default CURRENT_VERSION). Frames: see
@@ -27,10 +33,12 @@ export class FrameWriter extends RecordWriter {
     const version = opts.version ?? CURRENT_VERSION
     const format = WRITE_FORMATS[version]
     if (format === undefined) throw new RangeError(`cannot write xbzrle format version ${version}`)
-    super(opts, format)
+    if (opts.streamId !== undefined && version !== 3)
+      throw new RangeError(`format version ${version} has no stream id: write version 3 or drop streamId`)
+    super(opts, format(opts))
   }
 
-  override header(h: v2.StreamHeader): void {
+  override header(h: v3.StreamHeader): void {
     if (this.version === 1 && h.compression !== undefined && h.compression.codec !== 'none')
       throw new RangeError(
         `format version 1 has no compression (header.compression is ${h.compression.codec}): write version 2 or drop it`,
@@ -41,6 +49,11 @@ export class FrameWriter extends RecordWriter {
   /** The compressor in use (version ≥ 2, after `header()`); `none` for version 1. */
   get compression(): Required<v2.Compression> {
     return this.compressionInUse ?? { codec: 'none', level: 0 }
+  }
+
+  /** The stream id (version 3, after `header()`); undefined for versions 1 and 2. */
+  override get streamId(): Uint8Array | undefined {
+    return super.streamId
   }
 
   /** Batches stored plain / compressed so far and their sizes (undefined for version 1: all plain). */

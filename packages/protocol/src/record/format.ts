@@ -50,6 +50,8 @@ export interface StreamWriting {
   readonly prefix: Uint8Array
   /** Whether a payload-encoding byte follows outputCrc (v2 and later). */
   readonly payloadEncoding: boolean
+  /** The stream id written in the header (v3). */
+  readonly streamId?: Uint8Array
   /** Compresses a batch's frames; returns the compressed bytes, or undefined to store them plain. */
   compress?(frames: Uint8Array): Uint8Array | undefined
 }

@@ -6,7 +6,8 @@ import { readU32le } from '../wire/byte-writer.js'
 import { ChunkQueue } from '../wire/chunk-queue.js'
 import { crc32, hex32 } from '../wire/crc32.js'
 import { Cursor } from '../wire/cursor.js'
-import { readPrelude } from '../wire/prelude.js'
+import { MAGIC_LENGTH } from '../wire/magic.js'
+import { readPrelude, unsupportedVersion } from '../wire/prelude.js'
 import type { ReadFormat, StreamReading } from './format.js'
 import { parseFrames } from './frames.js'
 
@@ -27,6 +28,33 @@ export function resolveLimits(given: Partial<Limits> | undefined): Limits {
     out[key] = v
   }
   return out
+}
+
+/** `maxVersion` as given, checked: a positive integer (default `fallback`). */
+export function checkMaxVersion(opts: FrameReaderOptions, fallback: number): number {
+  const max = opts.maxVersion ?? fallback
+  if (!Number.isInteger(max) || max < 1)
+    throw new RangeError(`maxVersion must be a positive integer, got ${opts.maxVersion}`)
+  return max
+}
+
+/**
+ * The `select` of a reader of one version only (the `/v1`, `/v2`, `/v3` modules): newer versions and older ones are
+ * both refused with UNSUPPORTED_VERSION (an older one names the version-dispatching reader).
+ */
+export function onlyVersion(opts: FrameReaderOptions, format: ReadFormat): (version: number) => ReadFormat {
+  const max = Math.min(checkMaxVersion(opts, format.version), format.version)
+  return (version) => {
+    if (version < 1 || version > max) throw unsupportedVersion(version, max)
+    if (version !== format.version)
+      throw streamError(
+        'UNSUPPORTED_VERSION',
+        `format version ${version} given to the version ${format.version} reader (FrameReader of @xbzrle/protocol reads every version)`,
+        MAGIC_LENGTH,
+        'use the version-dispatching reader',
+      )
+    return format
+  }
 }
 
 class BatchImpl implements Batch {

@@ -130,6 +130,11 @@ export class RecordWriter {
     return this.stream?.compression
   }
 
+  /** The stream id written in the header (v3, after `header()`); undefined before and in v1/v2. */
+  protected get streamId(): Uint8Array | undefined {
+    return this.stream?.streamId
+  }
+
   /**
    * Writes the prelude and the header. Throws RangeError on an invalid header (and, v2, CompressorUnavailableError
    * when `header.compression` names a compressor whose package is not installed).

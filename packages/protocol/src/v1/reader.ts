@@ -1,11 +1,10 @@
 import type { ReadFormat } from '../record/format.js'
-import { RecordReader } from '../record/reader.js'
-import { unsupportedVersion } from '../wire/prelude.js'
+import { onlyVersion, RecordReader } from '../record/reader.js'
 import { VERSION } from './constants.js'
 import { readHeaderBody } from './header.js'
 import type { FrameReaderOptions, ReaderItem } from './types.js'
 
-export { resolveLimits, verifyBatchOutput, verifyEndTotals } from '../record/reader.js'
+export { checkMaxVersion, resolveLimits, verifyBatchOutput, verifyEndTotals } from '../record/reader.js'
 
 /** Format v1 for the record layer: the v1 header body; a batch's frames follow outputCrc as they are. */
 export const V1_READ: ReadFormat = {
@@ -18,14 +17,6 @@ export const V1_READ: ReadFormat = {
   }),
 }
 
-/** `maxVersion` as given, checked: a positive integer (default `fallback`). */
-export function checkMaxVersion(opts: FrameReaderOptions, fallback: number): number {
-  const max = opts.maxVersion ?? fallback
-  if (!Number.isInteger(max) || max < 1)
-    throw new RangeError(`maxVersion must be a positive integer, got ${opts.maxVersion}`)
-  return max
-}
-
 /**
  * Reads a v1 xbzrle stream from chunks split anywhere. Pull API: `push()` bytes, then call `next()` until it
  * returns undefined; at EOF call `finish()`. Every problem is a ProtocolError; after one, every call rethrows it.
@@ -33,10 +24,6 @@ export function checkMaxVersion(opts: FrameReaderOptions, fallback: number): num
  */
 export class FrameReader extends RecordReader<ReaderItem> {
   constructor(opts: FrameReaderOptions = {}) {
-    const max = Math.min(checkMaxVersion(opts, VERSION), VERSION)
-    super(opts, (version) => {
-      if (version < 1 || version > max) throw unsupportedVersion(version, max)
-      return V1_READ
-    })
+    super(opts, onlyVersion(opts, V1_READ))
   }
 }

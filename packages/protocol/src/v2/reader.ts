@@ -1,10 +1,7 @@
 import { streamError } from '../errors.js'
 import type { ReadFormat, StreamReading } from '../record/format.js'
-import { RecordReader } from '../record/reader.js'
-import { checkMaxVersion } from '../v1/reader.js'
+import { onlyVersion, RecordReader } from '../record/reader.js'
 import { Cursor } from '../wire/cursor.js'
-import { MAGIC_LENGTH } from '../wire/magic.js'
-import { unsupportedVersion } from '../wire/prelude.js'
 import { CODEC_PACKAGES, type Compressor, findCompressor } from './codecs.js'
 import { PayloadEncoding, VERSION } from './constants.js'
 import { readHeaderBodyV2 } from './header.js'
@@ -83,17 +80,6 @@ export const V2_READ: ReadFormat = {
  */
 export class FrameReader extends RecordReader<ReaderItem> {
   constructor(opts: FrameReaderOptions = {}) {
-    const max = Math.min(checkMaxVersion(opts, VERSION), VERSION)
-    super(opts, (version) => {
-      if (version < 1 || version > max) throw unsupportedVersion(version, max)
-      if (version !== VERSION)
-        throw streamError(
-          'UNSUPPORTED_VERSION',
-          `format version ${version} given to the version ${VERSION} reader (FrameReader of @xbzrle/protocol reads every version)`,
-          MAGIC_LENGTH,
-          'use the version-dispatching reader',
-        )
-      return V2_READ
-    })
+    super(opts, onlyVersion(opts, V2_READ))
   }
 }

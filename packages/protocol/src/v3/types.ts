@@ -1,0 +1,27 @@
+import type * as v1 from '../v1/index.js'
+import type * as v2 from '../v2/index.js'
+
+/** A v2 header plus the stream id. */
+export interface StreamHeader extends v2.StreamHeader {
+  /**
+   * Reader (v3 streams): the 16-byte random id of the stream, to which every batch and END is bound. Absent in
+   * v1 and v2 streams. Writers take it from the `streamId` writer option (default: random), not from here.
+   */
+  streamId?: Uint8Array
+}
+
+export type ReaderItem =
+  | { type: 'header'; version: number; header: StreamHeader }
+  | { type: 'batch'; batch: v2.Batch }
+  | { type: 'end'; end: v1.EndFrame }
+
+export type FrameReaderOptions = v1.FrameReaderOptions
+
+export interface FrameWriterOptions {
+  onChunk: (chunk: Uint8Array) => void
+  /** Target output bytes per batch (1 – 4 MiB), default 1 MiB. A batch closes once it reaches this. */
+  batchBytes?: number
+  /** The 16-byte stream id to write (deterministic tests and vectors); default: 16 random bytes. */
+  streamId?: Uint8Array
+  version?: 3
+}
