@@ -15,6 +15,13 @@ import {
 } from '../libvirt/save-image.js'
 import { DEFAULT_TARGET_PAGE_SIZE } from '../qemu/format.js'
 import { type PageRecord, QemuStreamReader, type QemuStreamStats } from '../qemu/stream-reader.js'
+import {
+  type PassCounters,
+  PassDetector,
+  type PassListener,
+  PassRecorder,
+  type PassStats,
+} from './pass-stats.js'
 
 export interface EncoderOptions {
   /** Cache budget in bytes. Default: the guest's RAM (from the stream's block list), rounded up to a power of two,
@@ -34,6 +41,8 @@ export interface EncoderOptions {
   /** Informational header field; `libvirt-save` is set by the save-image wrapper. */
   source?: SourceKind
   encoderName?: string
+  /** Told when a QEMU pass (the pages between two dirty-bitmap syncs) starts and ends; see pass-stats.ts. */
+  passListener?: PassListener
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -49,6 +58,8 @@ export interface EncoderStats {
   cache: CacheStats | undefined
   cacheBytes: number
   qemu: QemuStreamStats
+  /** The pass in progress (1-based) and the number of finished passes. */
+  pass: number
 }
 
 function nextPow2(n: number): number {
@@ -77,12 +88,18 @@ export class XbzrleEncoder {
   private headLen = 0
   private prefixLeft = 0
   saveImage: SaveImageHeader | undefined
+  /** Bytes the reader has handed on (verbatim + page records): the stream position of the record in hand. */
+  private emitted = 0
+  private readonly detector = new PassDetector()
+  private readonly recorder: PassRecorder
+  private blocksKnown = 0
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
     private readonly options: EncoderOptions = {},
   ) {
     this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
+    this.recorder = new PassRecorder(options.passListener)
     this.writer = new FrameWriter({
       onChunk: (c) => {
         this.bytesOut += c.length
@@ -99,6 +116,7 @@ export class XbzrleEncoder {
 
   push(chunk: Uint8Array): void {
     if (this.finished) throw new Error('XbzrleEncoder: push after finish')
+    this.recorder.start()
     this.bytesIn += chunk.length
     const rest = this.prefix === 'done' ? chunk : this.consumePrefix(chunk)
     if (rest.length > 0) this.reader.push(rest)
@@ -123,6 +141,53 @@ export class XbzrleEncoder {
     this.finished = true
     const { hits, misses, evictions, overflows, bytesSaved } = this.codec!.stats
     this.writer.end({ cache: { hits, misses, evictions, overflows, bytesSaved } })
+    this.recorder.finish(this.passCounters())
+  }
+
+  /** Finished passes, in order (the last one once `finish` was called). */
+  get passes(): readonly PassStats[] {
+    return this.recorder.passes
+  }
+
+  /** The pass in progress so far (its figures grow until the next pass begins). */
+  currentPass(): PassStats {
+    return this.recorder.current(this.passCounters())
+  }
+
+  /** Cumulative counters as the pass statistics see them (bytesIn is the parsed stream position). */
+  passCounters(): PassCounters {
+    const c = this.counts
+    const cache = this.codec?.stats
+    return {
+      bytesIn: this.emitted,
+      bytesOut: this.bytesOut,
+      full: c.full,
+      delta: c.delta,
+      same: c.same,
+      zero: c.zero,
+      foreign: c.foreign,
+      other: c.compress,
+      resent: this.detector.resent,
+      cacheHits: cache?.hits ?? 0,
+      cacheMisses: cache?.misses ?? 0,
+    }
+  }
+
+  /** A page repeated within the pass: QEMU synced its dirty bitmap before it. Close the pass here. */
+  private cutPass(): void {
+    // Close the open batch so that the pass's output bytes are its own.
+    this.writer.flush()
+    this.recorder.cut(this.passCounters())
+    this.detector.next()
+  }
+
+  private learnBlocks(): void {
+    const blocks = this.reader.stats.blocks
+    for (let i = this.blocksKnown; i < blocks.length; i++) {
+      const b = blocks[i]!
+      this.detector.setBlock(b.id, Math.ceil(b.usedLength / this.pageSize))
+    }
+    this.blocksKnown = blocks.length
   }
 
   get stats(): EncoderStats {
@@ -133,6 +198,7 @@ export class XbzrleEncoder {
       cache: this.codec?.stats,
       cacheBytes: this.cacheBytes,
       qemu: this.reader.stats,
+      pass: this.recorder.currentPass,
     }
   }
 
@@ -198,6 +264,7 @@ export class XbzrleEncoder {
   }
 
   private onVerbatim(bytes: Uint8Array): void {
+    this.emitted += bytes.length
     if (this.codec) {
       this.writer.verbatim(bytes)
       return
@@ -211,6 +278,11 @@ export class XbzrleEncoder {
     this.start()
     const codec = this.codec!
     const w = this.writer
+    if (this.reader.stats.blocks.length !== this.blocksKnown) this.learnBlocks()
+    const det = this.detector
+    if (det.isRepeat(r.blockId, r.pageIndex)) this.cutPass()
+    det.mark(r.blockId, r.pageIndex)
+    this.emitted += r.header.length + r.body.length
     switch (r.kind) {
       case 'page': {
         if (r.body.length !== this.pageSize) break

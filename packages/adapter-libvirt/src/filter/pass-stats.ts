@@ -1,0 +1,254 @@
+/**
+ * Per-pass statistics of a QEMU migration stream, shared by the encoder (and, later, the decoder).
+ *
+ * A QEMU precopy "pass" is the set of pages sent between two dirty-bitmap syncs (QEMU's `dirty-sync-count`).
+ * The stream carries no marker for a sync, but between two syncs QEMU sends every page at most once (sending
+ * clears its dirty bit; only a sync sets bits again). So the first page that repeats a (block, page) already
+ * sent in the current pass proves that a sync happened: that page starts the next pass. `PassDetector` does
+ * this with one Uint32 stamp per guest page (the pass it was last sent in): one array read and write per page,
+ * no object per page.
+ *
+ * `PassRecorder` turns cumulative counters (plain numbers the filter keeps anyway) into per-pass figures by
+ * taking a snapshot at each boundary, so the hot path pays nothing for the per-pass split.
+ */
+
+/** Cumulative counters of a filter, read at pass boundaries only. */
+export interface PassCounters {
+  /** Bytes consumed (encoder: QEMU bytes; decoder: xbzrle bytes). */
+  bytesIn: number
+  /** Bytes produced. */
+  bytesOut: number
+  full: number
+  delta: number
+  same: number
+  zero: number
+  foreign: number
+  /** Page records not modelled (QEMU's compressed pages). */
+  other: number
+  /** Page records whose (block, page) had been sent in an earlier pass. */
+  resent: number
+  cacheHits: number
+  cacheMisses: number
+}
+
+export interface PassPages {
+  full: number
+  delta: number
+  same: number
+  zero: number
+  foreign: number
+  other: number
+  total: number
+}
+
+/** One pass of a migration stream. Figures are for this pass only, never cumulative. */
+export interface PassStats {
+  /** 1-based pass number. */
+  pass: number
+  /** Start of the pass, milliseconds since the filter started. */
+  startMs: number
+  /** Wall time of the pass in milliseconds (processing time for a file, the real pass time live). */
+  wallMs: number
+  bytesIn: number
+  bytesOut: number
+  /** bytesOut / bytesIn (0 for an empty pass). */
+  ratio: number
+  pages: PassPages
+  /** Pages of this pass that had been sent in an earlier pass. */
+  resentPages: number
+  /** resentPages / pages.total (0 for a pass without pages). */
+  resentShare: number
+  cacheHits: number
+  cacheMisses: number
+  /** cacheHits / (cacheHits + cacheMisses); undefined when the cache was not asked. */
+  hitRate: number | undefined
+  /** True for the pass that ended with the stream. */
+  final: boolean
+}
+
+export interface PassListener {
+  /** A pass begins (pass 1 at the first byte). */
+  passStart?(pass: number, startMs: number): void
+  /** A pass ended; `stats` is also appended to `PassRecorder.passes`. */
+  passEnd?(stats: PassStats): void
+}
+
+export function zeroCounters(): PassCounters {
+  return {
+    bytesIn: 0,
+    bytesOut: 0,
+    full: 0,
+    delta: 0,
+    same: 0,
+    zero: 0,
+    foreign: 0,
+    other: 0,
+    resent: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+  }
+}
+
+/**
+ * Finds pass boundaries in a stream of page records. Call `isRepeat` then `mark` for every page record, in
+ * stream order; when `isRepeat` is true, close the pass (PassRecorder.cut) and call `next()` before `mark`.
+ */
+export class PassDetector {
+  /** The current pass, 1-based. */
+  pass = 1
+  /** Cumulative page records sent in an earlier pass. */
+  resent = 0
+  /** One stamp per page of each block: the pass the page was last sent in (0: never). */
+  private readonly stamps: (Uint32Array | undefined)[] = []
+
+  /** Declares a RAM block's size in pages (from the stream's block list). Unknown blocks are not tracked. */
+  setBlock(blockId: number, pages: number): void {
+    if (this.stamps[blockId] === undefined || this.stamps[blockId]!.length < pages) {
+      const s = new Uint32Array(pages)
+      const old = this.stamps[blockId]
+      if (old) s.set(old)
+      this.stamps[blockId] = s
+    }
+  }
+
+  hasBlock(blockId: number): boolean {
+    return this.stamps[blockId] !== undefined
+  }
+
+  /** True when this page was already sent in the current pass: it begins the next one. */
+  isRepeat(blockId: number, pageIndex: number): boolean {
+    const s = this.stamps[blockId]
+    return s !== undefined && pageIndex < s.length && s[pageIndex] === this.pass
+  }
+
+  /** Records that the page is sent in the current pass. */
+  mark(blockId: number, pageIndex: number): void {
+    const s = this.stamps[blockId]
+    if (s === undefined || pageIndex >= s.length) return
+    if (s[pageIndex] !== 0) this.resent++
+    s[pageIndex] = this.pass
+  }
+
+  next(): number {
+    return ++this.pass
+  }
+}
+
+function passOf(pass: number, startMs: number, wallMs: number, a: PassCounters, b: PassCounters): PassStats {
+  const full = b.full - a.full
+  const delta = b.delta - a.delta
+  const same = b.same - a.same
+  const zero = b.zero - a.zero
+  const foreign = b.foreign - a.foreign
+  const other = b.other - a.other
+  const total = full + delta + same + zero + foreign + other
+  const bytesIn = b.bytesIn - a.bytesIn
+  const bytesOut = b.bytesOut - a.bytesOut
+  const resentPages = b.resent - a.resent
+  const cacheHits = b.cacheHits - a.cacheHits
+  const cacheMisses = b.cacheMisses - a.cacheMisses
+  return {
+    pass,
+    startMs,
+    wallMs,
+    bytesIn,
+    bytesOut,
+    ratio: bytesIn > 0 ? bytesOut / bytesIn : 0,
+    pages: { full, delta, same, zero, foreign, other, total },
+    resentPages,
+    resentShare: total > 0 ? resentPages / total : 0,
+    cacheHits,
+    cacheMisses,
+    hitRate: cacheHits + cacheMisses > 0 ? cacheHits / (cacheHits + cacheMisses) : undefined,
+    final: false,
+  }
+}
+
+/** Turns snapshots of cumulative counters at pass boundaries into PassStats. */
+export class PassRecorder {
+  /** Every finished pass, in order. */
+  readonly passes: PassStats[] = []
+  private startCounters: PassCounters = zeroCounters()
+  private passStartMs = 0
+  private pass = 1
+  private readonly t0: number
+  private started = false
+  private done = false
+
+  constructor(
+    private readonly listener: PassListener = {},
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.t0 = now()
+  }
+
+  /** Milliseconds since the recorder was made. */
+  elapsedMs(): number {
+    return this.now() - this.t0
+  }
+
+  /** Opens pass 1 (idempotent; `cut` and `finish` call it). */
+  start(): void {
+    if (this.started) return
+    this.started = true
+    this.passStartMs = this.elapsedMs()
+    this.listener.passStart?.(this.pass, this.passStartMs)
+  }
+
+  /** The pass in progress. */
+  get currentPass(): number {
+    return this.pass
+  }
+
+  /** Closes the current pass at counters `c` and opens the next one. */
+  cut(c: PassCounters): PassStats {
+    this.start()
+    const now = this.elapsedMs()
+    const p = passOf(this.pass, this.passStartMs, now - this.passStartMs, this.startCounters, c)
+    this.passes.push(p)
+    this.listener.passEnd?.(p)
+    this.startCounters = { ...c }
+    this.passStartMs = now
+    this.pass++
+    this.listener.passStart?.(this.pass, now)
+    return p
+  }
+
+  /** The current pass so far (not recorded). */
+  current(c: PassCounters): PassStats {
+    const now = this.elapsedMs()
+    return passOf(this.pass, this.passStartMs, now - this.passStartMs, this.startCounters, c)
+  }
+
+  /** Closes the last pass at the end of the stream (idempotent). */
+  finish(c: PassCounters): PassStats | undefined {
+    if (this.done) return this.passes[this.passes.length - 1]
+    this.start()
+    this.done = true
+    const now = this.elapsedMs()
+    const p = passOf(this.pass, this.passStartMs, now - this.passStartMs, this.startCounters, c)
+    p.final = true
+    this.passes.push(p)
+    this.listener.passEnd?.(p)
+    return p
+  }
+}
+
+/** Sums passes (for a check against the totals, and for summaries). */
+export function sumPasses(passes: readonly PassStats[]): PassCounters {
+  const s = zeroCounters()
+  for (const p of passes) {
+    s.bytesIn += p.bytesIn
+    s.bytesOut += p.bytesOut
+    s.full += p.pages.full
+    s.delta += p.pages.delta
+    s.same += p.pages.same
+    s.zero += p.pages.zero
+    s.foreign += p.pages.foreign
+    s.other += p.pages.other
+    s.resent += p.resentPages
+    s.cacheHits += p.cacheHits
+    s.cacheMisses += p.cacheMisses
+  }
+  return s
+}
