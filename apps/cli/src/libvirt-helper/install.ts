@@ -560,9 +560,12 @@ export async function status(o: CommonOptions & { programs?: HelperProgram[] }):
   const helperImages = await helperImagesIn([p.saveDir])
   const verdict: string[] = []
   if (daemons.length === 0) verdict.push('no libvirtd / virtqemud is running')
+  const installedNames = new Set<string>(manifest?.programs.map((e) => e.name) ?? [])
   for (const d of daemons) {
     for (const pr of d.programs) {
       const used = FORMAT_KEYS.filter((k) => formats[k] === pr.name)
+      // a program nobody installed, libvirt does not use and the daemon does not run as the helper: not relevant
+      if (!pr.helper && !used.length && !installedNames.has(pr.name) && pr.name !== 'lzop') continue
       const tag = `${d.name} (pid ${d.pid})`
       if (pr.helper) {
         verdict.push(
