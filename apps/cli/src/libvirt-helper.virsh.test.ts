@@ -467,6 +467,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     // QEMU that waits for input (it does so for any file lzop cannot read): the guest never runs, the domain
     // stays paused until `virsh destroy`. That is why uninstall converts the images it knows about.
     let settled: string | undefined
+    let sawPaused = false
     const restoring = virsh(e.uri, 'restore', orphan).then(
       () => {
         settled = 'restored'
@@ -477,7 +478,10 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     )
     for (let i = 0; i < 300 && settled === undefined; i++) {
       const state = await virsh(e.uri, 'domstate', e.name).catch(() => '')
-      if (/paused/.test(state)) break
+      if (/paused/.test(state)) {
+        sawPaused = true
+        break
+      }
       await sleep(100)
     }
     expect(settled).not.toBe('restored')
@@ -500,7 +504,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     await virsh(e.uri, 'restore', `${orphan}.raw`)
     await expectRunsOnFrom(e, passManaged)
     console.info(
-      `corrupt helper image: ${corruptErr.split('\n').slice(-2).join(' / ')}; after uninstall a helper image ends with: ${failed.split('\n').at(-1)}`,
+      `corrupt helper image: ${corruptErr.split('\n').slice(-2).join(' / ')}; after uninstall a helper image ${sawPaused ? 'hung with the domain paused until virsh destroy, then' : 'failed by itself:'} ${failed.split('\n').at(-1)}`,
     )
   }, 180_000)
 })

@@ -93,7 +93,7 @@ function parseValue(raw: string, where: string): unknown {
     if (v.length < 2 || !v.endsWith('"')) throw new HelperConfigError(`${where}: unterminated string ${v}`)
     return v.slice(1, -1).replace(/\\(["\\])/g, '$1')
   }
-  if (v === 'true' || v === '1') return v === 'true' ? true : 1
+  if (v === 'true') return true
   if (v === 'false') return false
   if (/^-?\d+$/.test(v)) return Number(v)
   if (v === '') throw new HelperConfigError(`${where}: missing value`)

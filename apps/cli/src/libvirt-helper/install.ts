@@ -224,7 +224,7 @@ function saveManifest(file: string, m: Manifest): void {
   writeFileSync(file, `${JSON.stringify(m, null, 2)}\n`)
 }
 
-function runDivert(o: InstallOptions | (CommonOptions & { dpkgDivert?: string }), args: string[]): void {
+function runDivert(o: { root?: string; dpkgDivert?: string }, args: string[]): void {
   const bin = o.dpkgDivert ?? 'dpkg-divert'
   const full = [...(o.root && o.root !== '/' ? ['--root', o.root] : []), ...args]
   const r = spawnSync(bin, full, { encoding: 'utf8' })
@@ -319,14 +319,13 @@ export function install(o: InstallOptions): Manifest {
     return { name, wrapper, fallback }
   })
   for (const d of daemons) {
-    for (const { name, wrapper } of plan) {
+    for (const { name } of plan) {
       const runs = whichOnPath(name, d.path)
       if (method === 'path-dir' && runs !== join(o.pathDir!, name)) {
         log(
           `note: ${d.name} (pid ${d.pid}) runs ${runs ?? `no ${name}`} on its PATH; it will use the helper once restarted with ${o.pathDir} first on its PATH (the drop-in below)`,
         )
       }
-      void wrapper
     }
   }
 
