@@ -295,6 +295,14 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     const c = await runWrapper(wrapper, ['-c'], text, env)
     expect(c.code).toBe(7)
     expect(c.stdout.toString()).toBe(text.toString())
+    // encode = false: new saves go to the real program, QEMU stream or not
+    writeFileSync(join(dir, 'off.conf'), 'encode = false\n')
+    const off = join(dir, 'helper/lzop-off')
+    writeFileSync(off, wrapperScript('lzop', XBZRLE, join(dir, 'off.conf')))
+    chmodSync(off, 0o755)
+    const o = await runWrapper(off, ['-c'], qemuStream, env)
+    expect(o.code).toBe(7)
+    expect(sha(o.stdout)).toBe(sha(qemuStream))
     // forms libvirt never uses go straight through
     const v = await runWrapper(wrapper, ['-V'], Buffer.alloc(0), env)
     expect(v.code).toBe(7)
