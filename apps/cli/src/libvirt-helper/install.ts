@@ -402,7 +402,9 @@ export function install(o: InstallOptions): Manifest {
       log(`${p.qemuConf} (backup: ${backup}):`)
       for (const c of changes)
         log(
-          `  line ${c.line}: ${c.before === undefined ? '(added)' : `- ${c.before}`}\n  line ${c.line}: + ${c.after}`,
+          c.before === undefined
+            ? `  line ${c.line}: + ${c.after} (added)`
+            : `  line ${c.line}: - ${c.before}\n  line ${c.line}: + ${c.after}`,
         )
       log('restart libvirtd to apply it')
     }
