@@ -93,6 +93,8 @@ export class XbzrleEncoder {
   private readonly detector = new PassDetector()
   private readonly recorder: PassRecorder
   private blocksKnown = 0
+  /** The RAM END section (QEMU's completion) was seen. */
+  private completed = false
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -138,6 +140,7 @@ export class XbzrleEncoder {
     }
     this.reader.finish()
     this.start()
+    if (this.reader.stats.sections.end !== 0 && !this.completed) this.onCompletion()
     this.finished = true
     const { hits, misses, evictions, overflows, bytesSaved } = this.codec!.stats
     this.writer.end({ cache: { hits, misses, evictions, overflows, bytesSaved } })
@@ -173,10 +176,27 @@ export class XbzrleEncoder {
     }
   }
 
+  /**
+   * The RAM END section begins: QEMU completes. To decide that, it synced its dirty bitmap once more (QEMU
+   * 7.2's ram_save_pending, 8.0+'s pending_exact) and found little enough dirty; completing syncs again
+   * (ram_save_complete) and the END section sends what that sync found. So the pass in progress ends, an
+   * empty pass follows, and the END section is the last pass: the number of passes is QEMU's
+   * `dirty-sync-count`. Postcopy completes without those syncs.
+   */
+  private onCompletion(): void {
+    this.completed = true
+    if (this.reader.stats.postcopy) {
+      if (this.detector.pagesInPass > 0) this.cutPass()
+      return
+    }
+    this.cutPass()
+    this.cutPass()
+  }
+
   /** A page repeated within the pass: QEMU synced its dirty bitmap before it. Close the pass here. */
   private cutPass(): void {
     // Close the open batch so that the pass's output bytes are its own.
-    this.writer.flush()
+    if (this.codec) this.writer.flush()
     this.recorder.cut(this.passCounters())
     this.detector.next()
   }
@@ -264,6 +284,7 @@ export class XbzrleEncoder {
   }
 
   private onVerbatim(bytes: Uint8Array): void {
+    if (this.reader.stats.sections.end !== 0 && !this.completed) this.onCompletion()
     this.emitted += bytes.length
     if (this.codec) {
       this.writer.verbatim(bytes)
@@ -280,6 +301,9 @@ export class XbzrleEncoder {
     const w = this.writer
     if (this.reader.stats.blocks.length !== this.blocksKnown) this.learnBlocks()
     const det = this.detector
+    const q = this.reader.stats
+    if (q.sections.end !== 0 && !this.completed) this.onCompletion()
+    if (q.postcopy) det.ordered = false
     if (det.isRepeat(r.blockId, r.pageIndex)) this.cutPass()
     det.mark(r.blockId, r.pageIndex)
     this.emitted += r.header.length + r.body.length

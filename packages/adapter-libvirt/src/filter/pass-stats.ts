@@ -4,9 +4,10 @@
  * A QEMU precopy "pass" is the set of pages sent between two dirty-bitmap syncs (QEMU's `dirty-sync-count`).
  * The stream carries no marker for a sync, but between two syncs QEMU sends every page at most once (sending
  * clears its dirty bit; only a sync sets bits again). So the first page that repeats a (block, page) already
- * sent in the current pass proves that a sync happened: that page starts the next pass. `PassDetector` does
- * this with one Uint32 stamp per guest page (the pass it was last sent in): one array read and write per page,
- * no object per page.
+ * sent in the current pass proves that a sync happened: that page starts the next pass (so does a page the
+ * search cursor could not reach without a sync, and the END section: QEMU syncs right before it).
+ * `PassDetector` does this with one Uint32 stamp per guest page (the pass it was last sent in): a few array
+ * reads and writes per page, no object per page.
  *
  * `PassRecorder` turns cumulative counters (plain numbers the filter keeps anyway) into per-pass figures by
  * taking a snapshot at each boundary, so the hot path pays nothing for the per-pass split.
@@ -92,44 +93,77 @@ export function zeroCounters(): PassCounters {
 /**
  * Finds pass boundaries in a stream of page records. Call `isRepeat` then `mark` for every page record, in
  * stream order; when `isRepeat` is true, close the pass (PassRecorder.cut) and call `next()` before `mark`.
+ *
+ * Two proofs that QEMU synced its dirty bitmap before a page (each alone never fires inside one sync interval):
+ *  - the page was already sent in the current pass (sending clears the dirty bit, only a sync sets it again);
+ *  - `ordered` (precopy): QEMU's search cursor only moves forward through the RAM blocks in block-list order and
+ *    wraps around at most once per interval, after which it stays below where the interval began. A second
+ *    wrap, or a page at or past the interval's first position after the wrap, needs a sync. Postcopy's
+ *    requested pages jump around: turn `ordered` off there.
  */
 export class PassDetector {
   /** The current pass, 1-based. */
   pass = 1
   /** Cumulative page records sent in an earlier pass. */
   resent = 0
+  /** Page records marked in the current pass (known blocks or not). */
+  pagesInPass = 0
+  /** Use the cursor-order proof (see above). */
+  ordered = true
   /** One stamp per page of each block: the pass the page was last sent in (0: never). */
   private readonly stamps: (Uint32Array | undefined)[] = []
+  /** Position of each block's first page in the search order (blocks in block-list order). */
+  private readonly bases: number[] = []
+  private nextBase = 0
+  private first = -1
+  private last = -1
+  private wrapped = false
 
-  /** Declares a RAM block's size in pages (from the stream's block list). Unknown blocks are not tracked. */
+  /**
+   * Declares a RAM block's size in pages (from the stream's block list), in block-list order. Unknown blocks
+   * are not tracked.
+   */
   setBlock(blockId: number, pages: number): void {
-    if (this.stamps[blockId] === undefined || this.stamps[blockId]!.length < pages) {
-      const s = new Uint32Array(pages)
-      const old = this.stamps[blockId]
-      if (old) s.set(old)
-      this.stamps[blockId] = s
-    }
+    if (this.stamps[blockId] !== undefined) return
+    this.stamps[blockId] = new Uint32Array(pages)
+    this.bases[blockId] = this.nextBase
+    this.nextBase += pages
   }
 
   hasBlock(blockId: number): boolean {
     return this.stamps[blockId] !== undefined
   }
 
-  /** True when this page was already sent in the current pass: it begins the next one. */
+  /** True when this page cannot belong to the current pass: it begins the next one. */
   isRepeat(blockId: number, pageIndex: number): boolean {
     const s = this.stamps[blockId]
-    return s !== undefined && pageIndex < s.length && s[pageIndex] === this.pass
+    if (s === undefined || pageIndex >= s.length) return false
+    if (s[pageIndex] === this.pass) return true
+    if (!this.ordered || this.first < 0) return false
+    const g = this.bases[blockId]! + pageIndex
+    if (this.wrapped) return g < this.last || g >= this.first
+    return false
   }
 
   /** Records that the page is sent in the current pass. */
   mark(blockId: number, pageIndex: number): void {
+    this.pagesInPass++
     const s = this.stamps[blockId]
     if (s === undefined || pageIndex >= s.length) return
     if (s[pageIndex] !== 0) this.resent++
     s[pageIndex] = this.pass
+    const g = this.bases[blockId]! + pageIndex
+    if (this.first < 0) this.first = g
+    else if (g < this.last) this.wrapped = true
+    this.last = g
   }
 
+  /** Opens the next pass. */
   next(): number {
+    this.pagesInPass = 0
+    this.first = -1
+    this.last = -1
+    this.wrapped = false
     return ++this.pass
   }
 }
