@@ -83,6 +83,46 @@ export function helperForm(argv: string[]): string[] | undefined {
   return undefined
 }
 
+/** `500ms`, `2s`, `1m` or plain seconds → milliseconds. */
+function durationArg(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim())
+  if (!m) throw new InvalidArgumentError('expected a duration such as 500ms, 2s, 1m')
+  const n = Number(m[1])
+  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000)
+}
+
+/** The observability options shared by the filter commands (docs/observability.md). */
+function addObserveOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--progress <mode>',
+      'auto (a bar on a terminal), bar, none, json (lines on stderr), json=FD or json=FILE',
+      'auto',
+    )
+    .option('--progress-interval <duration>', 'interval of the json totals lines (default 1s)', durationArg)
+    .option('--stats-json <file>', 'write per-pass statistics as JSON at the end (- = stdout, with -o)')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics on /metrics (loopback addresses only)')
+    .option('--metrics-listen-public', 'allow --metrics-listen on a non-loopback address')
+    .option('--metrics-id <id>', 'the id label of this migration in the metrics (default: COMMAND-PID)')
+    .option(
+      '--metrics-linger <duration>',
+      'after the end, serve metrics until one more scrape, at most this long (default 0)',
+      durationArg,
+    )
+}
+
+function observeOf(o: Record<string, unknown>) {
+  return {
+    progress: o.progress as string | undefined,
+    progressInterval: o.progressInterval as number | undefined,
+    statsJson: o.statsJson as string | undefined,
+    metricsListen: o.metricsListen as string | undefined,
+    metricsListenPublic: o.metricsListenPublic as boolean | undefined,
+    metricsId: o.metricsId as string | undefined,
+    metricsLinger: o.metricsLinger as number | undefined,
+  }
+}
+
 function formatVersionOption(): Option {
   return new Option('--format-version <n>', 'xbzrle format version to write (1 for old readers)')
     .choices(SUPPORTED_VERSIONS.map(String))
@@ -129,7 +169,7 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
 
-  program
+  const encode = program
     .command('encode')
     .description('encode a QEMU migration stream or libvirt save image (FILE or stdin) into an xbzrle stream')
     .argument('[input]', 'input file (default: stdin)')
@@ -141,29 +181,30 @@ export function buildProgram(): Command {
     )
     .addOption(formatVersionOption())
     .addOption(compressOption())
-    .option('--stats', 'print a summary on stderr at the end')
+    .option('--stats', 'print a summary and a per-pass table on stderr at the end')
     .option(
       '--strict',
       'a truncated or unparseable input is an error (exit 3; with -o the old file stays) instead of a warning',
     )
     .addHelpText(
       'after',
-      '\nExample:\n  xbzrle encode vm.save -o vm.save.xbz --stats\n  qemu (QMP): migrate "exec:xbzrle encode > /srv/mig.xbz"\n',
+      '\nExample:\n  xbzrle encode vm.save -o vm.save.xbz --stats\n  qemu (QMP): migrate "exec:xbzrle encode > /srv/mig.xbz"\n  migrate "exec:xbzrle encode --progress json=/run/mig.progress --metrics-listen 127.0.0.1:9464 > /srv/mig.xbz"\n',
     )
-    .action(async (input: string | undefined, o) => {
-      await runEncode(input, {
-        output: o.output,
-        cacheSize: o.cacheSize,
-        ways: o.ways,
-        mode: o.mode,
-        formatVersion: o.formatVersion,
-        compression: compressionOf(o),
-        stats: o.stats,
-        strict: o.strict,
-      })
+  addObserveOptions(encode).action(async (input: string | undefined, o) => {
+    await runEncode(input, {
+      output: o.output,
+      cacheSize: o.cacheSize,
+      ways: o.ways,
+      mode: o.mode,
+      formatVersion: o.formatVersion,
+      compression: compressionOf(o),
+      stats: o.stats,
+      strict: o.strict,
+      ...observeOf(o),
     })
+  })
 
-  program
+  const decode = program
     .command('decode')
     .description('decode an xbzrle stream (FILE or stdin) back into the exact original bytes')
     .argument('[input]', 'input file (default: stdin)')
@@ -174,9 +215,9 @@ export function buildProgram(): Command {
       'after',
       "\nExample:\n  xbzrle decode vm.save.xbz -o vm.save\n  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode /srv/mig.xbz'\n",
     )
-    .action(async (input: string | undefined, o) => {
-      await runDecode(input, { output: o.output, maxCache: o.maxCache, stats: o.stats })
-    })
+  addObserveOptions(decode).action(async (input: string | undefined, o) => {
+    await runDecode(input, { output: o.output, maxCache: o.maxCache, stats: o.stats, ...observeOf(o) })
+  })
 
   program
     .command('inspect')

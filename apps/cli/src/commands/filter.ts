@@ -5,9 +5,16 @@ import type { Compression } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
+import {
+  bytesSource,
+  encoderSource,
+  type ObserveCommandOptions,
+  passTable,
+  startObservation,
+} from '../observe/run.js'
 import { Progress } from '../progress.js'
 
-export interface EncodeCommandOptions {
+export interface EncodeCommandOptions extends ObserveCommandOptions {
   output?: string
   cacheSize?: number
   ways?: number
@@ -33,7 +40,7 @@ async function filterToOutput(
   input: string | undefined,
   output: string | undefined,
   transform: Readable & Writable,
-  startProgress: () => Progress,
+  startProgress: () => Progress | undefined,
   check: () => void,
 ): Promise<void> {
   installSignalHandlers()
@@ -46,7 +53,7 @@ async function filterToOutput(
     try {
       await pipeline(openInput(input), transform, out ? out.stream : process.stdout)
     } finally {
-      progress.stop()
+      progress?.stop()
     }
     check()
     await out?.commit()
@@ -59,25 +66,32 @@ async function filterToOutput(
 
 export async function runEncode(input: string | undefined, o: EncodeCommandOptions): Promise<void> {
   const started = process.hrtime.bigint()
+  const obs = await startObservation('encode', o, o.output)
   const enc = new EncodeStream({
     cacheBytes: o.cacheSize,
     ways: o.ways,
     mode: o.mode,
     formatVersion: o.formatVersion,
+    passListener: obs.observer.listener,
   })
+  obs.observer.attach(encoderSource(enc.encoder))
   const progress = () =>
-    new Progress('encode', () => {
-      const s = enc.encoder.stats
-      return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
-    })
-  await filterToOutput(input, o.output, enc, progress, () => {
-    const problem = inputProblem(enc.encoder.stats)
-    if (problem === undefined) return
-    if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
-    const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
-    process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
-  })
-  if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started))
+    obs.bar
+      ? new Progress('encode', () => {
+          const s = enc.encoder.stats
+          return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
+        })
+      : undefined
+  await obs.run(() =>
+    filterToOutput(input, o.output, enc, progress, () => {
+      const problem = inputProblem(enc.encoder.stats)
+      if (problem === undefined) return
+      if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
+      const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
+      process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
+    }),
+  )
+  if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
 }
 
 /**
@@ -130,7 +144,7 @@ export function encodeSummary(s: EncoderStats, started: bigint): string {
   return `${lines.join('\n')}\n`
 }
 
-export interface DecodeCommandOptions {
+export interface DecodeCommandOptions extends ObserveCommandOptions {
   output?: string
   maxCache?: number
   stats?: boolean
@@ -138,13 +152,17 @@ export interface DecodeCommandOptions {
 
 export async function runDecode(input: string | undefined, o: DecodeCommandOptions): Promise<void> {
   const started = process.hrtime.bigint()
+  const obs = await startObservation('decode', o, o.output)
   const dec = new DecodeStream({ maxCacheBytes: o.maxCache })
+  obs.observer.attach(bytesSource(() => dec.decoder.stats))
   const progress = () =>
-    new Progress('decode', () => {
-      const s = dec.decoder.stats
-      return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
-    })
-  await filterToOutput(input, o.output, dec, progress, () => {})
+    obs.bar
+      ? new Progress('decode', () => {
+          const s = dec.decoder.stats
+          return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
+        })
+      : undefined
+  await obs.run(() => filterToOutput(input, o.output, dec, progress, () => {}))
   if (o.stats) {
     const s = dec.decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9

@@ -1,0 +1,170 @@
+/**
+ * The command-line side of observability, shared by the commands: `--progress`, `--stats-json`,
+ * `--metrics-listen` and friends, and the per-pass `--stats` table.
+ */
+import { writeFileSync } from 'node:fs'
+import { onInterrupt } from '../atomic-output.js'
+import { CliError, classify, ExitCode } from '../errors.js'
+import { formatBytes } from '../io.js'
+import { type MetricsEndpoint, MigrationMetrics, startMetricsServer } from './metrics.js'
+import { type LineSink, openLineSink, parseProgressMode, RunObserver } from './observer.js'
+import type { ObservedCommand, PassStatsJson } from './schemas.js'
+
+export { bytesSource, encoderSource } from './observer.js'
+
+export interface ObserveCommandOptions {
+  /** `auto` (default), `bar`, `none`, `json`, `json=FD`, `json=FILE`. */
+  progress?: string
+  /** Interval of the `totals` progress lines, ms (default 1000). */
+  progressInterval?: number
+  /** Write the final per-pass statistics as JSON to this file, or `-` for stdout. */
+  statsJson?: string
+  /** Serve Prometheus metrics on HOST:PORT (loopback only unless metricsListenPublic). */
+  metricsListen?: string
+  metricsListenPublic?: boolean
+  /** The `id` label (default: COMMAND-PID). */
+  metricsId?: string
+  /** After the end, keep serving until one more scrape, at most this long (ms, default 0). */
+  metricsLinger?: number
+}
+
+export interface Observation {
+  readonly observer: RunObserver
+  /** Show the human progress bar (a terminal and no JSON progress on stderr). */
+  readonly bar: boolean
+  readonly metrics?: MigrationMetrics
+  readonly endpoint?: MetricsEndpoint
+  /** Runs the command, then ends the observation (end line, metrics, --stats-json, linger). */
+  run(fn: () => Promise<void>): Promise<void>
+}
+
+function isStdout(output: string | undefined): boolean {
+  return output === undefined || output === '-'
+}
+
+/**
+ * Parses and opens what the observability options ask for. `output` is the command's data output (stdout
+ * when undefined or '-'), which JSON must not be mixed into.
+ */
+export async function startObservation(
+  command: ObservedCommand,
+  o: ObserveCommandOptions,
+  output: string | undefined,
+): Promise<Observation> {
+  const mode = parseProgressMode(o.progress ?? 'auto')
+  if (o.statsJson === '-' && isStdout(output))
+    throw new CliError(
+      '--stats-json -: stdout carries the data; give -o FILE or a --stats-json FILE',
+      ExitCode.USAGE,
+    )
+  if (o.progressInterval !== undefined && !(o.progressInterval >= 10))
+    throw new CliError('--progress-interval: at least 10 ms', ExitCode.USAGE)
+  let sink: LineSink | undefined
+  if (mode.kind === 'json') {
+    if (mode.target === '1' && isStdout(output))
+      throw new CliError(
+        '--progress json=1: stdout carries the data; use json (stderr), json=FD or json=FILE',
+        ExitCode.USAGE,
+      )
+    sink = openLineSink(mode.target)
+  }
+  let metrics: MigrationMetrics | undefined
+  let endpoint: MetricsEndpoint | undefined
+  if (o.metricsListen !== undefined) {
+    metrics = new MigrationMetrics()
+    endpoint = await startMetricsServer(metrics, o.metricsListen, { allowPublic: o.metricsListenPublic })
+  }
+  const observer = new RunObserver({
+    command,
+    id: o.metricsId,
+    progress: sink,
+    intervalMs: o.progressInterval,
+    metrics,
+  })
+  const bar =
+    mode.kind === 'bar' || (mode.kind === 'auto' && process.stderr.isTTY === true)
+      ? !(sink && sink.fd === 2)
+      : false
+  const unregister = onInterrupt(() =>
+    observer.end({ exitCode: 130, interrupted: true, error: 'interrupted' }),
+  )
+  return {
+    observer,
+    bar,
+    metrics,
+    endpoint,
+    async run(fn) {
+      try {
+        await fn()
+        observer.end({ exitCode: ExitCode.OK })
+      } catch (e) {
+        const c = classify(e)
+        observer.end({ exitCode: c.exitCode, error: c.message })
+        throw e
+      } finally {
+        unregister()
+        try {
+          if (o.statsJson !== undefined) writeStatsJson(o.statsJson, observer)
+        } finally {
+          if (endpoint) {
+            if (metrics && (o.metricsLinger ?? 0) > 0) await metrics.waitForScrape(o.metricsLinger!)
+            await endpoint.close()
+          }
+        }
+      }
+    },
+  }
+}
+
+function writeStatsJson(target: string, observer: RunObserver): void {
+  const text = `${JSON.stringify(observer.report(), null, 2)}\n`
+  if (target === '-') {
+    process.stdout.write(text)
+    return
+  }
+  try {
+    writeFileSync(target, text)
+  } catch (e) {
+    throw new CliError(`--stats-json ${target}: ${(e as NodeJS.ErrnoException).code ?? e}`, ExitCode.IO)
+  }
+}
+
+const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(1)}%`)
+
+/** The human per-pass table of `--stats` (empty when there is only one pass). */
+export function passTable(passes: readonly PassStatsJson[]): string {
+  if (passes.length < 2) return ''
+  const head = [
+    'pass',
+    'wall',
+    'in',
+    'out',
+    'ratio',
+    'pages',
+    'full',
+    'delta',
+    'same',
+    'zero',
+    'qemu-x',
+    'resent',
+    'hit',
+  ]
+  const rows = passes.map((p) => [
+    String(p.pass),
+    `${(p.wallMs / 1000).toFixed(2)}s`,
+    formatBytes(p.bytesIn),
+    formatBytes(p.bytesOut),
+    p.bytesIn > 0 ? p.ratio.toFixed(3) : '-',
+    String(p.pages.total),
+    String(p.pages.full),
+    String(p.pages.delta),
+    String(p.pages.same),
+    String(p.pages.zero),
+    String(p.pages.foreign),
+    pct(p.pages.total > 0 ? p.resentShare : undefined),
+    pct(p.hitRate),
+  ])
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (r: string[]) => `  ${r.map((c, i) => c.padStart(widths[i]!)).join('  ')}`
+  return `${['  per pass (QEMU dirty-sync iterations):', line(head), ...rows.map(line)].join('\n')}\n`
+}
