@@ -72,8 +72,6 @@ export class MigrationMetrics {
   private readonly ttl: number
   private readonly now: () => number
   private readonly g: ReturnType<MigrationMetrics['makeMetrics']>
-  /** When the registry was last read by a scrape (ms), for `waitForScrape`. */
-  private lastScrape = -1
   private scrapeWaiters: Array<{ after: number; resolve: () => void }> = []
 
   constructor(options: MigrationMetricsOptions = {}) {
@@ -289,18 +287,24 @@ export class MigrationMetrics {
     this.prune()
   }
 
-  /** The exposition text (what GET /metrics answers). */
-  async scrape(): Promise<string> {
+  /**
+   * The exposition text (what GET /metrics answers). Call `scraped(startedAt)` once it was delivered, so that
+   * `waitForScrape` knows a scraper has the values of that moment.
+   */
+  async scrape(): Promise<{ text: string; startedAt: number }> {
+    const startedAt = this.now()
     this.refresh()
-    const text = await this.registry.metrics()
-    this.lastScrape = this.now()
+    return { text: await this.registry.metrics(), startedAt }
+  }
+
+  /** A scrape that read the values at `startedAt` was delivered. */
+  scraped(startedAt: number): void {
     const waiting = this.scrapeWaiters
     this.scrapeWaiters = []
     for (const w of waiting) {
-      if (this.lastScrape >= w.after) w.resolve()
+      if (startedAt >= w.after) w.resolve()
       else this.scrapeWaiters.push(w)
     }
-    return text
   }
 
   /** Resolves at the first scrape that starts now or later, or after `timeoutMs` (false then). */
@@ -457,9 +461,9 @@ export async function startMetricsServer(
       return
     }
     metrics.scrape().then(
-      (text) => {
+      ({ text, startedAt }) => {
         res.writeHead(200, { 'content-type': metrics.registry.contentType })
-        res.end(req.method === 'HEAD' ? undefined : text)
+        res.end(req.method === 'HEAD' ? undefined : text, () => metrics.scraped(startedAt))
       },
       (e: unknown) => {
         res.writeHead(500, { 'content-type': 'text/plain' })

@@ -221,7 +221,7 @@ describe('MigrationMetrics', () => {
     expect(id).toBe('vm_1_x')
     t = 1000
     s = { bytesIn: 4000, bytesOut: 1000, pages: { full: 3 }, pass: 3, passes: 2 }
-    let text = await m.scrape()
+    let text = (await m.scrape()).text
     expect(metricValue(text, 'xbzrle_migrations_in_flight', 'role="receive"')).toBe(1)
     expect(metricValue(text, 'xbzrle_migration_bytes_in', 'id="vm_1_x"')).toBe(4000)
     expect(metricValue(text, 'xbzrle_migration_ratio', 'id="vm_1_x"')).toBe(0.25)
@@ -232,7 +232,7 @@ describe('MigrationMetrics', () => {
     m.resumed('vm 1/x', 'receive')
     m.refused('receive', 'bad-token')
     m.migrationEnded('vm 1/x', 'receive', true, { bytesIn: 5000, bytesOut: 1200 })
-    text = await m.scrape()
+    text = (await m.scrape()).text
     expect(metricValue(text, 'xbzrle_migrations_in_flight', 'role="receive"')).toBe(0)
     expect(metricValue(text, 'xbzrle_migrations_completed_total', 'role="receive"')).toBe(1)
     expect(metricValue(text, 'xbzrle_migration_state', 'id="vm_1_x"')).toBe(1)
@@ -253,7 +253,7 @@ describe('MigrationMetrics', () => {
     m.migrationStarted('running', 'receive')
     expect(m.ids.sort()).toEqual(['m3', 'm4', 'running'])
     t += 61_000
-    const text = await m.scrape()
+    const text = (await m.scrape()).text
     expect(m.ids).toEqual(['running'])
     expect(text).not.toMatch(/id="m\d"/)
     expect(metricValue(text, 'xbzrle_bytes_in_total', 'role="receive"')).toBe(50)
