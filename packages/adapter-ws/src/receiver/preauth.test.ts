@@ -4,36 +4,25 @@ import { acceptConnection, pickVictim } from './preauth.js'
 
 const limits = { maxPreAuth: 2, maxConnections: 5 }
 
-test('under both limits: accepted, nobody evicted', () => {
-  expect(acceptConnection({ closing: false, preAuth: 1, connections: 3 }, limits)).toEqual({
-    evict: false,
-    accept: true,
-  })
-})
+// [case, state now, expected decision]
+const cases = [
+  ['under both limits: accepted, nobody evicted', [false, 1, 3], [false, true]],
+  [
+    'pre-auth slots full: the oldest unauthenticated one is evicted to make room',
+    [false, 2, 2],
+    [true, true],
+  ],
+  ['connection limit reached: refused', [false, 1, 5], [false, false]],
+  [
+    'both full: one evicted (it still counts until it has closed), the new one refused',
+    [false, 2, 5],
+    [true, false],
+  ],
+  ['a closing receiver accepts nothing and evicts nobody', [true, 0, 0], [false, false]],
+] as const
 
-test('pre-auth slots full: the oldest unauthenticated one is evicted to make room', () => {
-  expect(acceptConnection({ closing: false, preAuth: 2, connections: 2 }, limits)).toEqual({
-    evict: true,
-    accept: true,
-  })
-})
-
-test('connection limit reached: refused (an eviction still happens when the pre-auth slots are full)', () => {
-  expect(acceptConnection({ closing: false, preAuth: 1, connections: 5 }, limits)).toEqual({
-    evict: false,
-    accept: false,
-  })
-  expect(acceptConnection({ closing: false, preAuth: 2, connections: 5 }, limits)).toEqual({
-    evict: true,
-    accept: false,
-  })
-})
-
-test('a closing receiver accepts nothing and evicts nobody', () => {
-  expect(acceptConnection({ closing: true, preAuth: 0, connections: 0 }, limits)).toEqual({
-    evict: false,
-    accept: false,
-  })
+test.each(cases)('%s', (_name, [closing, preAuth, connections], [evict, accept]) => {
+  expect(acceptConnection({ closing, preAuth, connections }, limits)).toEqual({ evict, accept })
 })
 
 test('victim: the oldest socket that never upgraded, else the oldest one', () => {
