@@ -7,10 +7,13 @@ import {
   SAVE_HEADER_SIZE,
   saveImageXml,
   sniffSaveImage,
+  XbzrleDecoder,
   XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt'
 import { type EndFrame, FrameReader, isXbzrleStream, type StreamHeader } from '@xbzrle/protocol'
 import { formatBytes, openInput } from '../io.js'
+import { passTable } from '../observe/run.js'
+import type { PassStatsJson } from '../observe/schemas.js'
 
 export interface InspectOptions {
   json?: boolean
@@ -46,8 +49,30 @@ async function drain(path: string, each: (chunk: Uint8Array) => void): Promise<v
   )
 }
 
+/** A pass as JSON (no undefined hitRate). */
+function passJson(p: PassStatsJson): PassStatsJson {
+  const { hitRate, ...rest } = p
+  return hitRate === undefined ? rest : { ...rest, hitRate }
+}
+
 async function inspectXbzrle(path: string) {
   const reader = new FrameReader()
+  // The per-pass view needs QEMU's stream: decode it and run it through an encoder with the stream's cache
+  // parameters (pages by kind and re-sends are the stream's; bytes out are those of that re-encode).
+  let encoder: XbzrleEncoder | undefined
+  const decoder = new XbzrleDecoder((c) => {
+    if (!encoder) {
+      const h = decoder.stats.header
+      encoder = new XbzrleEncoder(() => {}, {
+        cacheBytes: h?.cache.cacheBytes,
+        ways: h?.cache.ways,
+        mode: h?.mode,
+        targetPageSize: h?.pageSize,
+        formatVersion: decoder.stats.version,
+      })
+    }
+    encoder.push(c)
+  })
   let header: StreamHeader | undefined
   let version = 0
   let end: EndFrame | undefined
@@ -68,11 +93,15 @@ async function inspectXbzrle(path: string) {
   await drain(path, (c) => {
     bytes += c.length
     reader.push(c)
+    decoder.push(c)
     take()
   })
   reader.finish()
+  decoder.finish()
   take()
-  return { kind: 'xbzrle' as const, bytes, version, header, batches, frames, end }
+  encoder?.finish()
+  const passes = (encoder?.passes ?? []).map(passJson)
+  return { kind: 'xbzrle' as const, bytes, version, header, batches, frames, end, passes }
 }
 
 async function inspectQemu(path: string, cacheSize: number | undefined) {
@@ -81,7 +110,7 @@ async function inspectQemu(path: string, cacheSize: number | undefined) {
   await drain(path, (c) => enc.push(c))
   enc.finish()
   const s: EncoderStats = enc.stats
-  return { stats: s, saveImage: enc.saveImage, encodedBytes: out }
+  return { stats: s, saveImage: enc.saveImage, encodedBytes: out, passes: enc.passes.map(passJson) }
 }
 
 export async function runInspect(path: string, o: InspectOptions): Promise<void> {
@@ -111,6 +140,7 @@ export async function runInspect(path: string, o: InspectOptions): Promise<void>
       sections: { ...q.sections, ram: q.ramSections },
       pages: q.pages,
       resentPages: q.resentPages,
+      passes: r.passes,
       unparsed: q.passthrough
         ? {
             from: q.passthrough.offset,
@@ -154,6 +184,11 @@ function human(r: Record<string, unknown>): string {
       lines.push(
         `  decodes to ${formatBytes(end.totalBytes)} (ratio ${(bytes / Math.max(1, end.totalBytes)).toFixed(4)})`,
       )
+    const table = passTable(r.passes as PassStatsJson[])
+    if (table)
+      lines.push(
+        `${table.trimEnd()}\n  (passes of the decoded QEMU stream; bytes out of a re-encode with the stream's parameters)`,
+      )
     return `${lines.join('\n')}\n`
   }
   const lv = r.libvirt as Record<string, unknown> | undefined
@@ -183,5 +218,7 @@ function human(r: Record<string, unknown>): string {
   lines.push(
     `  with xbzrle (cache ${formatBytes(x.cacheBytes)}): ${formatBytes(x.encodedBytes)}, ratio ${x.ratio.toFixed(4)}, saves ${formatBytes(Math.max(0, x.savedBytes))}`,
   )
+  const table = passTable(r.passes as PassStatsJson[])
+  if (table) lines.push(table.trimEnd())
   return `${lines.join('\n')}\n`
 }

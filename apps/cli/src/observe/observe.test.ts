@@ -1,5 +1,5 @@
 // Observability of encode/decode: --progress json, --stats-json, --stats table, metrics registry and endpoint.
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { installTestkitHooks, tmpDir } from '@xbzrle/testkit'
@@ -13,6 +13,7 @@ import { passTable } from './run.js'
 import {
   observeJsonSchemaFiles,
   type PassStatsJson,
+  PassStatsSchema,
   ProgressEventSchema,
   StatsReportSchema,
 } from './schemas.js'
@@ -165,6 +166,29 @@ describe('encode --progress json / --stats-json / --stats', () => {
       const r = await runCli(args, new Uint8Array(0))
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(2)
       expect(r.stderr).toMatch(/^xbzrle: --(stats-json|progress|metrics-listen)/)
+    }
+  })
+})
+
+describe('inspect: the per-pass view of a QEMU stream and of its xbzrle stream', () => {
+  it("shows the same passes either way, and the encoder's --stats-json passes", async () => {
+    const dir = tmpDir('xbzrle-observe-')
+    const raw = join(dir, 'vm.mig')
+    const xbz = join(dir, 'vm.xbz')
+    writeFileSync(raw, simulatedStream(2))
+    const enc = await runCli(['encode', raw, '-o', xbz, '--stats-json', join(dir, 's.json')])
+    expect(enc.code, enc.stderr).toBe(0)
+    const encoded = StatsReportSchema.parse(JSON.parse(readFileSync(join(dir, 's.json'), 'utf8'))).passes
+    const pagesOf = (ps: Array<{ pass: number; pages: unknown; resentPages: number; bytesIn: number }>) =>
+      ps.map((p) => ({ pass: p.pass, pages: p.pages, resent: p.resentPages, bytesIn: p.bytesIn }))
+    for (const file of [raw, xbz]) {
+      const r = await runCli(['inspect', '--json', file])
+      expect(r.code, r.stderr).toBe(0)
+      const passes = z.array(PassStatsSchema).parse(JSON.parse(r.stdout.toString()).passes)
+      expect(pagesOf(passes)).toEqual(pagesOf(encoded))
+      expect(passes).toHaveLength(4)
+      const human = await runCli(['inspect', file])
+      expect(human.stdout.toString()).toMatch(/per pass[\s\S]*\n\s+4\s+\d/)
     }
   })
 })
