@@ -65,16 +65,21 @@ const pageOf = (i: number) => pool[i % POOL]!
 let originalBytes = 0
 for (const k of kinds) originalBytes += 8 + (k === 2 ? 1 : PAGE)
 
-type Config = { name: string; version: 1 | 2; codec?: 'none' | 'zstd' }
+type Config = { name: string; version: 1 | 2 | 3; codec?: 'none' | 'zstd' }
 const configs: Config[] = [
   { name: 'v1', version: 1 },
   { name: 'v2 none', version: 2, codec: 'none' },
   { name: 'v2 zstd 1', version: 2, codec: 'zstd' },
+  { name: 'v3 zstd 1', version: 3, codec: 'zstd' },
 ]
 
 function write(cfg: Config): Uint8Array[] {
   const chunks: Uint8Array[] = []
-  const w = new FrameWriter({ version: cfg.version, onChunk: (c) => chunks.push(c) })
+  const w = new FrameWriter({
+    version: cfg.version,
+    onChunk: (c) => chunks.push(c),
+    streamId: cfg.version === 3 ? new Uint8Array(16) : undefined,
+  })
   w.header({
     pageSize: PAGE,
     cache: { cacheBytes: 64 * 1024 * 1024, ways: 1, policy: 'lru' },

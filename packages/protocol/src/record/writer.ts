@@ -56,9 +56,9 @@ export interface WriterBatchStats {
  * The one writer of every format version: prelude, header record, batches (frames, sequence, output length and
  * CRC, record CRC) and END, with the version's strategy (`WriteFormat`) for the header body, the BATCH/END prefix
  * and the batch payload (v2: plain or compressed). Frames are appended to one reusable buffer; each closed batch
- * (or the header, or END) is handed to `onChunk` as an array that the caller owns (a full batch: the buffer
- * itself, no copy; the writer continues in a fresh one), or with `chunkView` as a view valid only during the call.
- * No allocation per frame; a compressed batch is written over its frames in place.
+ * (or the header, or END) is handed to `onChunk` as an exactly sized array that the caller owns (copied out of the
+ * buffer, which the writer keeps and reuses), or with `chunkView` as a view valid only during the call. No
+ * allocation per frame; a compressed batch is written over its frames in place.
  *
  * Order: `header()` once, then any frames / `flush()`, then `end()` once. Misuse throws (Error / RangeError).
  */
@@ -111,7 +111,7 @@ export class RecordWriter {
     this.onChunk = opts.onChunk
     this.chunkView = opts.chunkView === true
     // A batch closes once it reaches batchBytes, so it ends at most one frame beyond: with this capacity a
-    // full batch fits without regrowing, and take() hands the buffer out without a copy.
+    // full batch fits without regrowing.
     this.w = new ByteWriter(bb + BATCH_SLACK)
   }
 
@@ -486,7 +486,12 @@ export class RecordWriter {
       }
       return
     }
-    const chunk = this.w.take()
+    // Copied out, the buffer stays: writing frames into the same warm buffer and copying each record out once
+    // measured faster (filter-path bench, v1 and v2) than handing the buffer out and writing the next batch into
+    // a fresh, never-touched one (ByteWriter.take); and each chunk is exactly its record's size.
+    const w = this.w
+    const chunk = w.buf.slice(0, w.pos)
+    w.pos = 0
     this.written += chunk.length
     this.onChunk(chunk)
   }
