@@ -16,7 +16,7 @@ import {
 import { describeNotXbzrle, isXbzrleStream } from './sniff.js'
 import { HEADER } from './test-util.js'
 import type { StreamHeader } from './v2/types.js'
-import { formatVersions, negotiateVersion } from './versions.js'
+import { CURRENT_VERSION, formatVersions, negotiateVersion } from './versions.js'
 import { MAGIC } from './wire/magic.js'
 
 const specDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'spec')
@@ -83,11 +83,17 @@ describe('control-plane schemas', () => {
       encoder: 'xbzrle/0.1.0',
       extensions: [{ type: 9, critical: true, data: Uint8Array.of(1, 2, 255) }],
     }
-    expect(headerFromJson(JSON.parse(JSON.stringify(headerToJson(h))))).toEqual({ version: 2, header: h })
+    expect(headerFromJson(JSON.parse(JSON.stringify(headerToJson(h))))).toEqual({
+      version: CURRENT_VERSION,
+      header: h,
+    })
     expect(headerFromJson(JSON.parse(JSON.stringify(headerToJson(h, 1))))).toEqual({ version: 1, header: h })
     // v2 carries the compressor; v1 has none (dropped both ways)
     const z: StreamHeader = { ...h, compression: { codec: 'zstd', level: -3 } }
-    expect(headerFromJson(JSON.parse(JSON.stringify(headerToJson(z))))).toEqual({ version: 2, header: z })
+    expect(headerFromJson(JSON.parse(JSON.stringify(headerToJson(z))))).toEqual({
+      version: CURRENT_VERSION,
+      header: z,
+    })
     expect(headerToJson(z, 1).compression).toBeUndefined()
     expect(headerFromJson({ ...headerToJson(z), version: 1 }).header.compression).toBeUndefined()
     expect(() => headerFromJson({ ...headerToJson(z), compression: { codec: 'lzma' } })).toThrow()

@@ -1,9 +1,9 @@
 import { ProtocolError } from './errors.js'
 
 /** The newest format version this library reads and writes. */
-export const CURRENT_VERSION = 2
+export const CURRENT_VERSION = 3
 /** Every version this library reads (a reader at version N reads every version ≤ N). */
-export const SUPPORTED_VERSIONS: readonly number[] = Object.freeze([1, 2])
+export const SUPPORTED_VERSIONS: readonly number[] = Object.freeze([1, 2, 3])
 
 /** "1", "2–3", "1, 3–5": compact list of versions for messages. */
 export function formatVersions(versions: readonly number[]): string {
