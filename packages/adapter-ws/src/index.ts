@@ -22,25 +22,24 @@ export {
   WsWelcomeSchema,
 } from './messages.js'
 export { TokenBucket } from './rate.js'
+export type {
+  Pipeline,
+  PipelineFactory,
+  Receiver,
+  ReceiverEvent,
+  ReceiverOptions,
+  SessionInfo,
+  SessionSnapshot,
+} from './receiver/types.js'
+export { createReceiver } from './receiver.js'
 export {
-  createReceiver,
-  type Pipeline,
-  type PipelineFactory,
-  type Receiver,
-  type ReceiverEvent,
-  type ReceiverOptions,
-  type SessionInfo,
-  type SessionSnapshot,
-} from './receiver.js'
-export {
-  createSender,
   type ReconnectPolicy,
   SendError,
   type Sender,
   type SenderEvent,
   type SenderOptions,
   type SendResult,
-  sendStream,
-} from './sender.js'
+} from './sender/types.js'
+export { createSender, sendStream } from './sender.js'
 export { bearerToken, type LoadTokenOptions, loadToken, tokensEqual } from './token.js'
 export { isLoopbackHost, isSafeMigrationId } from './util.js'

@@ -22,16 +22,6 @@ import type { Receiver, ReceiverEvent, ReceiverOptions } from './receiver/types.
 import { bearerToken } from './token.js'
 import { isLoopbackHost } from './util.js'
 
-export type {
-  Pipeline,
-  PipelineFactory,
-  Receiver,
-  ReceiverEvent,
-  ReceiverOptions,
-  SessionInfo,
-  SessionSnapshot,
-} from './receiver/types.js'
-
 export function createReceiver(options: ReceiverOptions): Receiver {
   const config = resolveConfig(options)
   const emit = (e: ReceiverEvent) => {

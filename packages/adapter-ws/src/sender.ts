@@ -16,15 +16,6 @@ import { SourceReader } from './sender/source.js'
 import { SendError, type Sender, type SenderOptions, type SendResult } from './sender/types.js'
 import { isLoopbackHost, isSafeMigrationId, MiB, sleep, Wakeup } from './util.js'
 
-export {
-  type ReconnectPolicy,
-  SendError,
-  type Sender,
-  type SenderEvent,
-  type SenderOptions,
-  type SendResult,
-} from './sender/types.js'
-
 /** Sends `source` to `url` and resolves when the receiver confirmed the whole stream. */
 export function sendStream(source: Readable, url: string, options: SenderOptions = {}): Promise<SendResult> {
   return createSender(source, url, options).done
