@@ -216,6 +216,8 @@ export interface RunObserverOptions {
   role?: MigrationRole
   /** Check each progress line against the schema before writing it (default true: lines are rare). */
   validate?: boolean
+  /** The sink is shared by several observers (receive, proxy): `end` does not close it. */
+  sharedSink?: boolean
   now?: () => number
 }
 
@@ -298,7 +300,7 @@ export class RunObserver {
       ...(e.error !== undefined ? { error: e.error } : {}),
       totals: totalsOf(c, s?.passes().length ?? 0, this.ms()),
     })
-    this.o.progress?.close()
+    if (!this.o.sharedSink) this.o.progress?.close()
   }
 
   /** The `--stats-json` document (call after the filter finished). */

@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs'
 import { onInterrupt } from '../atomic-output.js'
 import { CliError, classify, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
-import { type MetricsEndpoint, MigrationMetrics, startMetricsServer } from './metrics.js'
+import { type MetricsEndpoint, MigrationMetrics, type MigrationRole, startMetricsServer } from './metrics.js'
 import { type LineSink, openLineSink, parseProgressMode, RunObserver } from './observer.js'
 import type { ObservedCommand, PassStatsJson } from './schemas.js'
 
@@ -42,15 +42,25 @@ function isStdout(output: string | undefined): boolean {
   return output === undefined || output === '-'
 }
 
+/** The outputs the observability options ask for, opened once per command. */
+export interface ObserveOutputs {
+  sink?: LineSink
+  metrics?: MigrationMetrics
+  endpoint?: MetricsEndpoint
+  /** Show the human progress bar (a terminal and no JSON progress on stderr). */
+  bar: boolean
+  /** Waits for the linger scrape (if asked) and closes the endpoint and the sink. */
+  close(): Promise<void>
+}
+
 /**
  * Parses and opens what the observability options ask for. `output` is the command's data output (stdout
  * when undefined or '-'), which JSON must not be mixed into.
  */
-export async function startObservation(
-  command: ObservedCommand,
+export async function openObserveOutputs(
   o: ObserveCommandOptions,
   output: string | undefined,
-): Promise<Observation> {
+): Promise<ObserveOutputs> {
   const mode = parseProgressMode(o.progress ?? 'auto')
   if (o.statsJson === '-' && isStdout(output))
     throw new CliError(
@@ -59,40 +69,63 @@ export async function startObservation(
     )
   if (o.progressInterval !== undefined && !(o.progressInterval >= 10))
     throw new CliError('--progress-interval: at least 10 ms', ExitCode.USAGE)
-  let sink: LineSink | undefined
-  if (mode.kind === 'json') {
-    if (mode.target === '1' && isStdout(output))
-      throw new CliError(
-        '--progress json=1: stdout carries the data; use json (stderr), json=FD or json=FILE',
-        ExitCode.USAGE,
-      )
-    sink = openLineSink(mode.target)
-  }
+  if (mode.kind === 'json' && mode.target === '1' && isStdout(output))
+    throw new CliError(
+      '--progress json=1: stdout carries the data; use json (stderr), json=FD or json=FILE',
+      ExitCode.USAGE,
+    )
   let metrics: MigrationMetrics | undefined
   let endpoint: MetricsEndpoint | undefined
   if (o.metricsListen !== undefined) {
     metrics = new MigrationMetrics()
     endpoint = await startMetricsServer(metrics, o.metricsListen, { allowPublic: o.metricsListenPublic })
   }
-  const observer = new RunObserver({
-    command,
-    id: o.metricsId,
-    progress: sink,
-    intervalMs: o.progressInterval,
-    metrics,
-  })
+  const sink = mode.kind === 'json' ? openLineSink(mode.target) : undefined
   const bar =
     mode.kind === 'bar' || (mode.kind === 'auto' && process.stderr.isTTY === true)
       ? !(sink && sink.fd === 2)
       : false
+  return {
+    sink,
+    metrics,
+    endpoint,
+    bar,
+    async close() {
+      try {
+        if (endpoint) {
+          if (metrics && (o.metricsLinger ?? 0) > 0) await metrics.waitForScrape(o.metricsLinger!)
+          await endpoint.close()
+        }
+      } finally {
+        sink?.close()
+      }
+    },
+  }
+}
+
+/** Observation of a command that runs one migration (encode, decode, send). */
+export async function startObservation(
+  command: ObservedCommand,
+  o: ObserveCommandOptions,
+  output: string | undefined,
+): Promise<Observation> {
+  const out = await openObserveOutputs(o, output)
+  const observer = new RunObserver({
+    command,
+    id: o.metricsId,
+    progress: out.sink,
+    sharedSink: true,
+    intervalMs: o.progressInterval,
+    metrics: out.metrics,
+  })
   const unregister = onInterrupt(() =>
     observer.end({ exitCode: 130, interrupted: true, error: 'interrupted' }),
   )
   return {
     observer,
-    bar,
-    metrics,
-    endpoint,
+    bar: out.bar,
+    metrics: out.metrics,
+    endpoint: out.endpoint,
     async run(fn) {
       try {
         await fn()
@@ -106,13 +139,47 @@ export async function startObservation(
         try {
           if (o.statsJson !== undefined) writeStatsJson(o.statsJson, observer)
         } finally {
-          if (endpoint) {
-            if (metrics && (o.metricsLinger ?? 0) > 0) await metrics.waitForScrape(o.metricsLinger!)
-            await endpoint.close()
-          }
+          await out.close()
         }
       }
     },
+  }
+}
+
+/**
+ * Observation of a command that runs many migrations (receive, proxy): one metrics endpoint and one progress
+ * sink, one RunObserver per migration (`begin`), whose lines carry the migration id.
+ */
+export interface SessionObservers {
+  readonly outputs: ObserveOutputs
+  /** A migration starts: its observer (call attach(), give `listener` to an encoder, end() at the end). */
+  begin(command: ObservedCommand, id: string): RunObserver
+  /** A connection was refused; `reason` from a small fixed set (e.g. the close-code name). */
+  refused(role: MigrationRole, reason: string): void
+  /** A migration's connection was resumed. */
+  resumed(role: MigrationRole, id: string): void
+  close(): Promise<void>
+}
+
+export async function startSessionObservers(
+  o: ObserveCommandOptions,
+  output: string | undefined,
+): Promise<SessionObservers> {
+  const outputs = await openObserveOutputs(o, output)
+  return {
+    outputs,
+    begin: (command, id) =>
+      new RunObserver({
+        command,
+        id,
+        progress: outputs.sink,
+        sharedSink: true,
+        intervalMs: o.progressInterval,
+        metrics: outputs.metrics,
+      }),
+    refused: (role, reason) => outputs.metrics?.refused(role, reason),
+    resumed: (role, id) => outputs.metrics?.resumed(id, role),
+    close: () => outputs.close(),
   }
 }
 

@@ -1,0 +1,102 @@
+/**
+ * What observing a migration costs the encoder: encode throughput of a simulated multi-pass migration with
+ * everything off, against the same with Prometheus metrics on and `--progress json` lines written to
+ * /dev/null, both every second (`on`, a short scrape interval) and every 100 ms (`stress`). The scraper is
+ * curl in a child process, as Prometheus is another process. Rounds alternate off/on/stress; medians of wall
+ * throughput and of bytes per CPU-second of this process are compared. Not part of `npm test`.
+ *
+ *   npx tsx --conditions=@xbzrle/source apps/cli/bench/metrics-cost.ts [memMiB=128] [rounds=7]
+ */
+import { spawn } from 'node:child_process'
+import { SimulatedGuest, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
+import { MigrationMetrics, startMetricsServer } from '../src/observe/metrics.js'
+import { encoderSource, openLineSink, RunObserver } from '../src/observe/observer.js'
+
+const memMiB = Number(process.argv[2] ?? 128)
+const rounds = Number(process.argv[3] ?? 7)
+
+const chunks = [...new SimulatedGuest({ memMiB, passes: 6, workload: 'sparse', seed: 7 }).stream()].map((c) =>
+  c.slice(),
+)
+const bytes = chunks.reduce((a, c) => a + c.length, 0)
+
+/** Feeds the stream in 1 MiB chunks, yielding to the event loop between chunks (as a pipe would). */
+async function encode(intervalMs: number | undefined): Promise<{ wall: number; cpu: number }> {
+  const observed = intervalMs !== undefined
+  let metrics: MigrationMetrics | undefined
+  let observer: RunObserver | undefined
+  let scraper: ReturnType<typeof spawn> | undefined
+  let close: (() => Promise<void>) | undefined
+  if (observed) {
+    metrics = new MigrationMetrics()
+    const ep = await startMetricsServer(metrics, '127.0.0.1:0')
+    close = ep.close
+    scraper = spawn(
+      'sh',
+      ['-c', `while :; do curl -s -o /dev/null ${ep.url}; sleep ${intervalMs / 1000}; done`],
+      { stdio: 'ignore' },
+    )
+    observer = new RunObserver({
+      command: 'encode',
+      id: 'bench',
+      metrics,
+      progress: openLineSink('/dev/null'),
+      intervalMs,
+    })
+  }
+  let out = 0
+  const enc = new XbzrleEncoder((c) => (out += c.length), { passListener: observer?.listener })
+  observer?.attach(encoderSource(enc))
+  const t0 = performance.now()
+  const c0 = process.cpuUsage()
+  for (const c of chunks) {
+    enc.push(c)
+    await new Promise<void>((r) => setImmediate(r))
+  }
+  enc.finish()
+  const secs = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(c0)
+  const cpuSecs = (cpu.user + cpu.system) / 1e6
+  observer?.end({ exitCode: 0 })
+  scraper?.kill()
+  await close?.()
+  if (out === 0) throw new Error('nothing encoded')
+  return { wall: bytes / 1e6 / secs, cpu: bytes / 1e6 / cpuSecs }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+type Run = { wall: number; cpu: number }
+const modes: Array<[string, number | undefined]> = [
+  ['off', undefined],
+  ['on', 1000],
+  ['stress', 100],
+]
+const runs: Record<string, Run[]> = { off: [], on: [], stress: [] }
+for (const [, iv] of modes) await encode(iv) // warm-up (JIT, wasm)
+for (let i = 0; i < rounds; i++) {
+  const line: string[] = []
+  for (const [name, iv] of modes) {
+    const r = await encode(iv)
+    runs[name]!.push(r)
+    line.push(`${name} ${r.wall.toFixed(0)} MB/s (${r.cpu.toFixed(0)} MB/cpu-s)`)
+  }
+  process.stderr.write(`round ${i + 1}: ${line.join(', ')}\n`)
+}
+const fig = (name: string, k: keyof Run) => {
+  const base = median(runs.off!.map((x) => x[k]))
+  const m = median(runs[name]!.map((x) => x[k]))
+  return { MBps: +m.toFixed(1), costPercent: +(((base - m) / base) * 100).toFixed(2) }
+}
+process.stdout.write(
+  `${JSON.stringify({
+    memMiB,
+    streamBytes: bytes,
+    rounds,
+    off: {
+      wallMBps: +median(runs.off!.map((x) => x.wall)).toFixed(1),
+      cpuMBps: +median(runs.off!.map((x) => x.cpu)).toFixed(1),
+    },
+    on1s: { wall: fig('on', 'wall'), cpu: fig('on', 'cpu') },
+    stress100ms: { wall: fig('stress', 'wall'), cpu: fig('stress', 'cpu') },
+  })}\n`,
+)
