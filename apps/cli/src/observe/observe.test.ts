@@ -231,6 +231,22 @@ describe('progress modes and the pass table', () => {
   })
 })
 
+describe('docs and dashboard', () => {
+  it('the Grafana dashboard and docs/observability.md use only metrics that exist, and document each one', async () => {
+    const m = new MigrationMetrics()
+    m.migrationStarted('x', 'encode')
+    const names = new Set((await m.registry.getMetricsAsJSON()).map((x) => x.name))
+    const root = join(SCHEMA_DIR, '../../..')
+    const dashboard = readFileSync(join(root, 'docs/grafana/xbzrle.json'), 'utf8')
+    const doc = readFileSync(join(root, 'docs/observability.md'), 'utf8')
+    const used = (text: string) => new Set(text.match(/xbzrle_[a-z_]+/g))
+    for (const n of used(dashboard)) expect(names, `dashboard uses ${n}`).toContain(n)
+    for (const n of used(doc)) expect(names, `docs name ${n}`).toContain(n)
+    for (const n of names) expect(doc, `docs/observability.md documents ${n}`).toContain(n)
+    expect(JSON.parse(dashboard).panels.length).toBeGreaterThan(10)
+  })
+})
+
 describe('MigrationMetrics', () => {
   function metricValue(text: string, name: string, labels: string): number | undefined {
     const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels))
