@@ -7,10 +7,18 @@ import { onInterrupt } from '../atomic-output.js'
 import { CliError, classify, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
 import { type MetricsEndpoint, MigrationMetrics, type MigrationRole, startMetricsServer } from './metrics.js'
-import { type LineSink, openLineSink, parseProgressMode, RunObserver } from './observer.js'
-import type { ObservedCommand, PassStatsJson } from './schemas.js'
+import {
+  bytesSource,
+  encoderSource,
+  type LineSink,
+  openLineSink,
+  parseProgressMode,
+  RunObserver,
+} from './observer.js'
 
-export { bytesSource, encoderSource } from './observer.js'
+export { bytesSource, encoderSource }
+
+import type { ObservedCommand, PassStatsJson } from './schemas.js'
 
 export interface ObserveCommandOptions {
   /** `auto` (default), `bar`, `none`, `json`, `json=FD`, `json=FILE`. */
@@ -234,4 +242,34 @@ export function passTable(passes: readonly PassStatsJson[]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
   const line = (r: string[]) => `  ${r.map((c, i) => c.padStart(widths[i]!)).join('  ')}`
   return `${['  per pass (QEMU dirty-sync iterations):', line(head), ...rows.map(line)].join('\n')}\n`
+}
+
+/** What the unix-socket proxy calls per session (the shape of ProxyCommonOptions.observeSession, see the docs). */
+export interface ProxySessionObserver {
+  passListener: RunObserver['listener']
+  attach(
+    filter:
+      | { encoder: Parameters<typeof encoderSource>[0] }
+      | { decoder: { stats: { bytesIn: number; bytesOut: number } } },
+  ): void
+  end(ok: boolean, error?: string): void
+}
+
+/** `observeSession` for `startSourceProxy`/`startDestinationProxy`: one RunObserver per proxied migration. */
+export function proxySessionObservers(
+  observers: SessionObservers,
+  role: 'proxy-source' | 'proxy-destination',
+): (id: number) => ProxySessionObserver {
+  return (id) => {
+    const obs = observers.begin(role, `${role}-${process.pid}-${id}`)
+    return {
+      passListener: obs.listener,
+      attach: (f) => {
+        if ('encoder' in f) obs.attach(encoderSource(f.encoder))
+        else obs.attach(bytesSource(() => f.decoder.stats))
+      },
+      end: (ok, error) =>
+        obs.end({ exitCode: ok ? ExitCode.OK : ExitCode.PEER, ...(error ? { error } : {}) }),
+    }
+  }
 }
