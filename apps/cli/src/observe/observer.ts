@@ -282,6 +282,12 @@ export class RunObserver {
     }
   }
 
+  /** A connection of this migration was resumed (send/receive): counted in the metrics. */
+  resumed(): void {
+    if (this.o.metrics && this.role && this.metricsId !== undefined)
+      this.o.metrics.resumed(this.metricsId, this.role)
+  }
+
   /** Emits `end`, closes the metrics series (ok = exit code 0). Idempotent. */
   end(e: RunEnd): void {
     if (this.ended) return

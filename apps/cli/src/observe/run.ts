@@ -191,7 +191,8 @@ export async function startSessionObservers(
   }
 }
 
-function writeStatsJson(target: string, observer: RunObserver): void {
+/** Writes `observer.report()` to `target` (`-` = stdout). */
+export function writeStatsJson(target: string, observer: RunObserver): void {
   const text = `${JSON.stringify(observer.report(), null, 2)}\n`
   if (target === '-') {
     process.stdout.write(text)
