@@ -19,6 +19,8 @@ import {
   safeJsonParse,
   WelcomeSchema,
 } from '@xbzrle/protocol'
+// types only: zod comes with @xbzrle/protocol, whose schemas these are (its .d.ts files import zod as well)
+import type { z } from 'zod'
 
 const uint = AckSchema.shape.seq
 
@@ -33,11 +35,15 @@ export const WsWelcomeSchema = WelcomeSchema.extend({
 })
 export const WsAckSchema = AckSchema.extend({ final: uint.optional() })
 
-type Infer<T extends { _zod: { output: unknown } }> = T['_zod']['output']
-export type WsHello = Infer<typeof WsHelloSchema>
-export type WsWelcome = Infer<typeof WsWelcomeSchema>
-export type WsAck = Infer<typeof WsAckSchema>
-export type WsControl = WsHello | WsWelcome | WsAck | Extract<ControlMessage, { type: 'refuse' }>
+/** Every control message of adapter-ws: the protocol's union with the extended hello, welcome and ack. */
+export const WsControlSchema = WsHelloSchema.or(WsWelcomeSchema).or(RefuseSchema).or(WsAckSchema)
+
+// The types are the schemas' own (no parallel interfaces to drift from what is validated).
+export type WsHello = z.infer<typeof WsHelloSchema>
+export type WsWelcome = z.infer<typeof WsWelcomeSchema>
+export type WsAck = z.infer<typeof WsAckSchema>
+export type WsRefuse = z.infer<typeof RefuseSchema>
+export type WsControl = z.infer<typeof WsControlSchema>
 
 const EXTENDED = { hello: WsHelloSchema, welcome: WsWelcomeSchema, ack: WsAckSchema } as const
 

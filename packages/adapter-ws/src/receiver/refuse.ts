@@ -1,7 +1,7 @@
 /** Sends a refusal: the full message as a JSON `refuse`, then a close with the code (its reason is ≤ 123 bytes). */
-import type { Refuse } from '@xbzrle/protocol'
 import WebSocket from 'ws'
 import { CloseCode, type CloseCodeName } from '../codes.js'
+import type { WsRefuse } from '../messages.js'
 import { truncateUtf8 } from '../util.js'
 
 /** How long a refused peer gets to answer our close frame before the socket is cut. */
@@ -13,7 +13,7 @@ export function sendRefusal(ws: WebSocket, name: CloseCodeName, message: string)
     ws.terminate()
     return
   }
-  const refuse: Refuse = { type: 'refuse', code: name, message: truncateUtf8(message, 1000) }
+  const refuse: WsRefuse = { type: 'refuse', code: name, message: truncateUtf8(message, 1000) }
   ws.send(JSON.stringify(refuse))
   ws.close(CloseCode[name], truncateUtf8(message, 120))
   setTimeout(() => ws.terminate(), CLOSE_HANDSHAKE_MS).unref()

@@ -1,5 +1,6 @@
 /** How a connection attempt ended, as one line for the user and whether retrying can help (a pure function). */
 import { CloseCode, closeCodeName, FATAL_CLOSE_CODES } from '../codes.js'
+import type { WsRefuse } from '../messages.js'
 
 /** Certificate problems do not go away by retrying. */
 const TLS_ERROR = /CERT|SIGNATURE|ALTNAME|SELF_SIGNED|ERR_TLS|ERR_SSL/
@@ -8,7 +9,7 @@ export interface CloseFacts {
   readonly code: number
   readonly reason: string
   /** The receiver's `refuse` message, if one came before the close. */
-  readonly refuse: { readonly code: string; readonly message: string } | undefined
+  readonly refuse: Pick<WsRefuse, 'code' | 'message'> | undefined
   /** The last socket error (ECONNREFUSED, a TLS error, an HTTP status before the upgrade, our own timeouts). */
   readonly lastError: Error | undefined
   /** A protocol violation by the receiver that we detected. */

@@ -6,7 +6,7 @@ import WebSocket from 'ws'
 import type { ChannelTransport, ReliableChannel } from '../channel.js'
 import { CloseCode } from '../codes.js'
 import { HEADER_BYTES } from '../frame.js'
-import { parseControl, type WsControl } from '../messages.js'
+import { parseControl, type WsControl, type WsRefuse } from '../messages.js'
 import { classifyClose } from './close.js'
 import { buildHello, welcomeProblem } from './handshake.js'
 import type { SenderEvent, SenderOptions } from './types.js'
@@ -77,7 +77,7 @@ const transportOf = (ws: WebSocket): ChannelTransport => ({
 export class Attempt {
   private state: AttemptState = 'connecting'
   private reachedWelcome = false
-  private refuse: { code: string; message: string } | undefined
+  private refuse: Pick<WsRefuse, 'code' | 'message'> | undefined
   private lastError: Error | undefined
   private fatalError: string | undefined
   private lastSeen = Date.now()
