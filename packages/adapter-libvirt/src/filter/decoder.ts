@@ -26,9 +26,38 @@ export interface DecoderStats {
 
 export const DEFAULT_MAX_DECODER_CACHE = 4 * 2 ** 30
 
+/** Cache policies this decoder can mirror (the codec's). Any other is a newer xbzrle's. */
+const KNOWN_POLICIES: ReadonlySet<string> = new Set<CacheParameters['policy']>(['lru-age-v1'])
+
+function formatBytes(n: number): string {
+  for (const [unit, size] of [
+    ['G', 2 ** 30],
+    ['M', 2 ** 20],
+    ['K', 2 ** 10],
+  ] as const) {
+    if (n >= size && n % size === 0) return `${n / size} ${unit}iB`
+  }
+  return `${n}-byte`
+}
+
+/** The smallest power-of-two size ≥ n, as a --max-cache value (e.g. 8G). */
+function suggestSize(n: number): string {
+  let v = 2 ** 20
+  while (v < n) v *= 2
+  return v >= 2 ** 30 ? `${v / 2 ** 30}G` : `${v / 2 ** 20}M`
+}
+
 /**
- * xbzrle stream in, original bytes out. Each batch is rebuilt into its own buffer and released to `onOutput`
- * only after its length and CRC match what the encoder recorded: a wrong byte is never written.
+ * xbzrle stream in, original bytes out. Each batch is rebuilt into its own buffer and released only after its
+ * length and CRC match what the encoder recorded: a wrong byte is never written.
+ *
+ * Two ways to use it:
+ * - callback: `new XbzrleDecoder(onOutput)`, then `push(chunk)` … `finish()`; every verified batch of a chunk
+ *   goes to `onOutput` before `push` returns (fine when `onOutput` consumes synchronously, e.g. a hash);
+ * - pull: `new XbzrleDecoder(undefined, options)`, then after each `push(chunk)` (and after `end()`) call
+ *   `nextOutput()` until it returns undefined; each call decodes at most ONE batch (≤ 4 MiB of output, SPEC §7),
+ *   so the caller decides when the next batch is built. A stream of 4-byte 'same' frames expands a thousand
+ *   times; pulling keeps memory at the cache plus one batch whatever the amplification. `finish()` at the end.
  */
 export class XbzrleDecoder {
   private readonly reader: FrameReader
@@ -37,9 +66,11 @@ export class XbzrleDecoder {
   /** The first bytes, to name what a non-xbzrle input looks like. */
   private readonly head = new Uint8Array(16)
   private headLen = 0
+  private ended = false
+  private readerFinished = false
 
   constructor(
-    private readonly onOutput: (chunk: Uint8Array) => void,
+    private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
     private readonly options: DecoderOptions = {},
   ) {
     this.reader = new FrameReader()
@@ -49,7 +80,12 @@ export class XbzrleDecoder {
     return { ...this.s }
   }
 
+  /**
+   * Feeds input. Callback mode: decodes and releases every complete batch before returning. Pull mode: only
+   * stores the input; call `nextOutput()` until undefined.
+   */
   push(chunk: Uint8Array): void {
+    if (this.ended) throw new Error('XbzrleDecoder.push after end()/finish()')
     if (this.headLen < this.head.length) {
       const n = Math.min(chunk.length, this.head.length - this.headLen)
       this.head.set(chunk.subarray(0, n), this.headLen)
@@ -61,7 +97,7 @@ export class XbzrleDecoder {
     } catch (e) {
       throw this.explain(e)
     }
-    this.drain()
+    if (this.onOutput) this.drainToCallback()
   }
 
   /** A bad magic usually means the wrong kind of file: say which kind it looks like. */
@@ -76,14 +112,57 @@ export class XbzrleDecoder {
     return e
   }
 
-  /** End of input: throws if the stream was truncated. */
-  finish(): void {
-    try {
-      this.reader.finish()
-    } catch (e) {
-      throw this.explain(e)
+  /** No more input will come (then pull the remaining outputs and call `finish()`). Idempotent. */
+  end(): void {
+    this.ended = true
+  }
+
+  /**
+   * The next verified batch output, decoding at most one batch; undefined when the input pushed so far holds
+   * no further complete batch (or the stream is complete). Throws on a corrupt stream.
+   */
+  nextOutput(): Uint8Array | undefined {
+    for (;;) {
+      let item: ReturnType<FrameReader['next']>
+      try {
+        item = this.reader.next()
+      } catch (e) {
+        throw this.explain(e)
+      }
+      if (!item) {
+        // At the end of input the reader is told once everything it had was taken (it may still object).
+        if (!this.ended || this.readerFinished) return undefined
+        this.readerFinished = true
+        try {
+          this.reader.finish()
+        } catch (e) {
+          throw this.explain(e)
+        }
+        continue
+      }
+      if (item.type === 'header') this.begin(item.header, item.version)
+      else if (item.type === 'batch') {
+        const out = this.batch(item.batch)
+        if (out.length > 0) return out
+      } else {
+        verifyEndTotals(item.end, this.s.bytesOut)
+        this.s.end = item.end
+      }
     }
-    this.drain()
+  }
+
+  /**
+   * End of input: throws if the stream was truncated. Callback mode: releases the last batches first. Pull mode:
+   * call it after `nextOutput()` returned undefined following `end()`.
+   */
+  finish(): void {
+    this.end()
+    if (this.onOutput) this.drainToCallback()
+    else if (this.nextOutput() !== undefined) {
+      throw new Error(
+        'XbzrleDecoder.finish: verified output left unpulled (call nextOutput() until undefined)',
+      )
+    }
     if (!this.s.end) {
       throw new ProtocolError(
         'TRUNCATED',
@@ -92,15 +171,8 @@ export class XbzrleDecoder {
     }
   }
 
-  private drain(): void {
-    for (let item = this.reader.next(); item; item = this.reader.next()) {
-      if (item.type === 'header') this.begin(item.header, item.version)
-      else if (item.type === 'batch') this.batch(item.batch)
-      else {
-        verifyEndTotals(item.end, this.s.bytesOut)
-        this.s.end = item.end
-      }
-    }
+  private drainToCallback(): void {
+    for (let out = this.nextOutput(); out; out = this.nextOutput()) this.onOutput!(out)
   }
 
   private begin(h: StreamHeader, version: number): void {
@@ -108,26 +180,33 @@ export class XbzrleDecoder {
     if (h.cache.cacheBytes > max) {
       throw new ProtocolError(
         'LIMIT',
-        `xbzrle stream: needs a ${h.cache.cacheBytes}-byte cache, more than the allowed ${max} (raise --max-cache)`,
+        `xbzrle stream: needs a ${formatBytes(h.cache.cacheBytes)} cache, more than this decoder's limit of ` +
+          `${formatBytes(max)}; raise the limit with --max-cache (e.g. --max-cache ${suggestSize(h.cache.cacheBytes)}) ` +
+          'if you trust the stream',
       )
     }
     const { cacheBytes, ways, policy } = h.cache
+    if (!KNOWN_POLICIES.has(policy)) {
+      throw new ProtocolError(
+        'UNSUPPORTED_VERSION',
+        `xbzrle stream: unknown cache policy ${JSON.stringify(policy)} (this xbzrle knows ${[...KNOWN_POLICIES].join(', ')}; upgrade xbzrle to read this stream)`,
+      )
+    }
     try {
       this.codec = new PageDeltaDecoder({
         cache: { pageSize: h.pageSize, cacheBytes, ways, policy: policy as CacheParameters['policy'] },
       })
     } catch (e) {
-      // The codec validates the parameters (unknown policy, impossible geometry) with a RangeError.
+      // The codec validates the geometry (page size, ways, cache size) with a RangeError.
       throw new ProtocolError(
-        'UNSUPPORTED_VERSION',
-        `xbzrle stream: cannot build the cache it needs: ${(e as Error).message} (upgrade xbzrle to read this stream)`,
+        'MALFORMED',
+        `xbzrle stream: its cache parameters are impossible: ${(e as Error).message} (corrupted or foreign input)`,
       )
     }
     this.s.header = h
     this.s.version = version
   }
-
-  private batch(batch: Batch): void {
+  private batch(batch: Batch): Uint8Array {
     const codec = this.codec!
     const out = new Uint8Array(batch.outputLength)
     let n = 0
@@ -182,6 +261,6 @@ export class XbzrleDecoder {
     }
     verifyBatchOutput(batch, crc32(out), n)
     this.s.bytesOut += n
-    this.onOutput(out)
+    return out
   }
 }

@@ -32,8 +32,8 @@ describe('captured QEMU streams survive encode → decode exactly', () => {
     { workload: 'hotset', xbzrle: false },
     { workload: 'sweep', xbzrle: true },
     { workload: 'sparse', xbzrle: true },
-  ] as const)('$workload, QEMU xbzrle $xbzrle', async ({ workload, xbzrle }) => {
-    if (!requireQemu()) return
+  ] as const)('$workload, QEMU xbzrle $xbzrle', async ({ workload, xbzrle }, ctx) => {
+    if (!requireQemu(ctx)) return
     const { path, stats } = await captureMigration({
       memMiB: 48,
       append: { workload, mem: 24, rate: 4000, period: 200 },

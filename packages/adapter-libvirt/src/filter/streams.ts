@@ -71,30 +71,100 @@ export class EncodeStream extends Transform {
   }
 }
 
-/** A Transform that decodes an xbzrle stream back into the original bytes, verified batch by batch. */
+/**
+ * A Transform that decodes an xbzrle stream back into the original bytes, verified batch by batch, with
+ * backpressure inside an input chunk: it decodes one batch, pushes it, and when the readable side is full it
+ * waits for the consumer to read before decoding the next one (the Transform callback is held meanwhile, so no
+ * more input is taken either). A chunk of 4-byte 'same' frames expands a thousandfold; memory stays at the cache
+ * plus about two batches (≤ 4 MiB each) plus the readable buffer, whatever the amplification.
+ */
 export class DecodeStream extends Transform {
   readonly decoder: XbzrleDecoder
+  /** Set while waiting for the consumer: continues decoding the current chunk. */
+  private pending: (() => void) | undefined
+  /** A verified batch decoded ahead, waiting for room on the readable side. */
+  private held: Uint8Array | undefined
 
   constructor(options: DecoderOptions = {}) {
     super({ readableHighWaterMark: IO_CHUNK, writableHighWaterMark: IO_CHUNK })
-    this.decoder = new XbzrleDecoder((c) => this.push(c), options)
+    this.decoder = new XbzrleDecoder(undefined, options)
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
       this.decoder.push(chunk)
-      cb()
     } catch (e) {
       cb(toError(e))
+      return
     }
+    this.pump(cb, () => cb())
   }
 
   override _flush(cb: TransformCallback): void {
     try {
-      this.decoder.finish()
-      cb()
+      this.decoder.end()
     } catch (e) {
       cb(toError(e))
+      return
     }
+    this.pump(cb, () => {
+      try {
+        this.decoder.finish()
+        cb()
+      } catch (e) {
+        cb(toError(e))
+      }
+    })
+  }
+
+  /**
+   * Decodes and pushes batches until the input is used up (then `done`), pausing while the consumer is behind.
+   * When the readable side is full it decodes one batch ahead and holds it: if there is none, the chunk is done
+   * and the Transform's own backpressure takes over; if there is one, `_read` pushes it when the consumer asks.
+   */
+  private pump(cb: TransformCallback, done: () => void): void {
+    for (;;) {
+      if (this.destroyed) return
+      let out: Uint8Array | undefined
+      try {
+        out = this.held ?? this.decoder.nextOutput()
+        this.held = undefined
+      } catch (e) {
+        cb(toError(e))
+        return
+      }
+      if (out === undefined) {
+        done()
+        return
+      }
+      if (!this.push(out)) {
+        try {
+          this.held = this.decoder.nextOutput()
+        } catch (e) {
+          cb(toError(e))
+          return
+        }
+        if (this.held === undefined) {
+          done()
+          return
+        }
+        this.pending = () => this.pump(cb, done)
+        return
+      }
+    }
+  }
+
+  override _read(size: number): void {
+    const r = this.pending
+    if (r) {
+      this.pending = undefined
+      r()
+    } else super._read(size)
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.pending = undefined
+    this.held = undefined
+    cb(err)
   }
 }
