@@ -10,6 +10,7 @@ import { runInspect } from './commands/inspect.js'
 import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { parseSize } from './io.js'
+import { parseDuration } from './observe/run.js'
 
 const SETUPS = `
 Typical setups:
@@ -85,10 +86,9 @@ export function helperForm(argv: string[]): string[] | undefined {
 
 /** `500ms`, `2s`, `1m` or plain seconds → milliseconds. */
 function durationArg(v: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim())
-  if (!m) throw new InvalidArgumentError('expected a duration such as 500ms, 2s, 1m')
-  const n = Number(m[1])
-  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000)
+  const d = parseDuration(v)
+  if (d === undefined) throw new InvalidArgumentError('expected a duration such as 500ms, 2s, 1m')
+  return d
 }
 
 /** The observability options shared by the filter commands (docs/observability.md). */

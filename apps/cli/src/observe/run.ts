@@ -274,3 +274,61 @@ export function proxySessionObservers(
     }
   }
 }
+
+/** `500ms`, `2s`, `1m` or plain seconds → milliseconds (undefined if malformed). */
+export function parseDuration(v: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v.trim())
+  if (!m) return undefined
+  const n = Number(m[1])
+  return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000)
+}
+
+const VALUE_FLAGS = [
+  '--progress',
+  '--progress-interval',
+  '--metrics-listen',
+  '--metrics-id',
+  '--metrics-linger',
+]
+
+/**
+ * For commands that parse their own argv (`xbzrle proxy`): takes the observability flags out of `argv`.
+ * Returns the remaining arguments and the options (undefined when none was given).
+ */
+export function splitObserveArgs(argv: readonly string[]): {
+  rest: string[]
+  observe: ObserveCommandOptions | undefined
+} {
+  const rest: string[] = []
+  const o: ObserveCommandOptions = {}
+  let any = false
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (a === '--metrics-listen-public') {
+      o.metricsListenPublic = true
+      any = true
+      continue
+    }
+    const eq = a.indexOf('=')
+    const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a
+    if (!VALUE_FLAGS.includes(flag)) {
+      rest.push(a)
+      continue
+    }
+    const value = flag === a ? argv[++i] : a.slice(eq + 1)
+    if (value === undefined) throw new CliError(`${flag} needs a value`, ExitCode.USAGE)
+    any = true
+    const duration = () => {
+      const d = parseDuration(value)
+      if (d === undefined)
+        throw new CliError(`${flag}: expected a duration such as 500ms, 2s, 1m`, ExitCode.USAGE)
+      return d
+    }
+    if (flag === '--progress') o.progress = value
+    else if (flag === '--progress-interval') o.progressInterval = duration()
+    else if (flag === '--metrics-listen') o.metricsListen = value
+    else if (flag === '--metrics-id') o.metricsId = value
+    else o.metricsLinger = duration()
+  }
+  return { rest, observe: any ? o : undefined }
+}
