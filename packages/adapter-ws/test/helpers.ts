@@ -229,5 +229,6 @@ export async function faultProxy(
 
 /** Resolves when `cond()` is true (polling); testkit's waitFor with this package's argument order. */
 export function until(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
-  return waitFor(cond, what, { timeoutMs, intervalMs: 10 })
+  // waitFor resolves with the truthy value; callers here only wait
+  return waitFor(cond, what, { timeoutMs, intervalMs: 10 }).then(() => undefined)
 }

@@ -7,9 +7,10 @@ import { randomBytes } from 'node:crypto'
 import { PassThrough, type Writable } from 'node:stream'
 import type { StreamHeaderJson } from '@xbzrle/protocol'
 import type WebSocket from 'ws'
-import { type ChannelTransport, ReliableChannel } from '../channel.js'
+import { ReliableChannel } from '../channel.js'
 import { CloseCode, type CloseCodeName, SessionRefusal } from '../codes.js'
 import type { WsAck } from '../messages.js'
+import { wsTransport } from '../transport.js'
 import type { EndedSessionView, LiveSessionView } from './admission.js'
 import type { ReceiverConfig } from './config.js'
 import { openPipeline } from './pipeline.js'
@@ -140,16 +141,7 @@ export class Session implements LiveSessionView {
     if (this.graceTimer) clearTimeout(this.graceTimer)
     this.graceTimer = null
     this._ws = ws
-    this.channel.attach(
-      {
-        sendBinary: (buf, cb) => ws.send(buf, { binary: true }, cb),
-        sendText: (text) => ws.send(text),
-        get bufferedAmount() {
-          return ws.bufferedAmount
-        },
-      } satisfies ChannelTransport,
-      returnFromSeq,
-    )
+    this.channel.attach(wsTransport(ws), returnFromSeq)
     if (this.channel.held) ws.pause()
     this.pump()
     this.maybeComplete()

@@ -3,10 +3,11 @@
  * Resolves (never rejects) with how it ended; the reconnect loop in sender.ts decides what comes next.
  */
 import WebSocket from 'ws'
-import type { ChannelTransport, ReliableChannel } from '../channel.js'
+import type { ReliableChannel } from '../channel.js'
 import { CloseCode } from '../codes.js'
 import { HEADER_BYTES } from '../frame.js'
 import { parseControl, type WsControl, type WsRefuse } from '../messages.js'
+import { wsTransport } from '../transport.js'
 import { classifyClose } from './close.js'
 import { buildHello, welcomeProblem } from './handshake.js'
 import type { SenderEvent, SenderOptions } from './types.js'
@@ -65,14 +66,6 @@ export interface SenderMigration {
   /** The socket became writable or the window opened. */
   wake(): void
 }
-
-const transportOf = (ws: WebSocket): ChannelTransport => ({
-  sendBinary: (buf, cb) => ws.send(buf, { binary: true }, cb),
-  sendText: (text) => ws.send(text),
-  get bufferedAmount() {
-    return ws.bufferedAmount
-  },
-})
 
 export class Attempt {
   private state: AttemptState = 'connecting'
@@ -222,7 +215,7 @@ export class Attempt {
         m.maxMsg = Math.max(1024, Math.min(m.maxMsgWanted, msg.maxMessageBytes - HEADER_BYTES))
       welcomed()
       this.to('welcomed')
-      m.channel.attach(transportOf(this.ws), msg.resumeFromSeq)
+      m.channel.attach(wsTransport(this.ws), msg.resumeFromSeq)
       m.emit({ type: 'connected', attempt: this.n, resumeFromSeq: msg.resumeFromSeq, version: m.version })
       m.wake()
     } else if (msg.type === 'ack') {
