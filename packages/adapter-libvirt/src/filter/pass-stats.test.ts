@@ -75,6 +75,24 @@ describe('PassDetector', () => {
     ).toEqual([1, 1, 1, 1])
   })
 
+  it('growing (decoder side, no block list): tracks any key, repeats only', () => {
+    const d = new PassDetector(true)
+    const passes = [
+      [3, 5000],
+      [0, 1],
+      [3, 7],
+      [3, 5000],
+      [0, 2],
+      [0, 1],
+    ].map(([b, p]) => {
+      if (d.isRepeat(b!, p!)) d.next()
+      d.mark(b!, p!)
+      return d.pass
+    })
+    expect(passes).toEqual([1, 1, 1, 2, 2, 2])
+    expect(d.resent).toBe(2)
+  })
+
   it('ignores pages of unknown blocks and beyond a block', () => {
     const d = new PassDetector()
     d.setBlock(0, 2)

@@ -120,6 +120,14 @@ export class PassDetector {
   private wrapped = false
 
   /**
+   * `growing`: the block sizes are not known (the decoder sees page keys, not QEMU's block list). Stamps grow
+   * on demand and only the repeat proof is used (positions need the block sizes).
+   */
+  constructor(private readonly growing = false) {
+    if (growing) this.ordered = false
+  }
+
+  /**
    * Declares a RAM block's size in pages (from the stream's block list), in block-list order. Unknown blocks
    * are not tracked.
    */
@@ -136,6 +144,7 @@ export class PassDetector {
 
   /** True when this page cannot belong to the current pass: it begins the next one. */
   isRepeat(blockId: number, pageIndex: number): boolean {
+    if (this.growing) this.grow(blockId, pageIndex)
     const s = this.stamps[blockId]
     if (s === undefined || pageIndex >= s.length) return false
     if (s[pageIndex] === this.pass) return true
@@ -156,6 +165,16 @@ export class PassDetector {
     if (this.first < 0) this.first = g
     else if (g < this.last) this.wrapped = true
     this.last = g
+  }
+
+  private grow(blockId: number, pageIndex: number): void {
+    const s = this.stamps[blockId]
+    if (s !== undefined && pageIndex < s.length) return
+    const n = 2 ** Math.ceil(Math.log2(Math.max(1024, pageIndex + 1)))
+    const t = new Uint32Array(n)
+    if (s) t.set(s)
+    this.stamps[blockId] = t
+    this.bases[blockId] = 0
   }
 
   /** Opens the next pass. */
