@@ -88,17 +88,14 @@ export class Connection {
     }, ms)
   }
 
-  /** Refuses this connection; `report` = emit a 'refused' event (not for a session that has its session-error). */
-  private refuse(code: CloseCodeName, message: string, report = true): void {
+  /**
+   * Refuses this connection and reports it as a 'refused' event. (A failing session refuses its connection itself,
+   * through SessionDeps.refuse, without this event: it has its session-error.)
+   */
+  private refuse(code: CloseCodeName, message: string): void {
     this.to('closing')
-    if (report)
-      this.ctx.emit({
-        type: 'refused',
-        code: CloseCode[code],
-        name: code,
-        message,
-        remoteAddress: this.remoteAddress,
-      })
+    const { remoteAddress } = this
+    this.ctx.emit({ type: 'refused', code: CloseCode[code], name: code, message, remoteAddress })
     sendRefusal(this.ws, code, message)
   }
 
