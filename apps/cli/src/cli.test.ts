@@ -161,7 +161,7 @@ describe('xbzrle inspect', () => {
     writeFileSync(join(dir, 's.xbz'), encoded)
     const x = await runCli(['inspect', join(dir, 's.xbz')])
     expect(x.code).toBe(0)
-    expect(x.stdout.toString()).toMatch(/^xbzrle stream, format v2/)
+    expect(x.stdout.toString()).toMatch(/^xbzrle stream, format v3/)
     expect(x.stdout.toString()).toMatch(/decodes to/)
     writeFileSync(join(dir, 'vm.save'), saveImage('LibvirtQemudSave', 0, stream))
     const s = await runCli(['inspect', join(dir, 'vm.save')])

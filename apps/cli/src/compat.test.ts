@@ -116,9 +116,15 @@ afterAll(() => {
   rmSync(scratch, { recursive: true, force: true })
 })
 
-type Side = 'v1-release' | 'current-v1' | 'current-v2'
+type Side = 'v1-release' | 'current-v1' | 'current-v2' | 'current-v3'
 const cliOf = (s: Side) => (s === 'v1-release' ? oldCli : `${process.execPath} ${CLI}`)
-const encodeArgs = (s: Side) => (s === 'current-v1' ? 'encode --format-version 1' : 'encode')
+const encodeArgs = (s: Side) =>
+  s === 'current-v1'
+    ? 'encode --format-version 1'
+    : s === 'current-v2'
+      ? 'encode --format-version 2'
+      : 'encode'
+const versionOf = (s: Side) => s.replace(/^current-v/, 'version ')
 
 function run(cmd: string, env: NodeJS.ProcessEnv = {}): { code: number; stderr: string } {
   try {
@@ -172,8 +178,10 @@ const CELLS: Array<{ writer: Side; reader: 'v1-release' | 'current'; works: bool
   { writer: 'current-v1', reader: 'v1-release', works: true },
   { writer: 'current-v1', reader: 'current', works: true },
   { writer: 'current-v2', reader: 'current', works: true },
+  { writer: 'current-v3', reader: 'current', works: true },
   // An old reader refuses a newer format with a clear message, and writes nothing.
   { writer: 'current-v2', reader: 'v1-release', works: false },
+  { writer: 'current-v3', reader: 'v1-release', works: false },
 ]
 
 describe('compatibility matrix (file and pipe)', () => {
@@ -182,7 +190,7 @@ describe('compatibility matrix (file and pipe)', () => {
       it(`${cell.writer} → ${cell.reader} over a ${transport}: ${cell.works ? 'works' : 'clear refusal'}`, () => {
         const out = join(scratch, `out-${cell.writer}-${cell.reader}-${transport}.mig`)
         const enc = `${cliOf(cell.writer)} ${encodeArgs(cell.writer)} < ${input}`
-        const dec = `${cliOf(cell.reader === 'current' ? 'current-v2' : 'v1-release')} decode`
+        const dec = `${cliOf(cell.reader === 'current' ? 'current-v3' : 'v1-release')} decode`
         const r =
           transport === 'file'
             ? run(`${enc} > ${out}.xbz && ${dec} ${out}.xbz > ${out}`)
@@ -193,7 +201,7 @@ describe('compatibility matrix (file and pipe)', () => {
         } else {
           expect(r.code, r.stderr).toBe(3)
           expect(r.stderr.trim().split('\n')).toHaveLength(1)
-          expect(r.stderr).toMatch(/version 2/)
+          expect(r.stderr).toContain(versionOf(cell.writer))
           expect(r.stderr).toMatch(/upgrade/i)
           expect(readFileSync(out).length).toBe(0)
         }
@@ -247,7 +255,7 @@ describe('compatibility matrix (WebSocket: the peers negotiate the format)', () 
       tx: oldSender,
       says: /sent format v1/,
     },
-    { name: 'current sender → current receiver: v2', rx: newReceiver, tx: newSender, says: /format v2/ },
+    { name: 'current sender → current receiver: v3', rx: newReceiver, tx: newSender, says: /format v3/ },
   ])('$name, byte-exact', async ({ rx, tx, says }) => {
     const port = await freePort()
     const out = join(scratch, `ws-${port}.mig`)
@@ -276,9 +284,11 @@ describe('compatibility matrix (WebSocket: the peers negotiate the format)', () 
 })
 
 describe('golden vectors with the v1 release', () => {
-  it('the released v1 decoder reads every committed v1 vector as the current one does, and refuses v2 vectors', () => {
+  it('the released v1 decoder reads every committed v1 vector as the current one does, and refuses v2 and v3 vectors', {
+    timeout: 240_000,
+  }, () => {
     const dir = join(root, 'packages/protocol/vectors')
-    for (const version of ['v1', 'v2']) {
+    for (const version of ['v1', 'v2', 'v3']) {
       for (const f of readdirSync(join(dir, version)).filter((n) => n.endsWith('.xbz'))) {
         const path = join(dir, version, f)
         const oldR = run(`${oldCli} decode ${path} > /dev/null`)

@@ -47,11 +47,12 @@ function runModule(code: string): string {
 }
 
 describe('packed packages work from plain Node ESM', () => {
-  it('@xbzrle/protocol, @xbzrle/protocol/v1 and /v2', () => {
+  it('@xbzrle/protocol, @xbzrle/protocol/v1, /v2 and /v3', () => {
     const out = runModule(`
       import { FrameWriter, FrameReader, CURRENT_VERSION } from '@xbzrle/protocol'
       import * as v1 from '@xbzrle/protocol/v1'
       import * as v2 from '@xbzrle/protocol/v2'
+      import * as v3 from '@xbzrle/protocol/v3'
       const chunks = []
       const w = new FrameWriter({ onChunk: (c) => chunks.push(c) })
       w.header({ pageSize: 4096, cache: { cacheBytes: 1 << 20, ways: 8, policy: 'lru-age-v1' }, mode: 'canonical', source: 'raw' })
@@ -60,8 +61,8 @@ describe('packed packages work from plain Node ESM', () => {
       const r = new FrameReader(); const kinds = []
       for (const c of chunks) { r.push(c); for (let i = r.next(); i; i = r.next()) kinds.push(i.type) }
       r.finish()
-      console.log(CURRENT_VERSION, typeof v1.FrameWriter, typeof v2.FrameWriter, kinds.join(','))`)
-    expect(out).toBe('2 function function header,batch,end')
+      console.log(CURRENT_VERSION, typeof v1.FrameWriter, typeof v2.FrameWriter, typeof v3.FrameWriter, kinds.join(','))`)
+    expect(out).toBe('3 function function function header,batch,end')
   })
 
   it('@xbzrle/codec', () => {
