@@ -8,6 +8,9 @@
  *   ack.final            present on the final ack only: payload bytes delivered; the stream is complete
  *   welcome.sessionSecret    32 random bytes (base64url), in the first welcome of a session only
  *   hello.sessionSecret      that secret, required to resume the session
+ *   hello.secretAware        true in every hello of a sender that keeps the secret: only a session started by
+ *                            such a hello
+ *                            insists on it (a sender older than the secret can still resume its own session)
  * Older peers ignore fields they do not know (zod strips them), so these stay compatible with the v1 release.
  */
 import {
@@ -19,8 +22,7 @@ import {
   safeJsonParse,
   WelcomeSchema,
 } from '@xbzrle/protocol'
-// types only: zod comes with @xbzrle/protocol, whose schemas these are (its .d.ts files import zod as well)
-import type { z } from 'zod'
+import { z } from 'zod'
 
 const uint = AckSchema.shape.seq
 
@@ -28,6 +30,7 @@ export const WsHelloSchema = HelloSchema.extend({
   token: RefuseSchema.shape.message.optional(),
   returnFromSeq: uint.optional(),
   sessionSecret: RefuseSchema.shape.message.optional(),
+  secretAware: z.boolean().optional(),
 })
 export const WsWelcomeSchema = WelcomeSchema.extend({
   maxMessageBytes: uint.optional(),

@@ -22,6 +22,7 @@ const live = (over: Partial<FakeSession> = {}): FakeSession => ({
   name: 'live',
   failed: false,
   secret: SECRET,
+  legacy: false,
   nextExpected: 10,
   canResumeAt: (n) => n >= 3 && n <= 5,
   ...over,
@@ -29,6 +30,7 @@ const live = (over: Partial<FakeSession> = {}): FakeSession => ({
 const ended = (over: Partial<EndedSessionView> = {}): EndedSessionView => ({
   ok: true,
   secret: SECRET,
+  legacy: false,
   endSeq: 41,
   bytes: 12345,
   message: '',
@@ -151,6 +153,26 @@ describe('existing sessions', () => {
     }
     const ofEnded = admit(hello({ resume: { fromSeq: 1 } }), TOKEN, view({}, { vm1: ended() }), config)
     expect(refusal(ofEnded)).toMatch(/^BAD_SESSION_SECRET/)
+  })
+
+  test('a session started by a sender older than the secret resumes without it, never with a wrong one', () => {
+    const s = live({ legacy: true })
+    const none = admit(hello({ resume: { fromSeq: 7 }, returnFromSeq: 4 }), TOKEN, view({ vm1: s }), config)
+    expect(none).toEqual({ kind: 'resume', version: 2, session: s, returnFromSeq: 4 })
+    const wrong = admit(
+      hello({ resume: { fromSeq: 7 }, returnFromSeq: 4, sessionSecret: 'x' }),
+      TOKEN,
+      view({ vm1: s }),
+      config,
+    )
+    expect(refusal(wrong)).toMatch(/^BAD_SESSION_SECRET: cannot resume migration vm1: wrong session secret/)
+    const ofEnded = admit(
+      hello({ resume: { fromSeq: 1 } }),
+      TOKEN,
+      view({}, { vm1: ended({ legacy: true }) }),
+      config,
+    )
+    expect(ofEnded).toEqual({ kind: 'replay-end', version: 2, endSeq: 41, bytes: 12345 })
   })
 
   test('resume that the session cannot serve → SESSION_GONE', () => {

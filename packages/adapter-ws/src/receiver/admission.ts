@@ -16,6 +16,8 @@ export interface LiveSessionView {
   readonly failed: boolean
   /** Issued in the session's first welcome. */
   readonly secret: string
+  /** Started by a sender older than the session secret (no `secretAware`): it can resume without the secret. */
+  readonly legacy: boolean
   /** First stream seq the session still needs. */
   readonly nextExpected: number
   /** Can the return path resume at this seq? */
@@ -26,6 +28,7 @@ export interface LiveSessionView {
 export interface EndedSessionView {
   readonly ok: boolean
   readonly secret: string
+  readonly legacy: boolean
   /** Seq of the stream's END message. */
   readonly endSeq: number
   readonly bytes: number
@@ -81,26 +84,28 @@ export function admit<S extends LiveSessionView>(
   }
   const returnFromSeq = hello.returnFromSeq ?? 1
   // Only the sender that started a session holds its secret: anyone else (even with the token) cannot resume it.
-  const badSecret = (secret: string) =>
-    tokensEqual(secret, hello.sessionSecret)
+  // A session started by a sender that predates the secret never learnt it: such a sender may resume without one
+  // (as before the secret existed); a secret-aware session never accepts a resume without it.
+  const badSecret = ({ secret, legacy }: { secret: string; legacy: boolean }) =>
+    (legacy && hello.sessionSecret === undefined) || tokensEqual(secret, hello.sessionSecret)
       ? undefined
       : refuse(
           'BAD_SESSION_SECRET',
-          `cannot resume migration ${id}: ${hello.sessionSecret === undefined ? 'no' : 'wrong'} session secret (only the sender that started it can resume; senders older than adapter-ws 0.2 cannot resume)`,
+          `cannot resume migration ${id}: ${hello.sessionSecret === undefined ? 'no' : 'wrong'} session secret (only the sender that started it can resume)`,
         )
 
   const live = view.sessions.get(id)
   const ended = view.ended.get(id)
   if (!live && ended) {
     if (!hello.resume) return refuse('DUPLICATE_SESSION', `migration ${id} already ran`)
-    const bad = badSecret(ended.secret)
+    const bad = badSecret(ended)
     if (bad) return bad
     if (!ended.ok) return refuse('PIPELINE_ERROR', ended.message)
     return { kind: 'replay-end', version, endSeq: ended.endSeq, bytes: ended.bytes }
   }
   if (live) {
     if (!hello.resume) return refuse('DUPLICATE_SESSION', `migration ${id} is already in progress`)
-    const bad = badSecret(live.secret)
+    const bad = badSecret(live)
     if (bad) return bad
     if (live.failed) return refuse('SESSION_GONE', `migration ${id} failed`)
     if (hello.resume.fromSeq > live.nextExpected)

@@ -197,6 +197,7 @@ export class Connection {
       path: this.path,
       remoteAddress: this.remoteAddress,
       memoryBytes,
+      legacy: hello.secretAware !== true,
     }
     const s = new Session(params, ctx.sessionDeps)
     ctx.registry.add(s)

@@ -41,7 +41,7 @@ export class SessionRegistry<
    * The session ended. With an outcome it is remembered for a late resume (e.g. a sender whose final ack was
    * lost); without one (a session nobody ever learnt the secret of) every trace of the id goes.
    */
-  release(session: S, outcome: Omit<EndedSessionView, 'secret'> | undefined): void {
+  release(session: S, outcome: Omit<EndedSessionView, 'secret' | 'legacy'> | undefined): void {
     if (this.live.get(session.id) !== session) return
     this.live.delete(session.id)
     this.reserved -= session.memoryBytes
@@ -49,7 +49,7 @@ export class SessionRegistry<
     if (!outcome || this.closing) return
     const timer = setTimeout(() => this.outcomes.delete(session.id), this.graceMs)
     timer.unref()
-    this.outcomes.set(session.id, { ...outcome, secret: session.secret, timer })
+    this.outcomes.set(session.id, { ...outcome, secret: session.secret, legacy: session.legacy, timer })
   }
 
   private forget(id: string): void {

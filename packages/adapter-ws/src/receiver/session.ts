@@ -26,7 +26,7 @@ export interface SessionDeps {
   /** Refuses the session's connection with a code (no 'refused' event: a failed session has its session-error). */
   refuse(ws: WebSocket, code: CloseCodeName, message: string): void
   /** The session reached a terminal state; `outcome` undefined = leave no trace. */
-  release(session: Session, outcome: Omit<EndedSessionView, 'secret'> | undefined): void
+  release(session: Session, outcome: Omit<EndedSessionView, 'secret' | 'legacy'> | undefined): void
 }
 
 export interface SessionParams {
@@ -36,6 +36,8 @@ export interface SessionParams {
   readonly path: string
   readonly remoteAddress: string | undefined
   readonly memoryBytes: number
+  /** The first hello had no `secretAware`: a sender older than the session secret (see admission). */
+  readonly legacy?: boolean
 }
 
 export class Session implements LiveSessionView {
@@ -50,6 +52,7 @@ export class Session implements LiveSessionView {
   readonly secret = randomBytes(32).toString('base64url')
   readonly id: string
   readonly memoryBytes: number
+  readonly legacy: boolean
 
   constructor(
     readonly params: SessionParams,
@@ -57,6 +60,7 @@ export class Session implements LiveSessionView {
   ) {
     this.id = params.id
     this.memoryBytes = params.memoryBytes
+    this.legacy = params.legacy === true
     const { windowBytes, ackEveryBytes, ackDelayMs } = deps.config
     this.channel = new ReliableChannel({
       windowBytes,
@@ -230,7 +234,9 @@ export class Session implements LiveSessionView {
     this.returnPath.destroy()
   }
 
-  private release(outcome: Omit<EndedSessionView, 'secret' | 'endSeq' | 'bytes'> | undefined): void {
+  private release(
+    outcome: Omit<EndedSessionView, 'secret' | 'legacy' | 'endSeq' | 'bytes'> | undefined,
+  ): void {
     if (this.graceTimer) clearTimeout(this.graceTimer)
     this.graceTimer = null
     this.ac.abort()

@@ -24,6 +24,7 @@ test('a first hello: no resume and no secret, even when one is known', () => {
     versions: [1, 2],
     migrationId: 'vm1',
     returnFromSeq: 3,
+    secretAware: true,
   })
   expect(WsHelloSchema.safeParse(h).success).toBe(true)
 })
@@ -32,6 +33,9 @@ test('a resume: from the oldest seq still held, with the session secret and (if 
   const h = buildHello(input({ resuming: true, token: 'tok' }))
   expect(h).toMatchObject({ resume: { fromSeq: 7 }, sessionSecret: 'secret', token: 'tok', returnFromSeq: 3 })
   expect(buildHello(input({ resuming: true, sessionSecret: undefined })).sessionSecret).toBeUndefined()
+  // every hello says the sender keeps the secret, so a session it starts insists on it
+  expect(h.secretAware).toBe(true)
+  expect(buildHello(input({ resuming: false })).secretAware).toBe(true)
 })
 
 test('welcome checks: id, offered version, no version switch on resume, a resume point we hold', () => {

@@ -28,6 +28,8 @@ export function buildHello(h: HelloInput): WsHello {
     // only a resume carries the secret: it proves we are the sender that started the session
     if (h.sessionSecret !== undefined) hello.sessionSecret = h.sessionSecret
   }
+  // this sender keeps the session secret: a session it starts (even from a resume hello) insists on it
+  hello.secretAware = true
   if (h.token !== undefined) hello.token = h.token
   return hello
 }
