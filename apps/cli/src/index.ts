@@ -7,6 +7,7 @@ import { runDemo } from './commands/demo.js'
 import { runQemuDemo } from './commands/demo-qemu.js'
 import { runDecode, runEncode } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
+import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { parseSize } from './io.js'
@@ -253,7 +254,7 @@ export function buildProgram(): Command {
       if (o.qemu) await runQemuDemo({ workload: o.workload, memMiB: o.mem })
       else await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
     })
-  program
+  const send = program
     .command('send')
     .description(
       'encode a QEMU migration stream (FILE or stdin) and send it to an xbzrle receiver over WebSocket',
@@ -277,11 +278,11 @@ export function buildProgram(): Command {
       'after',
       '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
     )
-    .action(async (url: string, input: string | undefined, o) => {
-      await runSend(url, input, { ...o, compression: compressionOf(o) })
-    })
+  addObserveOptions(send).action(async (url: string, input: string | undefined, o) => {
+    await runSend(url, input, { ...o, compression: compressionOf(o) })
+  })
 
-  program
+  const receive = program
     .command('receive')
     .description('accept migrations over WebSocket, decode them, and hand each one to stdout, a file or QEMU')
     .requiredOption('--listen <host:port>', 'address to listen on, e.g. 0.0.0.0:8443')
@@ -290,7 +291,10 @@ export function buildProgram(): Command {
     .option('--tls-cert <file>', 'certificate (PEM) for wss://')
     .option('--tls-key <file>', 'private key (PEM) for wss://')
     .option('--allow-insecure-no-token', 'allow listening on a non-loopback address without a token')
-    .option('-o, --output <file>', 'write each decoded stream to this file ({id} = migration id)')
+    .option(
+      '-o, --output <file>',
+      'write each decoded stream to this file, renamed into place once verified ({id} = migration id; without {id}, one migration at a time)',
+    )
     .option(
       '--connect <unix:path>',
       "hand each decoded stream to a destination QEMU's -incoming unix: socket",
@@ -298,14 +302,24 @@ export function buildProgram(): Command {
     .option('--once', 'exit after the first migration (implied when writing to stdout)')
     .option('--max-memory <bytes>', 'global memory cap for all sessions', sizeArg)
     .option('--max-cache <bytes>', 'largest cache one stream may ask for', sizeArg)
+    .option(
+      '--pre-auth-timeout <ms>',
+      'drop a connection that has not sent a hello with a valid token within this time (default 3000)',
+      intArg(100, 600_000),
+    )
+    .option(
+      '--max-pre-auth <n>',
+      'connections held before they show the token; the oldest idle one is dropped for a new one (default 64)',
+      intArg(1, 65_536),
+    )
     .option('--stats', 'report each migration on stderr')
     .addHelpText(
       'after',
       "\nExample (destination QEMU):\n  qemu-system-x86_64 ... -incoming 'exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle receive --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem'\n",
     )
-    .action(async (o) => {
-      await runReceive(o)
-    })
+  addObserveOptions(receive).action(async (o) => {
+    await runReceive(o)
+  })
 
   program
     .command('proxy')
@@ -358,6 +372,7 @@ export function buildProgram(): Command {
         json: o.json,
       })
     })
+  registerLibvirtCommand(program)
   return program
 }
 
@@ -369,6 +384,8 @@ class SilentExit extends Error {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const helper = runHelper(argv)
+  if (helper) return helper
   const debug = argv.includes('--debug')
   const args = helperForm(argv) ?? argv
   const program = buildProgram()

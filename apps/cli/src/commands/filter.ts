@@ -6,6 +6,12 @@ import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '..
 import { CliError, ExitCode } from '../errors.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
+  describeLibvirtImage,
+  isHelperImage,
+  readLibvirtImage,
+  writeRawImage,
+} from '../libvirt-helper/image.js'
+import {
   bytesSource,
   encoderSource,
   type ObserveCommandOptions,
@@ -65,6 +71,9 @@ async function filterToOutput(
 }
 
 export async function runEncode(input: string | undefined, o: EncodeCommandOptions): Promise<void> {
+  const lv =
+    input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
+  if (lv && isHelperImage(lv)) throw new CliError(describeLibvirtImage(lv, input!), ExitCode.BAD_INPUT)
   const started = process.hrtime.bigint()
   const obs = await startObservation('encode', o, o.output)
   const enc = new EncodeStream({
@@ -151,6 +160,26 @@ export interface DecodeCommandOptions extends ObserveCommandOptions {
 }
 
 export async function runDecode(input: string | undefined, o: DecodeCommandOptions): Promise<void> {
+  const lv =
+    input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
+  if (lv && isHelperImage(lv)) {
+    // a libvirt image the xbzrle helper wrote (header lzop/zstd, xbzrle payload): write the raw image
+    installSignalHandlers()
+    let out: AtomicOutput | undefined
+    try {
+      if (o.output === undefined || o.output === '-') assertStdoutNotInput(input)
+      else out = await createAtomicOutput(o.output, { sameAs: [input!] })
+      await writeRawImage(input!, lv, out ? out.stream : process.stdout)
+      await out?.commit()
+    } catch (e) {
+      await out?.abort()
+      throw e
+    }
+    process.stderr.write(
+      `xbzrle decode: ${input}: libvirt image written by the xbzrle helper (header says ${lv.formatName}); wrote the raw image, virsh restore takes it\n`,
+    )
+    return
+  }
   const started = process.hrtime.bigint()
   const obs = await startObservation('decode', o, o.output)
   const dec = new DecodeStream({ maxCacheBytes: o.maxCache })

@@ -12,6 +12,7 @@ import {
 } from '@xbzrle/adapter-libvirt'
 import { type EndFrame, FrameReader, isXbzrleStream, type StreamHeader } from '@xbzrle/protocol'
 import { formatBytes, openInput } from '../io.js'
+import { describeLibvirtImage, isHelperImage, readLibvirtImage } from '../libvirt-helper/image.js'
 import { passTable } from '../observe/run.js'
 import type { PassStatsJson } from '../observe/schemas.js'
 
@@ -116,6 +117,21 @@ async function inspectQemu(path: string, cacheSize: number | undefined) {
 export async function runInspect(path: string, o: InspectOptions): Promise<void> {
   const head = path === '-' ? undefined : await readHead(path, SAVE_HEADER_SIZE)
   let report: Record<string, unknown>
+  const lv = head && sniffSaveImage(head) === 'complete' ? await readLibvirtImage(path) : undefined
+  if (lv && lv.format !== 0) {
+    // libvirt compressed the QEMU stream (or the xbzrle helper wrote its stream where libvirt expects lzop/zstd)
+    const note = describeLibvirtImage(lv, path)
+    const r = {
+      kind: 'libvirt-save',
+      format: lv.formatName,
+      payload: lv.payload,
+      helperImage: isHelperImage(lv),
+      streamOffset: lv.streamOffset,
+      note,
+    }
+    process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : `${note}\n`)
+    return
+  }
   if (head && isXbzrleStream(head)) {
     report = await inspectXbzrle(path)
   } else {

@@ -25,6 +25,15 @@ import {
 import { createAtomicOutput } from '../atomic-output.js'
 import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
 import { formatBytes, openInput } from '../io.js'
+import {
+  bytesSource,
+  encoderSource,
+  type ObserveCommandOptions,
+  type SessionObservers,
+  startObservation,
+  startSessionObservers,
+  writeStatsJson,
+} from '../observe/run.js'
 import { Progress } from '../progress.js'
 
 /** The token comes from a file or an environment variable, never from the command line (ps shows argv). */
@@ -39,7 +48,7 @@ export function tokenFrom(o: { tokenFile?: string; tokenEnv?: string }): string 
   }
 }
 
-export interface SendCommandOptions {
+export interface SendCommandOptions extends ObserveCommandOptions {
   tokenFile?: string
   tokenEnv?: string
   ca?: string
@@ -62,6 +71,8 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
       ExitCode.USAGE,
     )
   const token = tokenFrom(o)
+  // stdout carries nothing here: --stats-json - and --progress json=1 may use it.
+  const obs = await startObservation('send', { ...o, metricsId: o.metricsId ?? o.migrationId }, 'network')
   const source: Readable = openInput(input)
   // An already-encoded stream offers exactly its own version (and announces its header). Otherwise the
   // encoder starts only once the receiver has chosen a version, so an older receiver gets a stream it reads.
@@ -84,7 +95,10 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
           mode: o.mode,
           formatVersion: version,
           compression: o.compression,
+          passListener: obs.observer.listener,
         })
+    const e = enc
+    obs.observer.attach(e ? encoderSource(e.encoder) : bytesSource(() => ({ bytesIn: sent, bytesOut: sent })))
     const done = enc ? pipeline(source, enc, feed) : pipeline(source, feed)
     done.catch((e: Error) => {
       inputError = e
@@ -101,30 +115,36 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     zeroMask: o.zeroMask,
     onEvent: (e) => {
       if (e.type === 'connected' && !started) start(e.version)
+      else if (e.type === 'connected') obs.observer.resumed()
       else if (e.type === 'warning') process.stderr.write(`xbzrle send: warning: ${e.message}\n`)
     },
   })
-  const progress = new Progress('send', () => ({
-    bytesIn: enc?.encoder.stats.bytesIn ?? sent,
-    bytesOut: sent,
-  }))
-  try {
-    const r = await sender.done
-    if (o.stats) {
-      process.stderr.write(
-        `xbzrle send: ${formatBytes(enc?.encoder.stats.bytesIn ?? r.bytes)} in, ${formatBytes(r.bytes)} sent to ${url} (migration ${r.migrationId}, format v${r.version}, ${r.reconnects} reconnects)\n`,
+  const progress = obs.bar
+    ? new Progress('send', () => ({
+        bytesIn: enc?.encoder.stats.bytesIn ?? sent,
+        bytesOut: sent,
+      }))
+    : undefined
+  await obs.run(() => finishSend(sender.done))
+  async function finishSend(result: typeof sender.done): Promise<void> {
+    try {
+      const r = await result
+      if (o.stats) {
+        process.stderr.write(
+          `xbzrle send: ${formatBytes(enc?.encoder.stats.bytesIn ?? r.bytes)} in, ${formatBytes(r.bytes)} sent to ${url} (migration ${r.migrationId}, format v${r.version}, ${r.reconnects} reconnects)\n`,
+        )
+      }
+    } catch (e) {
+      if (inputError) throw inputError // the input was the problem (e.g. a partial save image), not the peer
+      const err = e as Error
+      throw new CliError(
+        err.message.split('\n')[0]!,
+        err.name === 'SendError' ? ExitCode.PEER : ExitCode.INTERNAL,
       )
+    } finally {
+      progress?.stop()
+      if (!started) source.destroy()
     }
-  } catch (e) {
-    if (inputError) throw inputError // the input was the problem (e.g. a partial save image), not the peer
-    const err = e as Error
-    throw new CliError(
-      err.message.split('\n')[0]!,
-      err.name === 'SendError' ? ExitCode.PEER : ExitCode.INTERNAL,
-    )
-  } finally {
-    progress.stop()
-    if (!started) source.destroy()
   }
 }
 
@@ -166,7 +186,7 @@ async function peekHeader(stream: Readable): Promise<StreamHeaderJson | undefine
   }
 }
 
-export interface ReceiveCommandOptions {
+export interface ReceiveCommandOptions extends ObserveCommandOptions {
   listen: string
   tokenFile?: string
   tokenEnv?: string
@@ -367,6 +387,7 @@ export function qemuSocketSink(
 }
 
 interface SinkContext {
+  observers: SessionObservers
   o: ReceiveCommandOptions
   /** Destination (resolved file, '-' for stdout, unix:path) → the migration writing it. */
   busy: Map<string, string>
@@ -396,11 +417,24 @@ async function sink(
     const admitted = Math.max(0, session.memoryBytes - SESSION_OVERHEAD)
     const gate = headerGate(admitted, session.header)
     const decode = new DecodeStream({ maxCacheBytes: admitted })
+    const observer = ctx.observers.begin('receive', id)
+    observer.attach(bytesSource(() => decode.decoder.stats))
     const track = (p: Promise<void>) => {
-      p.then(release, (e: unknown) => {
-        release()
-        if (e instanceof SinkError) ctx.failureCodes.set(id, e.exitCode)
-      })
+      p.then(
+        () => {
+          release()
+          observer.end({ exitCode: ExitCode.OK })
+          if (o.statsJson !== undefined) writeStatsJson(o.statsJson.replaceAll('{id}', id), observer)
+        },
+        (e: unknown) => {
+          release()
+          if (e instanceof SinkError) ctx.failureCodes.set(id, e.exitCode)
+          observer.end({
+            exitCode: e instanceof SinkError ? e.exitCode : ExitCode.BAD_INPUT,
+            error: (e instanceof Error ? e.message : String(e)).split('\n')[0]!,
+          })
+        },
+      )
       return p
     }
     if (o.connect) {
@@ -438,7 +472,8 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
   })
   let failures = 0
   let completed = 0
-  const ctx: SinkContext = { o, busy: new Map(), failureCodes: new Map() }
+  const observers = await startSessionObservers(o, toStdout ? undefined : 'network')
+  const ctx: SinkContext = { o, observers, busy: new Map(), failureCodes: new Map() }
   const pipelines = new Set<Promise<unknown>>()
   const receiver = createReceiver({
     token,
@@ -466,7 +501,10 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
         ctx.failureCodes.delete(e.migrationId)
         if (once) finished(new CliError(`receive: migration ${e.migrationId} failed: ${e.message}`, code))
         else process.stderr.write(`xbzrle receive: migration ${e.migrationId} failed: ${e.message}\n`)
+      } else if (e.type === 'session-resume') {
+        observers.resumed('receive', e.migrationId)
       } else if (e.type === 'refused') {
+        observers.refused('receive', e.name)
         if (e.name !== 'HANDSHAKE_TIMEOUT')
           process.stderr.write(
             `xbzrle receive: refused ${e.remoteAddress ?? 'a peer'}: ${e.code} ${e.name}: ${e.message}\n`,
@@ -516,6 +554,7 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
     await Promise.allSettled([...pipelines])
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
+    await observers.close()
   }
   if (failures > 0 && !once)
     throw new CliError(`receive: ${failures} migration(s) failed`, ExitCode.BAD_INPUT)
