@@ -2,11 +2,17 @@ export { CacheDesyncError, DECODE_RULES, type DecodeRule, XbzrleDecodeError } fr
 export { decode, encode, getKernel, kernelName, selectKernelName } from './kernel.js'
 export type { EncodeMode, KernelName, XbzrleKernel } from './kernel-types.js'
 export {
+  CACHE_POLICIES,
   type CacheParameters,
   type CachePolicy,
   type CacheStats,
   cacheParameters,
+  DEFAULT_CACHE_PAGE_SIZE,
+  DEFAULT_CACHE_POLICY,
+  DEFAULT_WAYS,
   hashKey,
+  isCachePolicy,
+  MAX_CACHE_WAYS,
   PageCache,
   type PageCacheOptions,
 } from './page-cache.js'

@@ -35,7 +35,25 @@
  * invalidated or reset. Replacement decisions are exactly those of an eager fill.
  */
 
-export type CachePolicy = 'lru-age-v1'
+/**
+ * The replacement policies this codec implements: THE list (the CLI, the decoder's "unknown policy" check and the
+ * protocol's `CliOptionsSchema` derive from it). A stream names its policy in the header; a reader refuses one
+ * that is not here.
+ */
+export const CACHE_POLICIES = ['lru-age-v1'] as const
+export type CachePolicy = (typeof CACHE_POLICIES)[number]
+/** Defaults of {@link cacheParameters} (and so of every encoder that does not choose). */
+export const DEFAULT_CACHE_POLICY: CachePolicy = 'lru-age-v1'
+export const DEFAULT_WAYS = 8
+export const DEFAULT_CACHE_PAGE_SIZE = 4096
+/** Associativity: a power of two, 1..MAX_CACHE_WAYS. */
+export const MAX_CACHE_WAYS = 128
+
+const POLICY_SET: ReadonlySet<string> = new Set(CACHE_POLICIES)
+/** Whether this codec implements `policy` (a name read from a stream header). */
+export function isCachePolicy(policy: string): policy is CachePolicy {
+  return POLICY_SET.has(policy)
+}
 
 /** Everything a stream header must carry for a decoder to build an identical cache. */
 export type CacheParameters = { pageSize: number; cacheBytes: number; ways: number; policy: CachePolicy }
@@ -97,14 +115,14 @@ function isPow2(n: number): boolean {
 
 /** Normalises options into the parameters that go on the wire (validating them). */
 export function cacheParameters(o: PageCacheOptions | CacheParameters): CacheParameters {
-  const pageSize = o.pageSize ?? 4096
-  const ways = o.ways ?? 8
-  const policy = o.policy ?? 'lru-age-v1'
-  if (policy !== 'lru-age-v1') throw new RangeError(`page cache: unknown policy ${JSON.stringify(policy)}`)
+  const pageSize = o.pageSize ?? DEFAULT_CACHE_PAGE_SIZE
+  const ways = o.ways ?? DEFAULT_WAYS
+  const policy = o.policy ?? DEFAULT_CACHE_POLICY
+  if (!isCachePolicy(policy)) throw new RangeError(`page cache: unknown policy ${JSON.stringify(policy)}`)
   if (!Number.isInteger(pageSize) || pageSize < 8 || pageSize % 8 !== 0 || pageSize > 65536)
     throw new RangeError(`page cache: pageSize ${pageSize} must be a multiple of 8 in 8..65536`)
-  if (!isPow2(ways) || ways > 128)
-    throw new RangeError(`page cache: ways ${ways} must be a power of two <= 128`)
+  if (!isPow2(ways) || ways > MAX_CACHE_WAYS)
+    throw new RangeError(`page cache: ways ${ways} must be a power of two <= ${MAX_CACHE_WAYS}`)
   if (!Number.isSafeInteger(o.cacheBytes) || o.cacheBytes < pageSize * ways)
     throw new RangeError(`page cache: cacheBytes ${o.cacheBytes} must hold at least ways (${ways}) pages`)
   return { pageSize, cacheBytes: o.cacheBytes, ways, policy }

@@ -1,16 +1,23 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { CACHE_POLICIES, cacheParameters } from '@xbzrle/codec'
 import { describe, expect, it } from 'vitest'
 import { ProtocolError } from './errors.js'
 import { jsonSchemaFiles } from './json-schema.js'
+import { FrameReader } from './reader.js'
 import {
+  CachePolicySchema,
   CliOptionsSchema,
+  EndFrameSchema,
   FilterStatsSchema,
   headerFromJson,
   headerToJson,
   parseByteSize,
+  parseCliOptions,
   parseControlMessage,
+  StreamHeaderSchema,
+  StreamHeaderV1Schema,
   safeJsonParse,
 } from './schema.js'
 import { describeNotXbzrle, isXbzrleStream } from './sniff.js'
@@ -18,6 +25,7 @@ import { HEADER } from './test-util.js'
 import type { StreamHeader } from './v2/types.js'
 import { CURRENT_VERSION, formatVersions, negotiateVersion } from './versions.js'
 import { MAGIC } from './wire/magic.js'
+import { FrameWriter } from './writer.js'
 
 const specDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'spec')
 
@@ -100,20 +108,116 @@ describe('control-plane schemas', () => {
     expect(() => headerFromJson({ ...headerToJson(h), pageSize: 3000 })).toThrow()
   })
 
-  it('CLI options and stats', () => {
+  it("CLI options: the codec's defaults and values, validated by parseCliOptions", () => {
+    // The defaults are the codec's: what cacheParameters() fills in when nothing is chosen.
+    const codec = cacheParameters({ cacheBytes: 1 << 20 })
     expect(CliOptionsSchema.parse({})).toEqual({
-      pageSize: 4096,
-      cacheSize: '64M',
-      ways: 1,
-      policy: 'lru',
+      pageSize: codec.pageSize,
+      ways: codec.ways,
+      policy: codec.policy,
       mode: 'canonical',
       batchBytes: 1048576,
     })
+    expect(codec).toMatchObject({ pageSize: 4096, ways: 8, policy: 'lru-age-v1' })
+    expect(CachePolicySchema.options).toEqual([...CACHE_POLICIES])
+    // Every value the schema accepts, the codec accepts too (and the reverse for ways).
+    for (const ways of [1, 2, 4, 8, 16, 32, 64, 128]) {
+      const r = parseCliOptions({ ways, cacheSize: '64M' })
+      expect(r.ok).toBe(true)
+      if (r.ok) expect(() => cacheParameters({ cacheBytes: r.options.cacheSize!, ways })).not.toThrow()
+    }
+    for (const ways of [0, 3, 12, 256]) {
+      expect(parseCliOptions({ ways }).ok, `ways ${ways}`).toBe(false)
+      expect(() => cacheParameters({ cacheBytes: 1 << 30, ways })).toThrow(RangeError)
+    }
+    expect(
+      parseCliOptions({ cacheSize: '256M', ways: 16, mode: 'compact', output: 'x', stats: true }),
+    ).toEqual({
+      ok: true,
+      options: {
+        pageSize: 4096,
+        cacheSize: 256 << 20,
+        ways: 16,
+        policy: 'lru-age-v1',
+        mode: 'compact',
+        batchBytes: 1048576,
+      },
+    })
+    expect(parseCliOptions({ cacheSize: undefined, ways: undefined })).toEqual({
+      ok: true,
+      options: CliOptionsSchema.parse({}),
+    })
+    expect(parseCliOptions({ ways: 3 })).toEqual({
+      ok: false,
+      error: '--ways: must be a power of two in 1..128 (got 3)',
+    })
+    expect(parseCliOptions({ policy: 'lru' })).toMatchObject({
+      ok: false,
+      error: /^--policy: .*lru-age-v1.* \(got "lru"\)$/,
+    })
+    expect(parseCliOptions({ cacheSize: 4096, ways: 8 })).toEqual({
+      ok: false,
+      error: '--cache-size: must hold at least ways (8) pages of 4096 bytes (got 4096)',
+    })
+    const two = parseCliOptions({ mode: 'fast', batchBytes: 0 })
+    expect(two.ok).toBe(false)
+    if (!two.ok) {
+      expect(two.error).not.toContain('\n')
+      expect(two.error).toMatch(/^--mode: .*; --batch-bytes: /)
+    }
+  })
+
+  it('the in-memory header and END schemas describe what the binary reader yields', () => {
+    const chunks: Uint8Array[] = []
+    const w = new FrameWriter({ onChunk: (c) => chunks.push(c), streamId: new Uint8Array(16).fill(7) })
+    const header = {
+      ...HEADER,
+      cache: { cacheBytes: 1 << 20, ways: 8, policy: 'lru-age-v1' },
+      encoder: 'xbzrle/test',
+      extensions: [{ type: 9, critical: false, data: Uint8Array.of(1, 2) }],
+      compression: { codec: 'none' as const },
+    }
+    expect(StreamHeaderSchema.parse(header)).toEqual(header)
+    w.header(header)
+    w.verbatim(Uint8Array.of(1, 2, 3))
+    w.end({ cache: { hits: 2 } })
+    const r = new FrameReader()
+    for (const c of chunks) r.push(c)
+    const seen: string[] = []
+    for (let item = r.next(); item; item = r.next()) {
+      seen.push(item.type)
+      if (item.type === 'header') {
+        expect(StreamHeaderSchema.parse(item.header)).toEqual(item.header)
+        expect(item.header.streamId).toHaveLength(16)
+      }
+      if (item.type === 'end') expect(EndFrameSchema.parse(item.end)).toEqual(item.end)
+    }
+    expect(seen).toEqual(['header', 'batch', 'end'])
+    // The schemas refuse what the writer refuses.
+    expect(() =>
+      StreamHeaderV1Schema.parse({
+        ...HEADER,
+        extensions: [{ type: 1, critical: false, data: new Uint8Array() }],
+      }),
+    ).toThrow()
+    expect(() => StreamHeaderSchema.parse({ ...HEADER, streamId: new Uint8Array(15) })).toThrow()
+    expect(() => StreamHeaderSchema.parse({ ...HEADER, cache: { ...HEADER.cache, policy: 'a b' } })).toThrow()
+    expect(() =>
+      EndFrameSchema.parse({
+        totalBytes: 0,
+        batches: 0,
+        pages: { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 },
+        cache: { Bad: 1 },
+        offset: 0,
+      }),
+    ).toThrow()
+  })
+
+  it('stats', () => {
     expect(parseByteSize('64M')).toBe(64 << 20)
     expect(parseByteSize('1GiB')).toBe(2 ** 30)
     expect(parseByteSize(4096)).toBe(4096)
     expect(() => parseByteSize('lots')).toThrow(RangeError)
-    expect(() => CliOptionsSchema.parse({ mode: 'fast' })).toThrow()
     expect(
       FilterStatsSchema.parse({
         direction: 'decode',

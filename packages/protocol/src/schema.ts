@@ -1,18 +1,45 @@
 /**
- * zod schemas of the control plane (JSON): the stream header's JSON form, the WebSocket handshake, the filter's
- * stats object and the CLI-facing options. Not used per frame. JSON Schema copies live in spec/*.json
- * (`npm run generate`).
+ * zod schemas of the wire format and the control plane: THE definition of every exported wire-format type (the
+ * stream header in memory and in JSON, END totals, the WebSocket handshake, the filter's stats object, the
+ * CLI-facing codec options); the types are `z.infer` of these, never parallel interfaces. The binary reader and
+ * writer do not run them per record (their checks are SPEC.md's, byte by byte); the control plane parses with
+ * them. JSON Schema copies of the JSON forms live in spec/*.json (`npm run generate`).
+ *
+ * Not schemas, on purpose: the per-page objects of the binary reader (`Frame`, `Batch`, `ReaderItem` in
+ * v1/types.ts) are views into the input buffer with a `frames()` iterator, built per page on the hot path and
+ * never serialized; a schema would add nothing but a temptation to parse them.
  */
+import {
+  CACHE_POLICIES,
+  DEFAULT_CACHE_PAGE_SIZE,
+  DEFAULT_CACHE_POLICY,
+  DEFAULT_WAYS,
+  MAX_CACHE_WAYS,
+} from '@xbzrle/codec'
 import { z } from 'zod'
 import { ProtocolError } from './errors.js'
-import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './v1/constants.js'
-import type { HeaderExtension } from './v1/types.js'
+import {
+  CACHE_STAT_NAME,
+  DEFAULT_BATCH_BYTES,
+  LIMITS,
+  MAX_CACHE_STATS,
+  MAX_ENCODER_BYTES,
+  MAX_EXTENSION_TYPE,
+  MAX_EXTENSIONS,
+  MAX_PAGE_SIZE,
+  MAX_WAYS,
+  MIN_PAGE_SIZE,
+  MODES,
+  POLICY_NAME,
+  SOURCES,
+} from './v1/constants.js'
 import { CODEC_NAMES } from './v2/codecs.js'
-import type { StreamHeader } from './v3/types.js'
 import { CURRENT_VERSION } from './versions.js'
 
 const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
 const uint = () => z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
+/** Raw bytes of the in-memory forms (the JSON forms carry base64 or hex instead). */
+const bytes = () => z.custom<Uint8Array>((v) => v instanceof Uint8Array, { message: 'expected a Uint8Array' })
 
 export const PageSizeSchema = z
   .number()
@@ -22,34 +49,54 @@ export const PageSizeSchema = z
   .refine(isPow2, { message: 'page size must be a power of two' })
   .describe('Target page size in bytes: a power of two, 512-65536 (4096 on x86)')
 
-export const ModeSchema = z.enum(['canonical', 'compact']).describe('Codec mode')
-export const SourceKindSchema = z
-  .enum(['qemu', 'raw', 'libvirt-save'])
-  .describe('What the original bytes were')
+export const ModeSchema = z.enum(MODES).describe('Codec mode')
+export const SourceKindSchema = z.enum(SOURCES).describe('What the original bytes were')
+export type Mode = z.infer<typeof ModeSchema>
+export type SourceKind = z.infer<typeof SourceKindSchema>
+
+/**
+ * A policy NAME as the wire carries it (printable ASCII, 1-64 bytes): any name, so that a newer encoder's policy
+ * reaches the reader, which refuses it by name. The policies this xbzrle implements are the codec's
+ * `CACHE_POLICIES` (see `CachePolicySchema`).
+ */
+export const PolicyNameSchema = z.string().regex(POLICY_NAME).describe('Replacement policy name')
+/** The replacement policies implemented (the codec's `CACHE_POLICIES`). */
+export const CachePolicySchema = z.enum(CACHE_POLICIES).describe('Replacement policy (implemented ones)')
 
 export const CacheParamsSchema = z.object({
+  /** Total cache size in bytes (the decoder mirrors it exactly). */
   cacheBytes: uint().describe('Cache size in bytes'),
-  ways: z.number().int().min(1).max(0xffff).describe('Associativity (1 = direct mapped)'),
-  policy: z
-    .string()
-    .regex(/^[\x21-\x7e]{1,64}$/)
-    .describe('Replacement policy name'),
+  /** Associativity (1 = direct mapped). */
+  ways: z.number().int().min(1).max(MAX_WAYS).describe('Associativity (1 = direct mapped)'),
+  /** Replacement policy name, e.g. "lru-age-v1" (printable ASCII, 1–64 bytes). */
+  policy: PolicyNameSchema,
 })
+export type CacheParams = z.infer<typeof CacheParamsSchema>
 
-export const HeaderExtensionJsonSchema = z.object({
-  type: z.number().int().min(2).max(0xffff),
+/** A header extension in memory (`data` as bytes); `HeaderExtensionJsonSchema` is its JSON form. */
+export const HeaderExtensionSchema = z.object({
+  /** 2–65535 (1 is ENCODER, carried as `StreamHeader.encoder`). */
+  type: z.number().int().min(2).max(MAX_EXTENSION_TYPE),
+  /** A reader that does not know `type` must refuse the stream if set, skip the extension otherwise. */
   critical: z.boolean(),
+  data: bytes(),
+})
+export type HeaderExtension = z.infer<typeof HeaderExtensionSchema>
+export const HeaderExtensionJsonSchema = HeaderExtensionSchema.extend({
   data: z.base64().describe('Extension payload, base64'),
 })
 
 export const CompressionSchema = z
   .object({
+    /** `none` | `lz4` | `zstd` | `deflate` (SPEC.md §11.3). */
     codec: z
       .enum(CODEC_NAMES)
       .describe('Second-stage compressor of the batches (format version 2 and later)'),
+    /** Compressor level (informational on the wire; the codec's default when absent). */
     level: z.number().int().min(-128).max(127).optional().describe('Compressor level (informational)'),
   })
   .describe('Second-stage compressor (format v2); absent in v1 headers')
+export type Compression = z.infer<typeof CompressionSchema>
 
 export const StreamIdSchema = z
   .string()
@@ -58,21 +105,93 @@ export const StreamIdSchema = z
     'Random 128-bit stream id, 32 lowercase hex digits (format v3 and later; every batch and END is bound to it); absent in v1 and v2 headers',
   )
 
-/** JSON form of the stream header (e.g. for the WebSocket hello). */
+/** The v1 stream header in memory (what `FrameWriter.header()` takes and the reader yields). */
+export const StreamHeaderV1Schema = z.object({
+  /** Target page size in bytes: a power of two, 512–65536 (4096 on x86). */
+  pageSize: PageSizeSchema,
+  cache: CacheParamsSchema,
+  mode: ModeSchema,
+  /** Informational: what the original bytes were. */
+  source: SourceKindSchema,
+  /** Informational encoder identification (extension 1), e.g. "xbzrle/0.1.0". */
+  encoder: z.string().max(MAX_ENCODER_BYTES).optional(),
+  /** Other extensions: written as given; on read, the unknown ignorable ones that were skipped. */
+  extensions: z
+    .array(HeaderExtensionSchema)
+    .max(MAX_EXTENSIONS - 1)
+    .readonly()
+    .optional(),
+})
+/** A v1 header plus the second-stage compressor. */
+export const StreamHeaderV2Schema = StreamHeaderV1Schema.extend({
+  /**
+   * Writer: the compressor to use (default: zstd level 1 if zstd-napi is installed, else lz4 if lz4-napi is, else
+   * deflate; `{ codec: 'none' }` turns the second stage off). Reader (v2 streams): always set, as declared by the
+   * stream. Absent in v1 streams.
+   */
+  compression: CompressionSchema.optional(),
+})
+/** A v2 header plus the stream id (the current version's header). */
+export const StreamHeaderSchema = StreamHeaderV2Schema.extend({
+  /**
+   * Reader (v3 streams): the 16-byte random id of the stream, to which every batch and END is bound. Absent in
+   * v1 and v2 streams. Writers take it from the `streamId` writer option (default: random), not from here.
+   */
+  streamId: bytes()
+    .refine((b) => b.length === 16, { message: 'a stream id is 16 bytes' })
+    .optional(),
+})
+export type StreamHeaderV1 = z.infer<typeof StreamHeaderV1Schema>
+export type StreamHeaderV2 = z.infer<typeof StreamHeaderV2Schema>
+export type StreamHeader = z.infer<typeof StreamHeaderSchema>
+
+/** JSON form of the stream header (e.g. for the WebSocket hello): the in-memory one plus `version`, bytes as text. */
 export const StreamHeaderJsonSchema = z
   .object({
     version: z.number().int().min(1).describe('Format version'),
-    pageSize: PageSizeSchema,
-    cache: CacheParamsSchema,
-    mode: ModeSchema,
-    source: SourceKindSchema,
-    encoder: z.string().max(255).optional(),
-    extensions: z.array(HeaderExtensionJsonSchema).max(63).optional(),
-    compression: CompressionSchema.optional(),
+    ...StreamHeaderSchema.shape,
+    extensions: z
+      .array(HeaderExtensionJsonSchema)
+      .max(MAX_EXTENSIONS - 1)
+      .optional(),
     streamId: StreamIdSchema.optional(),
   })
   .describe('xbzrle stream header, JSON form')
 export type StreamHeaderJson = z.infer<typeof StreamHeaderJsonSchema>
+
+export const PageCountsSchema = z.object({
+  full: uint(),
+  delta: uint(),
+  same: uint(),
+  zero: uint(),
+  foreign: uint(),
+})
+export type PageCounts = z.infer<typeof PageCountsSchema>
+
+const cacheCounters = () => z.record(z.string().regex(CACHE_STAT_NAME), uint())
+/** Named cache counters of END (informational): names match /^[a-z][A-Za-z0-9]{0,31}$/, at most 32 entries. */
+export const CacheCountersSchema = cacheCounters().refine((r) => Object.keys(r).length <= MAX_CACHE_STATS, {
+  message: `at most ${MAX_CACHE_STATS} cache counters`,
+})
+
+/** What the caller gives `FrameWriter.end()`: the writer computes the totals itself. */
+export const EndStatsSchema = z.object({
+  /** The encoder's cache statistics (informational): names match /^[a-z][A-Za-z0-9]{0,31}$/, ≤ 32 entries. */
+  cache: CacheCountersSchema.readonly().optional(),
+})
+export type EndStats = z.infer<typeof EndStatsSchema>
+
+/** The END record's totals, as the reader yields them. */
+export const EndFrameSchema = z.object({
+  /** Total original bytes the stream decodes to. */
+  totalBytes: uint(),
+  batches: uint(),
+  pages: PageCountsSchema,
+  cache: CacheCountersSchema,
+  /** Byte offset of the END record. */
+  offset: uint(),
+})
+export type EndFrame = z.infer<typeof EndFrameSchema>
 
 const MigrationIdSchema = z
   .string()
@@ -112,14 +231,6 @@ export type Refuse = z.infer<typeof RefuseSchema>
 export type Ack = z.infer<typeof AckSchema>
 export type ControlMessage = z.infer<typeof ControlMessageSchema>
 
-const PageCountsSchema = z.object({
-  full: uint(),
-  delta: uint(),
-  same: uint(),
-  zero: uint(),
-  foreign: uint(),
-})
-
 export const FilterStatsSchema = z
   .object({
     direction: z.enum(['encode', 'decode']),
@@ -128,7 +239,7 @@ export const FilterStatsSchema = z
     batches: uint(),
     verbatimBytes: uint(),
     pages: PageCountsSchema,
-    cache: z.record(z.string().regex(/^[a-z][A-Za-z0-9]{0,31}$/), uint()),
+    cache: cacheCounters(),
     elapsedMs: z.number().min(0),
   })
   .describe('Statistics of one filter run')
@@ -137,25 +248,77 @@ export type FilterStats = z.infer<typeof FilterStatsSchema>
 /** Sizes as the CLI accepts them: a byte count or a string such as "64M", "1GiB", "4096". */
 export const ByteSizeSchema = z.union([uint(), z.string().regex(/^\d+(\.\d+)?\s*([KMGT]i?B?|B)?$/i)])
 
+/** A byte size as the CLI accepts it, resolved to bytes. */
+const ByteCountSchema = ByteSizeSchema.transform((v, ctx) => {
+  try {
+    return parseByteSize(v)
+  } catch (e) {
+    ctx.issues.push({ code: 'custom', message: (e as Error).message, input: v })
+    return z.NEVER
+  }
+})
+
+/**
+ * CLI-facing codec options. The defaults are the codec's own (`@xbzrle/codec`: 8 ways, policy lru-age-v1, 4096-byte
+ * pages), imported rather than restated; an absent `cacheSize` means what the encoder does then (the guest's RAM,
+ * rounded up to a power of two, at most 1 GiB). Validate with `parseCliOptions`.
+ */
 export const CliOptionsSchema = z
   .object({
-    pageSize: PageSizeSchema.default(4096),
-    cacheSize: ByteSizeSchema.default('64M'),
-    ways: z.number().int().min(1).max(0xffff).default(1),
-    policy: z
-      .string()
-      .regex(/^[\x21-\x7e]{1,64}$/)
-      .default('lru'),
-    mode: ModeSchema.default('canonical'),
-    batchBytes: z
+    pageSize: PageSizeSchema.default(DEFAULT_CACHE_PAGE_SIZE),
+    cacheSize: ByteCountSchema.optional().describe(
+      'Page cache budget in bytes or as "256M"; absent: the guest RAM rounded up to a power of two, at most 1 GiB',
+    ),
+    ways: z
       .number()
       .int()
       .min(1)
-      .max(4 * 1024 * 1024)
-      .default(1024 * 1024),
+      .max(MAX_CACHE_WAYS)
+      .refine(isPow2, { message: `must be a power of two in 1..${MAX_CACHE_WAYS}` })
+      .default(DEFAULT_WAYS)
+      .describe('Cache associativity: a power of two'),
+    policy: CachePolicySchema.default(DEFAULT_CACHE_POLICY),
+    mode: ModeSchema.default('canonical'),
+    batchBytes: z.number().int().min(1).max(LIMITS.maxBatchOutputBytes).default(DEFAULT_BATCH_BYTES),
+  })
+  .superRefine((o, ctx) => {
+    if (o.cacheSize !== undefined && o.cacheSize < o.pageSize * o.ways)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cacheSize'],
+        message: `must hold at least ways (${o.ways}) pages of ${o.pageSize} bytes`,
+        input: o.cacheSize,
+      })
   })
   .describe('CLI-facing codec options')
 export type CliOptions = z.infer<typeof CliOptionsSchema>
+
+const kebab = (key: PropertyKey) => String(key).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
+
+/**
+ * Validates options as a CLI parsed them (flag names in camelCase: `{ cacheSize, ways, mode, ... }`, absent or
+ * `undefined` = default) through `CliOptionsSchema`: the typed options with the codec's defaults filled in, or a
+ * one-line error naming the flags, e.g. `--ways: must be a power of two in 1..128 (got 3)`. Unknown keys are
+ * ignored (a command passes its whole options object).
+ */
+export function parseCliOptions(
+  raw: Readonly<Record<string, unknown>>,
+): { ok: true; options: CliOptions } | { ok: false; error: string } {
+  const input: Record<string, unknown> = {}
+  for (const key of Object.keys(CliOptionsSchema.shape))
+    if (Object.hasOwn(raw, key) && raw[key] !== undefined) input[key] = raw[key]
+  const r = CliOptionsSchema.safeParse(input)
+  if (r.success) return { ok: true, options: r.data }
+  const error = r.error.issues
+    .map((i) => {
+      const flag = i.path.length > 0 ? `--${i.path.map(kebab).join('.')}` : 'options'
+      const key = i.path[0]
+      const got = typeof key === 'string' && key in input ? ` (got ${JSON.stringify(input[key])})` : ''
+      return `${flag}: ${i.message}${got}`
+    })
+    .join('; ')
+  return { ok: false, error }
+}
 
 /** "64M" / "1GiB" / 4096 → bytes (binary multiples). Throws RangeError on a bad value. */
 export function parseByteSize(size: number | string): number {

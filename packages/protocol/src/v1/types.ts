@@ -1,66 +1,30 @@
+import type { EndFrame, StreamHeaderV1 as StreamHeader } from '../schema.js'
 import type { Limits } from './constants.js'
 
-export type Mode = 'canonical' | 'compact'
-export type SourceKind = 'qemu' | 'raw' | 'libvirt-save'
-
-export interface CacheParams {
-  /** Total cache size in bytes (the decoder mirrors it exactly). */
-  cacheBytes: number
-  /** Associativity (1 = direct mapped). */
-  ways: number
-  /** Replacement policy name, e.g. "lru" (printable ASCII, 1–64 bytes). */
-  policy: string
-}
-
-export interface HeaderExtension {
-  /** 2–65535 (1 is ENCODER, carried as `StreamHeader.encoder`). */
-  type: number
-  /** A reader that does not know `type` must refuse the stream if set, skip the extension otherwise. */
-  critical: boolean
-  data: Uint8Array
-}
-
-export interface StreamHeader {
-  /** Target page size in bytes: a power of two, 512–65536 (4096 on x86). */
-  pageSize: number
-  cache: CacheParams
-  mode: Mode
-  /** Informational: what the original bytes were. */
-  source: SourceKind
-  /** Informational encoder identification (extension 1), e.g. "xbzrle/0.1.0". */
-  encoder?: string
-  /** Other extensions: written as given; on read, the unknown ignorable ones that were skipped. */
-  extensions?: readonly HeaderExtension[]
-}
-
-export interface PageCounts {
-  full: number
-  delta: number
-  same: number
-  zero: number
-  foreign: number
-}
-
-/** What the caller gives `FrameWriter.end()`: the writer computes the totals itself. */
-export interface EndStats {
-  /** The encoder's cache statistics (informational): names match /^[a-z][A-Za-z0-9]{0,31}$/, ≤ 32 entries. */
-  cache?: Readonly<Record<string, number>>
-}
-
-export interface EndFrame {
-  /** Total original bytes the stream decodes to. */
-  totalBytes: number
-  batches: number
-  pages: PageCounts
-  cache: Record<string, number>
-  /** Byte offset of the END record. */
-  offset: number
-}
+// The wire-format shapes are z.infer of the zod schemas in ../schema.ts (the one definition; type-only import, so
+// this frozen module loads no zod at run time). Their structure is v1's exactly: the schemas are shared by all
+// versions, with later versions' header fields in the later versions' schemas.
+export type {
+  CacheParams,
+  EndFrame,
+  EndStats,
+  HeaderExtension,
+  Mode,
+  PageCounts,
+  SourceKind,
+  StreamHeaderV1 as StreamHeader,
+} from '../schema.js'
 
 export interface PageKey {
   blockId: number
   pageIndex: number
 }
+
+/*
+ * Runtime objects of the binary reader, deliberately plain types (not schemas): a Frame is built per page on the
+ * hot path and its byte fields are views into the input, a Batch has a `frames()` iterator; neither is ever
+ * serialized or validated as data (the reader checks the bytes, SPEC.md), so a schema would only cost.
+ */
 
 /**
  * One frame of a batch. Byte fields (`bytes`, `page`, `delta`, `body`, and a raw `hdr`) are views into the

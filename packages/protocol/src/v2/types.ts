@@ -1,21 +1,8 @@
+import type { StreamHeaderV2 as StreamHeader } from '../schema.js'
 import type * as v1 from '../v1/index.js'
-import type { CodecName } from './codecs.js'
 
-export interface Compression {
-  /** `none` | `lz4` | `zstd` | `deflate` (SPEC.md §11.3). */
-  codec: CodecName
-  /** Compressor level (informational on the wire; the codec's default when absent). */
-  level?: number
-}
-
-/** A v1 header plus the second-stage compressor. */
-export interface StreamHeader extends v1.StreamHeader {
-  /**
-   * Writer: the compressor to use (default: zstd level 1 if zstd-napi is installed, else lz4 if lz4-napi is, else deflate; `{ codec: 'none' }`
-   * turns the second stage off). Reader (v2 streams): always set, as declared by the stream. Absent in v1 streams.
-   */
-  compression?: Compression
-}
+// z.infer of the schemas in ../schema.ts (the one definition).
+export type { Compression, StreamHeaderV2 as StreamHeader } from '../schema.js'
 
 /** A v1 batch plus how it was stored. */
 export interface Batch extends v1.Batch {

@@ -1,14 +1,9 @@
+import type { StreamHeader } from '../schema.js'
 import type * as v1 from '../v1/index.js'
 import type * as v2 from '../v2/index.js'
 
-/** A v2 header plus the stream id. */
-export interface StreamHeader extends v2.StreamHeader {
-  /**
-   * Reader (v3 streams): the 16-byte random id of the stream, to which every batch and END is bound. Absent in
-   * v1 and v2 streams. Writers take it from the `streamId` writer option (default: random), not from here.
-   */
-  streamId?: Uint8Array
-}
+/** A v2 header plus the stream id: z.infer of `StreamHeaderSchema` in ../schema.ts (the one definition). */
+export type { StreamHeader } from '../schema.js'
 
 export type ReaderItem =
   | { type: 'header'; version: number; header: StreamHeader }
