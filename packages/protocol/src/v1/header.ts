@@ -8,6 +8,7 @@ import {
   MAX_EXTENSION_TYPE,
   MAX_EXTENSIONS,
   MAX_PAGE_SIZE,
+  MAX_POLICY_BYTES,
   MAX_WAYS,
   MIN_PAGE_SIZE,
   MODE_CODES,
@@ -97,10 +98,11 @@ export function readHeaderBody(c: Cursor, version = 1): StreamHeader {
   if (ways < 1 || ways > MAX_WAYS) c.fail(`ways ${ways} is outside 1..${MAX_WAYS}`, waysAt)
   const policyAt = c.offset
   const policyLen = c.varint('policy length')
-  if (policyLen < 1 || policyLen > 64) c.fail(`policy length ${policyLen} is outside 1..64`, policyAt)
-  const policyBytes = c.bytes(policyLen, 'policy')
-  for (const b of policyBytes) if (b < 0x21 || b > 0x7e) c.fail('policy is not printable ASCII', policyAt)
-  const policy = String.fromCharCode(...policyBytes)
+  if (policyLen < 1 || policyLen > MAX_POLICY_BYTES)
+    c.fail(`policy length ${policyLen} is outside 1..${MAX_POLICY_BYTES}`, policyAt)
+  // Latin-1 decoding keeps one character per byte, so POLICY_NAME (printable ASCII) judges the bytes themselves.
+  const policy = String.fromCharCode(...c.bytes(policyLen, 'policy'))
+  if (!POLICY_NAME.test(policy)) c.fail('policy is not printable ASCII', policyAt)
   const modeAt = c.offset
   const modeCode = c.u8('mode')
   const mode = MODES[modeCode]
