@@ -143,6 +143,22 @@ describe('bad input: one line, exit code 3 or 4, never a wrong byte', () => {
     expect(u.stderr).toMatch(/not a size/)
     expect(u.stderr).not.toMatch(/\n\s+at /)
   })
+
+  it('codec options go through the protocol schema: the codec values, a usage error naming the flag', async () => {
+    const w = await runCli(['encode', '--ways', '3', join(dir, 'in.mig')])
+    expect(w.code).toBe(2)
+    expect(w.stderr).toBe('xbzrle: --ways: must be a power of two in 1..128 (got 3)\n')
+    const c = await runCli(['encode', '--cache-size', '4K', join(dir, 'in.mig')])
+    expect(c.code).toBe(2)
+    expect(c.stderr).toBe(
+      'xbzrle: --cache-size: must hold at least ways (8) pages of 4096 bytes (got 4096)\n',
+    )
+    const ok = await runCli(['encode', '--ways', '128', '--cache-size', '1M', join(dir, 'in.mig')])
+    expect(ok.code, ok.stderr).toBe(0)
+    const d = await runCli(['decode'], ok.stdout)
+    expect(d.code, d.stderr).toBe(0)
+    expect(d.stdout.equals(stream)).toBe(true)
+  })
 })
 
 describe('xbzrle inspect', () => {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { PROXY_USAGE, proxyMain, WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
-import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
+import { DEFAULT_WAYS, MAX_CACHE_WAYS } from '@xbzrle/codec'
+import { CODEC_NAMES, type Compression, parseCliOptions, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
@@ -144,6 +145,22 @@ function compressionOf(o: { compress?: string; formatVersion?: number }): Compre
 }
 
 /**
+ * The codec options of a command (--cache-size, --ways, --mode), validated through the protocol's
+ * CliOptionsSchema: the codec's own values and defaults (ways a power of two up to 128, enough cache for `ways`
+ * pages). A bad value is a usage error naming the flag, before any input is read. An absent --cache-size stays
+ * absent (the encoder sizes the cache from the guest's RAM).
+ */
+function codecOptions(o: { cacheSize?: number; ways?: number; mode?: string }): {
+  cacheSize: number | undefined
+  ways: number
+  mode: 'canonical' | 'compact'
+} {
+  const r = parseCliOptions({ cacheSize: o.cacheSize, ways: o.ways, mode: o.mode })
+  if (!r.ok) throw new CliError(r.error, ExitCode.USAGE)
+  return { cacheSize: r.options.cacheSize, ways: r.options.ways, mode: r.options.mode }
+}
+
+/**
  * The version of this package, read at run time from the package.json next to src/ or dist/ (both one level
  * below it): the same file in a checkout (tsx or built) and in a packed install.
  */
@@ -176,7 +193,11 @@ export function buildProgram(): Command {
     .argument('[input]', 'input file (default: stdin)')
     .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
     .option('--cache-size <bytes>', 'page cache budget, e.g. 256M (default: guest RAM, up to 1 GiB)', sizeArg)
-    .option('--ways <n>', 'cache associativity', intArg(1, 64))
+    .option(
+      '--ways <n>',
+      `cache associativity, a power of two (default ${DEFAULT_WAYS})`,
+      intArg(1, MAX_CACHE_WAYS),
+    )
     .addOption(
       new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
     )
@@ -194,9 +215,7 @@ export function buildProgram(): Command {
   addObserveOptions(encode).action(async (input: string | undefined, o) => {
     await runEncode(input, {
       output: o.output,
-      cacheSize: o.cacheSize,
-      ways: o.ways,
-      mode: o.mode,
+      ...codecOptions(o),
       formatVersion: o.formatVersion,
       compression: compressionOf(o),
       stats: o.stats,
@@ -279,7 +298,7 @@ export function buildProgram(): Command {
       '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
     )
   addObserveOptions(send).action(async (url: string, input: string | undefined, o) => {
-    await runSend(url, input, { ...o, compression: compressionOf(o) })
+    await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) })
   })
 
   const receive = program
@@ -362,12 +381,13 @@ export function buildProgram(): Command {
       '\nExample:\n  xbzrle bench vm.save --rounds 5\n  xbzrle bench --workload text --mem 256 --json\n',
     )
     .action(async (file: string | undefined, o) => {
+      const codec = codecOptions(o)
       await runBench(file, {
         workload: o.workload as Workload,
         memMiB: o.mem,
         passes: o.passes,
-        cacheSize: o.cacheSize,
-        mode: o.mode,
+        cacheSize: codec.cacheSize,
+        mode: codec.mode,
         rounds: o.rounds,
         json: o.json,
       })
