@@ -10,10 +10,23 @@ import {
   verifyBatchOutput,
   verifyEndTotals,
 } from '@xbzrle/protocol'
+import {
+  type PassCounters,
+  PassDetector,
+  type PassListener,
+  PassRecorder,
+  type PassStats,
+} from './pass-stats.js'
 
 export interface DecoderOptions {
   /** Refuse streams whose header asks for a bigger cache than this (default 4 GiB). */
   maxCacheBytes?: number
+  /**
+   * Told when a pass starts and ends, as the encoder's (see pass-stats.ts). The decoder finds the passes its
+   * page keys prove (a page repeated within a pass): see docs/observability.md for how they compare with
+   * the encoder's.
+   */
+  passListener?: PassListener
 }
 
 export interface DecoderStats {
@@ -22,7 +35,15 @@ export interface DecoderStats {
   header?: StreamHeader
   version?: number
   end?: EndFrame
+  /** The pass in progress (1-based); the last pass once the stream ended. */
+  pass: number
 }
+
+/**
+ * Pass detection tracks at least this many pages (4 bytes of stamps each: 16 MiB), more when the stream's
+ * cache is bigger (one stamp per cache page): a bound on what a stream's page keys can make the decoder allocate.
+ */
+const MIN_TRACKED_PAGES = 1 << 22
 
 export const DEFAULT_MAX_DECODER_CACHE = 4 * 2 ** 30
 
@@ -62,22 +83,89 @@ function suggestSize(n: number): string {
 export class XbzrleDecoder {
   private readonly reader: FrameReader
   private codec: PageDeltaDecoder | undefined
-  private readonly s: DecoderStats = { bytesIn: 0, bytesOut: 0 }
+  private readonly s: Omit<DecoderStats, 'pass'> = { bytesIn: 0, bytesOut: 0 }
   /** The first bytes, to name what a non-xbzrle input looks like. */
   private readonly head = new Uint8Array(16)
   private headLen = 0
   private ended = false
   private readerFinished = false
+  /** Pass detection from the page keys (made with the header, which sizes its budget). */
+  private detector = new PassDetector(true, MIN_TRACKED_PAGES)
+  private readonly recorder: PassRecorder
+  /** Page frames by kind (cumulative); `other` = INVALIDATE frames (pages the encoder did not model). */
+  private full = 0
+  private deltas = 0
+  private same = 0
+  private zero = 0
+  private foreign = 0
+  private other = 0
+  /** The batch being decoded had a page frame already. */
+  private batchHasPage = false
 
   constructor(
     private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
     private readonly options: DecoderOptions = {},
   ) {
     this.reader = new FrameReader()
+    this.recorder = new PassRecorder(options.passListener)
   }
 
   get stats(): DecoderStats {
-    return { ...this.s }
+    return { ...this.s, pass: this.recorder.currentPass }
+  }
+
+  /** Finished passes, in order (the last one once the END frame was read). */
+  get passes(): readonly PassStats[] {
+    return this.recorder.passes
+  }
+
+  /** The pass in progress so far. */
+  currentPass(): PassStats {
+    return this.recorder.current(this.passCounters())
+  }
+
+  /**
+   * Cumulative counters as the pass statistics see them: bytesIn = xbzrle bytes read, bytesOut = QEMU bytes
+   * released. Cache hits and misses are the decoder cache's, which mirrors the encoder's lookups exactly (a
+   * page sent whole after its delta overflowed is a hit, as on the encoder).
+   */
+  passCounters(): PassCounters {
+    return this.countersAt(this.s.bytesIn, this.s.bytesOut)
+  }
+
+  private countersAt(bytesIn: number, bytesOut: number): PassCounters {
+    const cache = this.codec?.stats
+    return {
+      bytesIn,
+      bytesOut,
+      full: this.full,
+      delta: this.deltas,
+      same: this.same,
+      zero: this.zero,
+      foreign: this.foreign,
+      other: this.other,
+      resent: this.detector.resent,
+      cacheHits: cache?.hits ?? 0,
+      cacheMisses: cache?.misses ?? 0,
+    }
+  }
+
+  /**
+   * A page frame, before it is applied: a key already sent in this pass proves that QEMU synced its dirty
+   * bitmap before it, so the pass ends here. The encoder closes a batch at each of its boundaries, so when this
+   * is the batch's first page the pass begins with the batch, in xbzrle and in QEMU bytes (exactly the
+   * encoder's boundary, section headers before the page included); later in a batch (a boundary the encoder
+   * found earlier, by cursor order), its QEMU bytes begin at this page and its xbzrle bytes with the batch.
+   * `out` = QEMU bytes before this frame.
+   */
+  private page(blockId: number, pageIndex: number, batchOffset: number, out: number): void {
+    const det = this.detector
+    if (det.isRepeat(blockId, pageIndex)) {
+      this.recorder.cut(this.countersAt(batchOffset, this.batchHasPage ? out : this.s.bytesOut))
+      det.next()
+    }
+    det.mark(blockId, pageIndex)
+    this.batchHasPage = true
   }
 
   /**
@@ -92,6 +180,7 @@ export class XbzrleDecoder {
       this.headLen += n
     }
     this.s.bytesIn += chunk.length
+    this.recorder.start()
     try {
       this.reader.push(chunk)
     } catch (e) {
@@ -147,6 +236,7 @@ export class XbzrleDecoder {
       } else {
         verifyEndTotals(item.end, this.s.bytesOut)
         this.s.end = item.end
+        this.recorder.finish(this.passCounters())
       }
     }
   }
@@ -205,6 +295,8 @@ export class XbzrleDecoder {
     }
     this.s.header = h
     this.s.version = version
+    // One stamp per cache page at least: a stream cannot make pass detection outgrow its own cache by much.
+    this.detector = new PassDetector(true, Math.max(MIN_TRACKED_PAGES, Math.ceil(cacheBytes / h.pageSize)))
   }
   private batch(batch: Batch): Uint8Array {
     const codec = this.codec!
@@ -222,37 +314,53 @@ export class XbzrleDecoder {
       out.set(b, n)
       n += b.length
     }
+    const at = batch.offset
+    const base = this.s.bytesOut
+    this.batchHasPage = false
     for (const f of batch.frames()) {
       switch (f.kind) {
         case 'verbatim':
           put(f.bytes)
           break
         case 'full':
+          this.page(f.blockId, f.pageIndex, at, base + n)
           codec.full(f.blockId, f.pageIndex, f.page)
           put(f.hdr)
           put(f.page)
+          this.full++
           break
         case 'delta':
+          this.page(f.blockId, f.pageIndex, at, base + n)
           put(f.hdr)
           put(codec.delta(f.blockId, f.pageIndex, f.delta))
+          this.deltas++
           break
         case 'same':
+          this.page(f.blockId, f.pageIndex, at, base + n)
           put(f.hdr)
           put(codec.same(f.blockId, f.pageIndex))
+          this.same++
           break
         case 'zero':
+          this.page(f.blockId, f.pageIndex, at, base + n)
           codec.applyZero(f.blockId, f.pageIndex, f.fill)
           put(f.hdr)
           if (n >= out.length) throw tooLong()
           out[n++] = f.fill
+          this.zero++
           break
         case 'foreign':
+          this.page(f.blockId, f.pageIndex, at, base + n)
           codec.applyForeignDelta(f.blockId, f.pageIndex, f.body.subarray(3))
           put(f.hdr)
           put(f.body)
+          this.foreign++
           break
         case 'invalidate':
+          // The encoder's page it did not model (QEMU's compressed pages): its record follows as VERBATIM.
+          this.page(f.blockId, f.pageIndex, at, base + n)
           codec.invalidate(f.blockId, f.pageIndex)
+          this.other++
           break
         case 'reset':
           codec.reset()

@@ -1,5 +1,5 @@
 /**
- * Per-pass statistics of a QEMU migration stream, shared by the encoder (and, later, the decoder).
+ * Per-pass statistics of a QEMU migration stream, shared by the encoder and the decoder.
  *
  * A QEMU precopy "pass" is the set of pages sent between two dirty-bitmap syncs (QEMU's `dirty-sync-count`).
  * The stream carries no marker for a sync, but between two syncs QEMU sends every page at most once (sending
@@ -115,15 +115,22 @@ export class PassDetector {
   /** Position of each block's first page in the search order (blocks in block-list order). */
   private readonly bases: number[] = []
   private nextBase = 0
+  /** Stamps allocated in growing mode (bounded by `maxTrackedPages`). */
+  private tracked = 0
   private first = -1
   private last = -1
   private wrapped = false
 
   /**
    * `growing`: the block sizes are not known (the decoder sees page keys, not QEMU's block list). Stamps grow
-   * on demand and only the repeat proof is used (positions need the block sizes).
+   * on demand and only the repeat proof is used (positions need the block sizes). `maxTrackedPages` bounds the
+   * stamps a growing detector allocates (4 bytes each) whatever keys the stream holds: a page beyond the budget
+   * is counted but not tracked (it never proves a boundary), like a page of an unknown block.
    */
-  constructor(private readonly growing = false) {
+  constructor(
+    private readonly growing = false,
+    private readonly maxTrackedPages = Number.POSITIVE_INFINITY,
+  ) {
     if (growing) this.ordered = false
   }
 
@@ -170,9 +177,14 @@ export class PassDetector {
   private grow(blockId: number, pageIndex: number): void {
     const s = this.stamps[blockId]
     if (s !== undefined && pageIndex < s.length) return
-    const n = 2 ** Math.ceil(Math.log2(Math.max(1024, pageIndex + 1)))
+    const old = s?.length ?? 0
+    let n = 2 ** Math.ceil(Math.log2(Math.max(1024, pageIndex + 1)))
+    // Within the budget: the power of two if it fits, else just enough for this page, else nothing.
+    if (this.tracked - old + n > this.maxTrackedPages) n = pageIndex + 1
+    if (this.tracked - old + n > this.maxTrackedPages) return
     const t = new Uint32Array(n)
     if (s) t.set(s)
+    this.tracked += n - old
     this.stamps[blockId] = t
     this.bases[blockId] = 0
   }
