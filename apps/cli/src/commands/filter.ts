@@ -12,7 +12,7 @@ import {
   writeRawImage,
 } from '../libvirt-helper/image.js'
 import {
-  bytesSource,
+  decoderSource,
   encoderSource,
   type ObserveCommandOptions,
   passTable,
@@ -182,8 +182,8 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   }
   const started = process.hrtime.bigint()
   const obs = await startObservation('decode', o, o.output)
-  const dec = new DecodeStream({ maxCacheBytes: o.maxCache })
-  obs.observer.attach(bytesSource(() => dec.decoder.stats))
+  const dec = new DecodeStream({ maxCacheBytes: o.maxCache, passListener: obs.observer.listener })
+  obs.observer.attach(decoderSource(dec.decoder))
   const progress = () =>
     obs.bar
       ? new Progress('decode', () => {
@@ -196,7 +196,8 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
     const s = dec.decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9
     process.stderr.write(
-      `xbzrle decode: ${formatBytes(s.bytesIn)} in, ${formatBytes(s.bytesOut)} out (format v${s.version}), ${(s.bytesOut / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s\n`,
+      `xbzrle decode: ${formatBytes(s.bytesIn)} in, ${formatBytes(s.bytesOut)} out (format v${s.version}), ${(s.bytesOut / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s\n` +
+        passTable(dec.decoder.passes),
     )
   }
 }

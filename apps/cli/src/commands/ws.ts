@@ -27,6 +27,7 @@ import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
 import { formatBytes, openInput } from '../io.js'
 import {
   bytesSource,
+  decoderSource,
   encoderSource,
   type ObserveCommandOptions,
   type SessionObservers,
@@ -416,9 +417,9 @@ async function sink(
   try {
     const admitted = Math.max(0, session.memoryBytes - SESSION_OVERHEAD)
     const gate = headerGate(admitted, session.header)
-    const decode = new DecodeStream({ maxCacheBytes: admitted })
     const observer = ctx.observers.begin('receive', id)
-    observer.attach(bytesSource(() => decode.decoder.stats))
+    const decode = new DecodeStream({ maxCacheBytes: admitted, passListener: observer.listener })
+    observer.attach(decoderSource(decode.decoder))
     const track = (p: Promise<void>) => {
       p.then(
         () => {

@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import {
+  compareGuestRam,
   freePort,
   installTestkitHooks,
   type MigrateThroughResult,
@@ -27,8 +28,7 @@ const MiB = 1024 * 1024
 /**
  * A live migration of the test guest through `exec:` with the xbzrle encoder observed (`encodeArgs` added to
  * `xbzrle encode`). Capped bandwidth and a tiny downtime limit make QEMU iterate several passes.
- * To observe `receive` over WebSocket instead, put the same arguments on the receive side (see
- * docs/observability.md, "Wiring").
+ * receivedMigration() observes `receive` over WebSocket instead.
  */
 async function observedMigration(encodeArgs: string[], xbzrle = false): Promise<MigrateThroughResult> {
   const source = await startGuest({
@@ -168,6 +168,34 @@ async function startPrometheus(target: string): Promise<Prometheus> {
   }
 }
 
+const TOKEN = 'observe-qemu-test-token'
+
+/**
+ * The same live migration over WebSocket: source QEMU → `exec:xbzrle send ws://…` (encodes, `--stats-json`
+ * `sendStats`) → `xbzrle receive` (decodes, `receiveArgs` added) → its stdout as the destination's `exec:`
+ * incoming. The token travels in XBZRLE_TOKEN.
+ */
+async function receivedMigration(
+  migrationId: string,
+  sendStats: string,
+  receiveArgs: string[],
+): Promise<MigrateThroughResult> {
+  const port = await freePort()
+  const source = await startGuest({
+    memMiB: 64,
+    append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
+  })
+  await source.waitForReady()
+  await source.waitForPass(1)
+  return migrateThrough({
+    source,
+    encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/${migrationId} --migration-id ${migrationId} --stats-json ${sendStats}`,
+    decode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} receive --listen 127.0.0.1:${port} ${receiveArgs.join(' ')}`,
+    parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1 },
+    forceConvergeAfterSyncs: 5,
+  })
+}
+
 describe('metrics scraped by a real Prometheus', () => {
   it("bytes, ratio and passes through the query API equal the run's --stats-json", {
     timeout: 240_000,
@@ -212,6 +240,70 @@ describe('metrics scraped by a real Prometheus', () => {
         'last_over_time(xbzrle_migrations_completed_total{role="encode"}[10m])',
       )
       expect(Number(completed[0]!.value[1])).toBe(1)
+    } finally {
+      await prom.stop()
+    }
+  })
+
+  it("receive over WebSocket: bytes, ratio and passes through the query API equal the receiver's --stats-json", {
+    timeout: 240_000,
+  }, async (ctx) => {
+    if (!requireTool(ctx, 'prometheus', 'prometheus')) return
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir('xbzrle-metrics-rx-')
+    const rxFile = join(dir, 'receive.json')
+    const txFile = join(dir, 'send.json')
+    const metricsPort = await freePort()
+    const prom = await startPrometheus(`127.0.0.1:${metricsPort}`)
+    try {
+      const id = 'vm-rx-metrics-test' // the migration id is the receiver's metrics id
+      const run = await receivedMigration(id, txFile, [
+        '--metrics-listen',
+        `127.0.0.1:${metricsPort}`,
+        '--metrics-linger',
+        '30s',
+        '--stats-json',
+        rxFile,
+      ])
+      expect(run.stats.status).toBe('completed')
+      expect(run.encode.exitCode, run.encode.stderr).toBe(0)
+      expect(run.decode.exitCode, run.decode.stderr).toBe(0)
+      expect(await compareGuestRam(run.source, run.dest)).toBeNull()
+      const rx: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(rxFile, 'utf8')))
+      const tx: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(txFile, 'utf8')))
+      expect(rx).toMatchObject({ command: 'receive', passDetection: 'decoder' })
+      // What crossed the wire, seen from both ends: the receiver's bytes are the sender's, mirrored.
+      expect(rx.totals.bytesIn).toBe(tx.totals.bytesOut)
+      expect(rx.totals.bytesOut).toBe(tx.totals.bytesIn)
+      expect(rx.totals.pages).toEqual(tx.totals.pages)
+      // The sender's encoder counts QEMU's passes exactly; the receiver the ones page repeats prove, never
+      // QEMU's empty pre-completion pass (docs/observability.md, "Passes on the decoding side").
+      const syncs = run.stats.dirtySyncCount!
+      expect(tx.passes).toHaveLength(syncs)
+      expect(rx.passes.length).toBeGreaterThanOrEqual(2)
+      expect(rx.passes.length).toBeLessThanOrEqual(syncs - 1)
+      expect(rx.totals.passes).toBe(rx.passes.length)
+      const last = async (name: string) => {
+        const r = await prom.query(`last_over_time(${name}{id="${id}",role="receive"}[10m])`)
+        return r.length === 1 ? Number(r[0]!.value[1]) : undefined
+      }
+      await waitFor(async () => (await last('xbzrle_migration_state')) === 1, 'final scrape in Prometheus', {
+        timeoutMs: 30_000,
+      })
+      expect(await last('xbzrle_migration_bytes_in')).toBe(rx.totals.bytesIn)
+      expect(await last('xbzrle_migration_bytes_out')).toBe(rx.totals.bytesOut)
+      expect(await last('xbzrle_migration_ratio')).toBeCloseTo(rx.totals.ratio, 12)
+      expect(await last('xbzrle_migration_passes')).toBe(rx.passes.length)
+      expect(await last('xbzrle_migration_pass')).toBe(rx.passes.length)
+      const delta = await prom.query(`last_over_time(xbzrle_migration_pages{id="${id}",kind="delta"}[10m])`)
+      expect(Number(delta[0]!.value[1])).toBe(rx.totals.pages.delta)
+      const completed = await prom.query(
+        'last_over_time(xbzrle_migrations_completed_total{role="receive"}[10m])',
+      )
+      expect(Number(completed[0]!.value[1])).toBe(1)
+      process.stderr.write(
+        `receive passes: dirty-sync-count ${syncs}, send ${tx.passes.map((p) => p.pages.total).join('/')}, receive ${rx.passes.map((p) => p.pages.total).join('/')}\n`,
+      )
     } finally {
       await prom.stop()
     }

@@ -137,9 +137,10 @@ describe('encode --progress json / --stats-json / --stats', () => {
     ).toBe(100_000)
   })
 
-  it('decode reports bytes (no passes yet) in the same formats', async () => {
+  it('decode reports the passes its page keys prove, in the same formats', async () => {
     const dir = tmpDir('xbzrle-observe-')
-    const enc = await runCli(['encode'], simulatedStream(1))
+    const encStats = join(dir, 'enc.json')
+    const enc = await runCli(['encode', '--stats-json', encStats], simulatedStream(1))
     expect(enc.code).toBe(0)
     const r = await runCli(
       ['decode', '-o', join(dir, 'o'), '--progress', 'json', '--stats-json', '-'],
@@ -147,12 +148,20 @@ describe('encode --progress json / --stats-json / --stats', () => {
     )
     expect(r.code, r.stderr).toBe(0)
     const report = StatsReportSchema.parse(JSON.parse(r.stdout.toString()))
-    expect(report).toMatchObject({ command: 'decode', passDetection: 'none', passes: [] })
+    const encoded = StatsReportSchema.parse(JSON.parse(readFileSync(encStats, 'utf8')))
+    expect(report).toMatchObject({ command: 'decode', passDetection: 'decoder' })
     expect(report.totals.bytesIn).toBe(enc.stdout.length)
+    expect(report.totals.bytesOut).toBe(encoded.totals.bytesIn)
+    expect(report.totals.pages).toEqual(encoded.totals.pages)
+    // At most the encoder's non-empty passes (QEMU's empty pre-completion pass has no page to show it).
+    expect(report.passes.length).toBeGreaterThanOrEqual(2)
+    expect(report.passes.length).toBeLessThanOrEqual(encoded.passes.filter((p) => p.pages.total > 0).length)
+    expect(report.totals.passes).toBe(report.passes.length)
     const lines = r.stderr
       .trimEnd()
       .split('\n')
       .map((l) => ProgressEventSchema.parse(JSON.parse(l)))
+    expect(lines.flatMap((e) => (e.event === 'pass-end' ? [e.stats] : []))).toEqual(report.passes)
     expect(lines.at(-1)).toMatchObject({ event: 'end', status: 'ok' })
   })
 

@@ -42,8 +42,8 @@ export interface ObservedFilter {
   pass(): number
   /** Finished passes. */
   passes(): readonly PassStatsJson[]
-  /** 'encoder' when passes are found, 'none' otherwise. */
-  passDetection: 'encoder' | 'none'
+  /** Who found the passes: 'encoder' (exact), 'decoder' (the passes the page keys prove), 'none'. */
+  passDetection: 'encoder' | 'decoder' | 'none'
 }
 
 /** The encoder as an ObservedFilter (XbzrleEncoder, or anything with its pass API). */
@@ -60,7 +60,19 @@ export function encoderSource(enc: {
   }
 }
 
-/** A filter that only knows bytes (the decoder today): one pass, no page kinds. */
+/**
+ * The decoder as an ObservedFilter (XbzrleDecoder): bytes in are xbzrle bytes, bytes out QEMU's. Its passes
+ * are the ones page repeats prove, without QEMU's empty pre-completion pass (docs/observability.md).
+ */
+export function decoderSource(dec: {
+  passCounters(): FilterCounters
+  readonly passes: readonly PassStatsJson[]
+  readonly stats: { pass: number }
+}): ObservedFilter {
+  return { ...encoderSource(dec), passDetection: 'decoder' }
+}
+
+/** A filter that only knows bytes (e.g. send --encoded): one pass, no page kinds. */
 export function bytesSource(stats: () => { bytesIn: number; bytesOut: number }): ObservedFilter {
   return {
     counters: () => {
@@ -240,7 +252,7 @@ export class RunObserver {
   private readonly role: MigrationRole | undefined
   private invalidReported = false
 
-  /** Give this to the encoder (`passListener`). */
+  /** Give this to the encoder or the decoder (`passListener`). */
   readonly listener = {
     passStart: (pass: number) => {
       this.emit({ event: 'pass-start', ...this.base(), pass })

@@ -9,6 +9,7 @@ import { formatBytes } from '../io.js'
 import { type MetricsEndpoint, MigrationMetrics, type MigrationRole, startMetricsServer } from './metrics.js'
 import {
   bytesSource,
+  decoderSource,
   encoderSource,
   type LineSink,
   openLineSink,
@@ -16,7 +17,7 @@ import {
   RunObserver,
 } from './observer.js'
 
-export { bytesSource, encoderSource }
+export { bytesSource, decoderSource, encoderSource }
 
 import type { ObservedCommand, PassStatsJson } from './schemas.js'
 
@@ -251,7 +252,9 @@ export interface ProxySessionObserver {
   attach(
     filter:
       | { encoder: Parameters<typeof encoderSource>[0] }
-      | { decoder: { stats: { bytesIn: number; bytesOut: number } } },
+      | {
+          decoder: { stats: { bytesIn: number; bytesOut: number } } | Parameters<typeof decoderSource>[0]
+        },
   ): void
   end(ok: boolean, error?: string): void
 }
@@ -267,7 +270,11 @@ export function proxySessionObservers(
       passListener: obs.listener,
       attach: (f) => {
         if ('encoder' in f) obs.attach(encoderSource(f.encoder))
-        else obs.attach(bytesSource(() => f.decoder.stats))
+        else if ('passCounters' in f.decoder) obs.attach(decoderSource(f.decoder))
+        else {
+          const d = f.decoder
+          obs.attach(bytesSource(() => d.stats))
+        }
       },
       end: (ok, error) =>
         obs.end({ exitCode: ok ? ExitCode.OK : ExitCode.PEER, ...(error ? { error } : {}) }),

@@ -79,8 +79,11 @@ export const StatsReportSchema = z
     schema: z.literal('xbzrle.stats'),
     version: z.literal(OBSERVE_SCHEMA_VERSION),
     command: CommandSchema,
-    /** Per-pass figures are exact for the encoder; the decoder reports totals only (one pass) for now. */
-    passDetection: z.enum(['encoder', 'none']),
+    /**
+     * Who found the passes: 'encoder' (QEMU's dirty-sync iterations, exactly), 'decoder' (the passes the page
+     * keys prove: QEMU's empty pre-completion pass is never among them; see docs/observability.md), 'none'.
+     */
+    passDetection: z.enum(['encoder', 'decoder', 'none']),
     totals: TotalsSchema,
     passes: z.array(PassStatsSchema),
   })
