@@ -24,10 +24,23 @@ export {
   startDestinationProxy,
   startSourceProxy,
   type TcpEndpoint,
+  type TlsClientOptions,
+  type TlsServerOptions,
   type TransportConnector,
   type TransportListener,
   tcpConnector,
 } from './libvirt/proxy.js'
+export {
+  clientHandshake,
+  HandshakeRefused,
+  HandshakeStatus,
+  isLoopbackHost,
+  loadProxyToken,
+  PROXY_HANDSHAKE_MAGIC,
+  PROXY_HANDSHAKE_VERSION,
+  serverHandshake,
+  TOKEN_ENV,
+} from './libvirt/proxy-auth.js'
 export {
   PROXY_USAGE,
   type ProxyArgs,
@@ -35,6 +48,7 @@ export {
   parseHostPort,
   parseProxyArgs,
   proxyMain,
+  proxySecurityWarning,
   runProxy,
 } from './libvirt/proxy-cli.js'
 export {

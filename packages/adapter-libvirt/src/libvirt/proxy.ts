@@ -12,13 +12,22 @@
  * (connection) at a time per proxy; a connection that arrives while one is active is refused (closed at once).
  * Migrations one after another through the same pair work.
  */
-import { createHash } from 'node:crypto'
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs'
-import { createServer, type Server, type Socket, connect as socketConnect } from 'node:net'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmodSync, lstatSync, renameSync, unlinkSync } from 'node:fs'
+import { createServer, isIP, type Server, type Socket, connect as socketConnect } from 'node:net'
+import { dirname, join } from 'node:path'
 import type { Duplex, Transform } from 'node:stream'
+import { type ConnectionOptions, createServer as createTlsServer, connect as tlsConnect } from 'node:tls'
 import type { DecoderOptions } from '../filter/decoder.js'
 import type { EncoderOptions } from '../filter/encoder.js'
 import { DecodeStream, EncodeStream } from '../filter/streams.js'
+import {
+  clientHandshake,
+  HandshakeRefused,
+  HandshakeStatus,
+  isLoopbackHost,
+  serverHandshake,
+} from './proxy-auth.js'
 
 // ---------------------------------------------------------------------------------------------------------
 // Transports
@@ -48,18 +57,43 @@ function tuneTcp(s: Socket): void {
   s.setKeepAlive(true, 10_000)
 }
 
-/** A TransportConnector that opens a TCP connection (half-close enabled, no Nagle, keep-alive). */
-export function tcpConnector(endpoint: TcpEndpoint & { timeoutMs?: number }): TransportConnector {
+/** TLS on the source side: `true` = verify against the system CAs; `ca` = trust these (PEM). */
+export type TlsClientOptions = boolean | { ca?: string | Buffer; servername?: string }
+
+/** TLS on the destination side: certificate chain and private key (PEM). */
+export interface TlsServerOptions {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+/**
+ * A TransportConnector that opens a TCP connection (half-close enabled, no Nagle, keep-alive), with TLS when
+ * `tls` is given (the server certificate is verified; the host name is checked unless it is an IP address).
+ */
+export function tcpConnector(
+  endpoint: TcpEndpoint & { timeoutMs?: number; tls?: TlsClientOptions },
+): TransportConnector {
   const host = endpoint.host ?? '127.0.0.1'
   const timeoutMs = endpoint.timeoutMs ?? 10_000
+  const tls = endpoint.tls === true ? {} : endpoint.tls || undefined
+  const scheme = tls ? 'tls' : 'tcp'
   return () =>
     new Promise<Duplex>((resolve, reject) => {
-      const s = socketConnect({ host, port: endpoint.port, allowHalfOpen: true })
+      const s: Socket = tls
+        ? tlsConnect({
+            host,
+            port: endpoint.port,
+            // passed on to the TLSSocket (half-close: the return path stays open after the stream's end)
+            allowHalfOpen: true,
+            ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+            servername: tls.servername ?? (isIP(host) ? undefined : host),
+          } as ConnectionOptions)
+        : socketConnect({ host, port: endpoint.port, allowHalfOpen: true })
       const timer = setTimeout(() => {
         s.destroy()
-        reject(new Error(`connecting to tcp:${host}:${endpoint.port} timed out after ${timeoutMs} ms`))
+        reject(new Error(`connecting to ${scheme}:${host}:${endpoint.port} timed out after ${timeoutMs} ms`))
       }, timeoutMs)
-      s.once('connect', () => {
+      s.once(tls ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer)
         s.removeAllListeners('error')
         tuneTcp(s)
@@ -67,25 +101,42 @@ export function tcpConnector(endpoint: TcpEndpoint & { timeoutMs?: number }): Tr
       })
       s.once('error', (e) => {
         clearTimeout(timer)
-        reject(new Error(`cannot connect to tcp:${host}:${endpoint.port}: ${e.message}`))
+        reject(new Error(`cannot connect to ${scheme}:${host}:${endpoint.port}: ${e.message}`))
       })
     })
 }
 
-/** A TransportListener on a TCP port (port 0 picks a free one; see `port`). */
-export async function listenTcp(endpoint: TcpEndpoint): Promise<TransportListener & { port: number }> {
+/**
+ * A TransportListener on a TCP port (port 0 picks a free one; see `port`), with TLS when `tls` is given
+ * (`handshakeTimeoutMs` then bounds the TLS handshake too; default 10000 ms).
+ */
+export async function listenTcp(
+  endpoint: TcpEndpoint & { tls?: TlsServerOptions; handshakeTimeoutMs?: number },
+): Promise<TransportListener & { port: number }> {
   const host = endpoint.host ?? '127.0.0.1'
   let handler: ((c: Duplex) => void) | undefined
-  const server = createServer({ allowHalfOpen: true }, (s) => {
+  const onSocket = (s: Socket) => {
     tuneTcp(s)
     if (handler) handler(s)
     else s.destroy()
-  })
+  }
+  const server: Server = endpoint.tls
+    ? createTlsServer(
+        {
+          cert: endpoint.tls.cert,
+          key: endpoint.tls.key,
+          allowHalfOpen: true,
+          handshakeTimeout: endpoint.handshakeTimeoutMs ?? 10_000,
+        },
+        onSocket,
+      )
+    : createServer({ allowHalfOpen: true }, onSocket)
+  if (endpoint.tls) server.on('tlsClientError', () => {}) // a failed TLS handshake only loses that connection
   await listen(server, { host, port: endpoint.port })
   const addr = server.address()
   const port = typeof addr === 'object' && addr ? addr.port : endpoint.port
   return {
-    address: `tcp:${host}:${port}`,
+    address: `${endpoint.tls ? 'tls' : 'tcp'}:${host}:${port}`,
     port,
     onConnection(h) {
       handler = h
@@ -115,12 +166,66 @@ function closeServer(server: Server): Promise<void> {
   })
 }
 
-/** Removes a stale unix socket file (never a regular file or directory). */
-function removeStaleSocket(path: string): void {
+/**
+ * Makes `path` free for a unix socket we are about to bind, without ever taking a live one: nothing there → ok;
+ * a socket nobody accepts on (ECONNREFUSED: its owner died) → removed; a socket something accepts on → throws
+ * "… is in use by another process"; anything that is not a socket → throws.
+ */
+async function claimUnixPath(path: string): Promise<void> {
+  let st: ReturnType<typeof lstatSync>
   try {
-    if (lstatSync(path).isSocket()) unlinkSync(path)
+    st = lstatSync(path)
   } catch {
-    // does not exist
+    return
+  }
+  if (!st.isSocket()) throw new Error(`unix:${path} exists and is not a socket; refusing to replace it`)
+  const state = await new Promise<'live' | 'stale' | 'gone' | string>((resolve) => {
+    const s = socketConnect({ path })
+    const timer = setTimeout(() => {
+      s.destroy()
+      resolve('live') // a full backlog is a live listener too
+    }, 2000)
+    s.once('connect', () => {
+      clearTimeout(timer)
+      s.destroy()
+      resolve('live')
+    })
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer)
+      resolve(e.code === 'ECONNREFUSED' ? 'stale' : e.code === 'ENOENT' ? 'gone' : (e.code ?? e.message))
+    })
+  })
+  if (state === 'live') throw new Error(`unix:${path} is in use by another process`)
+  if (state === 'stale') {
+    try {
+      unlinkSync(path)
+    } catch {
+      // removed meanwhile
+    }
+  } else if (state !== 'gone') {
+    throw new Error(`unix:${path} exists and cannot be checked (${state}); refusing to replace it`)
+  }
+}
+
+/** Identity of the socket file we bound, to remove it on exit only if it is still ours. */
+function socketIdentity(path: string): { dev: number; ino: number } | undefined {
+  try {
+    const st = lstatSync(path)
+    return st.isSocket() ? { dev: st.dev, ino: st.ino } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function unlinkIfOurs(path: string, ours: { dev: number; ino: number } | undefined): void {
+  if (!ours) return
+  const now = socketIdentity(path)
+  if (now && now.dev === ours.dev && now.ino === ours.ino) {
+    try {
+      unlinkSync(path)
+    } catch {
+      // already gone
+    }
   }
 }
 
@@ -174,6 +279,11 @@ export interface ProxyCounters {
   failed: number
   /** Connections refused because a migration was already running. */
   refused: number
+  /**
+   * Destination: transport connections dropped before a session (wrong or missing token, handshake timeout,
+   * not an xbzrle proxy). Source: always 0.
+   */
+  unauthenticated: number
   forwardIn: number
   forwardOut: number
   returnPath: number
@@ -214,6 +324,11 @@ export interface ProxyCommonOptions {
    * this. Default 30000 ms.
    */
   halfCloseTimeoutMs?: number
+  /**
+   * Shared secret of the pair (see proxy-auth.ts for the handshake). Destination: connections must prove they
+   * know it. Source: proves it when the destination asks. Default: none.
+   */
+  token?: string
 }
 
 export interface SourceProxyOptions extends ProxyCommonOptions {
@@ -233,6 +348,21 @@ export interface DestinationProxyOptions extends ProxyCommonOptions {
   /** Unix socket the destination QEMU listens on (`-incoming unix:PATH` / `migrate-incoming unix:PATH`). */
   qemuSocket: string
   decoder?: DecoderOptions
+  /** TLS for the `listen` TCP listener (ignored with `accept`). */
+  tls?: TlsServerOptions
+  /**
+   * A transport connection must finish the proxy handshake (and TLS) within this time, else it is dropped; the
+   * migration slot is only taken after authentication, so idle connections cannot block a migration.
+   * Default 10000 ms.
+   */
+  handshakeTimeoutMs?: number
+  /** Unauthenticated connections held at once (more are dropped at once). Default 16. */
+  maxPendingHandshakes?: number
+  /**
+   * `listen` on a non-loopback address without a `token` is refused unless this is true (anyone who can reach
+   * the port could feed the destination QEMU a migration stream).
+   */
+  allowRemoteWithoutToken?: boolean
 }
 
 /**
@@ -484,6 +614,7 @@ class ProxyState {
     completed: 0,
     failed: 0,
     refused: 0,
+    unauthenticated: 0,
     forwardIn: 0,
     forwardOut: 0,
     returnPath: 0,
@@ -585,8 +716,30 @@ function failedResult(id: number, error: string, t0: number): ProxySessionResult
 export async function startSourceProxy(options: SourceProxyOptions): Promise<MigrationProxy> {
   const state = new ProxyState('source', options)
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
-  removeStaleSocket(options.listen)
+  await claimUnixPath(options.listen)
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (qemu) => {
+    if (state.closed) {
+      qemu.destroy()
+      return
+    }
+    if (state.active) {
+      state.refuse(qemu, `a connection on unix:${options.listen}`)
+      return
+    }
+    qemu.on('error', () => {}) // until the session owns it
+    // A session starts with QEMU's first byte: a connection that closes without sending anything (another
+    // proxy checking whether this socket is alive, see claimUnixPath) is no migration and is dropped quietly.
+    const onFirst = () => {
+      qemu.off('readable', onFirst)
+      if (qemu.readableLength === 0) {
+        qemu.destroy()
+        return
+      }
+      start(qemu)
+    }
+    qemu.on('readable', onFirst)
+  })
+  const start = (qemu: Socket) => {
     if (state.closed) {
       qemu.destroy()
       return
@@ -598,30 +751,39 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
     const s = state.begin()
     const t0 = Date.now()
     let aborted: string | undefined
+    let transport: Duplex | undefined
     s.setAbort((why) => {
       aborted = why
       qemu.destroy()
+      transport?.destroy()
     })
-    qemu.on('error', () => {}) // until the session owns it
-    const connecting = options.connect()
     const timer = setTimeout(() => {
       aborted ??= `opening the transport timed out after ${connectTimeoutMs} ms`
       qemu.destroy()
+      transport?.destroy()
     }, connectTimeoutMs)
+    const connecting = options.connect().then(async (t) => {
+      transport = t
+      t.on('error', () => {}) // until the session owns it
+      if (aborted !== undefined) throw new Error(aborted)
+      await clientHandshake(t, options.token)
+      return t
+    })
     connecting.then(
-      (transport) => {
+      (t) => {
         clearTimeout(timer)
         if (aborted !== undefined || qemu.destroyed) {
-          transport.destroy()
+          t.destroy()
           s.settle(failedResult(s.id, aborted ?? 'source QEMU closed the connection early', t0))
           return
         }
         qemu.removeAllListeners('error')
+        t.removeAllListeners('error')
         const run = runSession(
           s.id,
           {
             a: qemu,
-            b: transport,
+            b: t,
             aName: 'source QEMU',
             bName: 'transport',
             transform: new EncodeStream(options.encoder),
@@ -636,12 +798,24 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
       (e: unknown) => {
         clearTimeout(timer)
         qemu.destroy()
-        s.settle(failedResult(s.id, oneLine(e), t0))
+        transport?.destroy()
+        s.settle(failedResult(s.id, aborted ?? oneLine(e), t0))
       },
     )
-  })
-  await listen(server, { path: options.listen })
-  chmodSync(options.listen, options.socketMode ?? 0o660)
+  }
+  // Bound under a temporary name and renamed into place: libuv unlinks a unix server's path by name when it
+  // closes, which would remove whatever socket is at `listen` by then (another proxy's). Its temporary name is
+  // gone after the rename, so that unlink hits nothing; we remove `listen` ourselves, only if it is ours.
+  const bound = join(dirname(options.listen), `.xbz-${randomBytes(4).toString('hex')}`)
+  await listen(server, { path: bound })
+  try {
+    chmodSync(bound, options.socketMode ?? 0o660)
+    renameSync(bound, options.listen)
+  } catch (e) {
+    await closeServer(server)
+    throw e
+  }
+  const ours = socketIdentity(options.listen)
   return {
     role: 'source',
     address: `unix:${options.listen}`,
@@ -655,10 +829,11 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
     close: async () => {
       if (state.closed) return
       state.closed = true
+      // Our socket file only: another proxy may have taken the path since (compared right before unlink).
+      unlinkIfOurs(options.listen, ours)
       const closing = closeServer(server)
       await state.abortActive('proxy closed')
       await closing
-      removeStaleSocket(options.listen)
     },
   }
 }
@@ -670,20 +845,73 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
 export async function startDestinationProxy(options: DestinationProxyOptions): Promise<MigrationProxy> {
   const state = new ProxyState('destination', options)
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
+  const maxPending = options.maxPendingHandshakes ?? 16
   let listener = options.accept
   if (!listener) {
     if (!options.listen) throw new Error('startDestinationProxy: give `accept` or `listen`')
-    listener = await listenTcp(options.listen)
+    const host = options.listen.host ?? '127.0.0.1'
+    if (!options.token && !isLoopbackHost(host) && !options.allowRemoteWithoutToken) {
+      throw new Error(
+        `refusing to listen on ${host} without a token: anyone who reaches the port could feed the destination ` +
+          'QEMU; give --token-file FILE or XBZRLE_TOKEN (or listen on 127.0.0.1)',
+      )
+    }
+    listener = await listenTcp({ ...options.listen, tls: options.tls, handshakeTimeoutMs })
+  }
+  const pending = new Set<Duplex>()
+  const peerOf = (c: Duplex) => {
+    const sock = c as Partial<Socket>
+    return sock.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort}` : 'a transport connection'
   }
   listener.onConnection((transport) => {
-    if (state.closed) {
+    if (state.closed || pending.size >= maxPending) {
       transport.destroy()
       return
     }
-    if (state.active) {
-      state.refuse(transport, 'a transport connection')
-      return
+    pending.add(transport)
+    transport.on('error', () => {})
+    const peer = peerOf(transport)
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      transport.destroy()
+    }, handshakeTimeoutMs)
+    const drop = (why: string) => {
+      state.counters.unauthenticated++
+      state.log(`xbzrle proxy destination: dropped ${peer}: ${why}`)
     }
+    serverHandshake(transport, options.token).then(
+      (hs) => {
+        clearTimeout(timer)
+        pending.delete(transport)
+        if (state.closed) {
+          transport.destroy()
+          return
+        }
+        // The slot is taken only now, after authentication.
+        if (state.active) {
+          state.counters.refused++
+          state.log(
+            `xbzrle proxy destination: refused ${peer}: a migration is already running (one at a time)`,
+          )
+          hs.refuse(HandshakeStatus.Busy, 'a migration is already running through this proxy (one at a time)')
+          return
+        }
+        hs.accept()
+        startSession(transport)
+      },
+      (e: unknown) => {
+        clearTimeout(timer)
+        pending.delete(transport)
+        transport.destroy()
+        if (timedOut) drop(`no proxy handshake within ${handshakeTimeoutMs} ms`)
+        else if (e instanceof HandshakeRefused) drop(e.message)
+        else drop(oneLine(e))
+      },
+    )
+  })
+  const startSession = (transport: Duplex) => {
     const s = state.begin()
     const t0 = Date.now()
     let aborted: string | undefined
@@ -691,7 +919,6 @@ export async function startDestinationProxy(options: DestinationProxyOptions): P
       aborted = why
       transport.destroy()
     })
-    transport.on('error', () => {})
     transport.pause()
     connectUnix(options.qemuSocket, connectTimeoutMs).then(
       (qemu) => {
@@ -721,7 +948,7 @@ export async function startDestinationProxy(options: DestinationProxyOptions): P
         s.settle(failedResult(s.id, oneLine(e), t0))
       },
     )
-  })
+  }
   const l = listener
   return {
     role: 'destination',
@@ -736,6 +963,7 @@ export async function startDestinationProxy(options: DestinationProxyOptions): P
     close: async () => {
       if (state.closed) return
       state.closed = true
+      for (const c of pending) c.destroy()
       const closing = l.close()
       await state.abortActive('proxy closed')
       await closing
