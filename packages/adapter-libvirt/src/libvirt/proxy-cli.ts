@@ -43,6 +43,7 @@ Options:
                                destination: TLS for the transport (PEM certificate chain and key)
   --ca FILE                    source: TLS, trusting this CA (PEM) for the destination's certificate
   --tls                        source: TLS, verified against the system CAs
+  --allow-insecure-no-token   destination: listen beyond loopback without a token (not recommended)
   --handshake-timeout SECONDS  destination: drop a connection that has not authenticated by then (default 10)
   --digest                     log a SHA-256 of the QEMU stream per migration (equal on both halves =
                                byte-exact end to end; costs CPU)
@@ -89,6 +90,8 @@ export interface ProxyArgs {
   /** Source: TLS with this CA file, or (`tls: true`) with the system CAs. */
   ca?: string
   tls: boolean
+  /** Destination: allow a non-loopback --listen without a token. */
+  allowInsecureNoToken: boolean
 }
 
 function parseSize(text: string): number {
@@ -125,7 +128,13 @@ export function parseProxyArgs(argv: readonly string[]): ProxyArgs {
   const bools = new Set<string>()
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!
-    if (a === '--once' || a === '--quiet' || a === '--digest' || a === '--tls') {
+    if (
+      a === '--once' ||
+      a === '--quiet' ||
+      a === '--digest' ||
+      a === '--tls' ||
+      a === '--allow-insecure-no-token'
+    ) {
       bools.add(a)
       continue
     }
@@ -170,6 +179,7 @@ export function parseProxyArgs(argv: readonly string[]): ProxyArgs {
     idleTimeoutMs: seconds(flags.get('--idle-timeout') ?? '0'),
     handshakeTimeoutMs: seconds(flags.get('--handshake-timeout') ?? '10'),
     tls: bools.has('--tls'),
+    allowInsecureNoToken: bools.has('--allow-insecure-no-token'),
   }
   for (const [flag, key] of [
     ['--token-file', 'tokenFile'],
@@ -326,6 +336,7 @@ export function runProxy(
     decoder,
     tls,
     handshakeTimeoutMs: args.handshakeTimeoutMs,
+    allowRemoteWithoutToken: args.allowInsecureNoToken,
   })
 }
 

@@ -266,6 +266,16 @@ describe('listening beyond loopback', () => {
       )
       expect(code).toBe(2)
       expect(lines.join('\n')).toMatch(/without a token.*--token-file/)
+      expect(
+        parseProxyArgs([
+          'destination',
+          '--listen',
+          '0:1',
+          '--qemu-socket',
+          '/q',
+          '--allow-insecure-no-token',
+        ]),
+      ).toMatchObject({ allowInsecureNoToken: true })
     } finally {
       if (saved !== undefined) process.env.XBZRLE_TOKEN = saved
     }
