@@ -25,8 +25,8 @@ Typical setups:
     source (QMP): migrate "exec:xbzrle send wss://dst:8443/vm1 --token-file T --ca CA"
 
   libvirt live migration through a unix-socket proxy pair (return path relayed):
-    dst# xbzrle proxy destination --listen 0.0.0.0:49300 --qemu-socket /var/lib/libvirt/qemu/xbz.sock
-    src# xbzrle proxy source --listen /var/lib/libvirt/qemu/xbz.sock --connect DST:49300
+    dst# xbzrle proxy destination --listen 0.0.0.0:49300 --qemu-socket /var/lib/libvirt/qemu/xbz.sock --token-file T --tls-cert C --tls-key K
+    src# xbzrle proxy source --listen /var/lib/libvirt/qemu/xbz.sock --connect DST:49300 --token-file T --ca CA
     src# virsh migrate --live --p2p DOM qemu+ssh://DST/system --migrateuri unix:///var/lib/libvirt/qemu/xbz.sock
 
   Plain QEMU live migration through exec: pipes:
