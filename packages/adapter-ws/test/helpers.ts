@@ -1,9 +1,6 @@
-import { execFileSync } from 'node:child_process'
+
 import { createHash, type Hash } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { waitFor } from '@xbzrle/testkit'
 
@@ -117,44 +114,8 @@ export function hashSink(
   }
 }
 
-export interface TestCert {
-  cert: string
-  key: string
-}
-
-/** Self-signed certificate for localhost / 127.0.0.1, generated with openssl. */
-export function makeCert(): TestCert {
-  const dir = mkdtempSync(join(tmpdir(), 'xbzrle-ws-cert-'))
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-days',
-        '2',
-        '-keyout',
-        join(dir, 'key.pem'),
-        '-out',
-        join(dir, 'cert.pem'),
-      ],
-      { stdio: 'ignore' },
-    )
-    return {
-      cert: readFileSync(join(dir, 'cert.pem'), 'utf8'),
-      key: readFileSync(join(dir, 'key.pem'), 'utf8'),
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-}
+/** Self-signed certificate for localhost / 127.0.0.1: testkit's, re-exported for this package's tests. */
+export { makeCert, type TestCert } from '@xbzrle/testkit'
 
 export interface FaultProxy {
   port: number

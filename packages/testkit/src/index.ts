@@ -61,7 +61,7 @@ export {
   type WaitForMigrationOptions,
   type XbzrleCacheStats,
 } from './migration-stats.js'
-export { freePort } from './net.js'
+export { freePort, makeCert, type TestCert } from './net.js'
 export { killAllGuests, QemuProcess, startGuest } from './qemu-process.js'
 export { QmpClient, QmpError, type QmpEvent } from './qmp.js'
 export { compareGuestRam, firstDifference } from './ram.js'

@@ -1,4 +1,8 @@
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 /**
  * A TCP port that was free on `host` a moment ago (listen on port 0, read the port, close). Another process
@@ -14,4 +18,43 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       server.close(() => resolve(port))
     })
   })
+}
+
+export interface TestCert {
+  cert: string
+  key: string
+}
+
+/** A self-signed certificate for localhost / 127.0.0.1 (PEM), generated with openssl, valid for 2 days. */
+export function makeCert(): TestCert {
+  const dir = mkdtempSync(join(tmpdir(), 'xbzrle-cert-'))
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-days',
+        '2',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    )
+    return {
+      cert: readFileSync(join(dir, 'cert.pem'), 'utf8'),
+      key: readFileSync(join(dir, 'key.pem'), 'utf8'),
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }

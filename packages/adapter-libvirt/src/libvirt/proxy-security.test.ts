@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSyn
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { makeCert } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import {
   type MigrationProxy,
@@ -111,32 +112,6 @@ async function pair(
   })
   proxies.push(src)
   return { src, dst, srcSock, dstSock, port }
-}
-
-function makeCert(): { cert: string; key: string } {
-  const d = dir()
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-days',
-      '2',
-      '-keyout',
-      join(d, 'key.pem'),
-      '-out',
-      join(d, 'cert.pem'),
-    ],
-    { stdio: 'ignore' },
-  )
-  return { cert: readFileSync(join(d, 'cert.pem'), 'utf8'), key: readFileSync(join(d, 'key.pem'), 'utf8') }
 }
 
 describe('token handshake', () => {
