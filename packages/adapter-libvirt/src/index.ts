@@ -10,6 +10,7 @@ export {
   type EncoderStats,
   XbzrleEncoder,
 } from './filter/encoder.js'
+export { type PassCounters, zeroCounters } from './filter/pass-stats.js'
 export { DecodeStream, EncodeStream, IO_CHUNK } from './filter/streams.js'
 export {
   type DestinationProxyOptions,

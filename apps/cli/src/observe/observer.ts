@@ -7,6 +7,7 @@
  * the filter's cumulative counters on a timer (default 1 s) and at each scrape.
  */
 import { closeSync, openSync, writeSync } from 'node:fs'
+import { type PassCounters, zeroCounters } from '@xbzrle/adapter-libvirt'
 import { CliError, ExitCode } from '../errors.js'
 import type { MigrationMetrics, MigrationRole } from './metrics.js'
 import {
@@ -20,20 +21,8 @@ import {
   type Totals,
 } from './schemas.js'
 
-/** Cumulative counters of a filter (the shape of XbzrleEncoder.passCounters()). */
-export interface FilterCounters {
-  bytesIn: number
-  bytesOut: number
-  full: number
-  delta: number
-  same: number
-  zero: number
-  foreign: number
-  other: number
-  resent: number
-  cacheHits: number
-  cacheMisses: number
-}
+/** Cumulative counters of a filter: the encoder's and decoder's own pass counters. */
+export type FilterCounters = PassCounters
 
 /** What the observer reads from a filter. */
 export interface ObservedFilter {
@@ -85,21 +74,6 @@ export function bytesSource(stats: () => { bytesIn: number; bytesOut: number }):
   }
 }
 
-export function zeroCounters(): FilterCounters {
-  return {
-    bytesIn: 0,
-    bytesOut: 0,
-    full: 0,
-    delta: 0,
-    same: 0,
-    zero: 0,
-    foreign: 0,
-    other: 0,
-    resent: 0,
-    cacheHits: 0,
-    cacheMisses: 0,
-  }
-}
 
 export function totalsOf(c: FilterCounters, passes: number, wallMs: number): Totals {
   const total = c.full + c.delta + c.same + c.zero + c.foreign + c.other
