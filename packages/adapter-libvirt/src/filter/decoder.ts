@@ -1,4 +1,4 @@
-import { type CacheParameters, PageDeltaDecoder } from '@xbzrle/codec'
+import { CACHE_POLICIES, type CacheParameters, isCachePolicy, PageDeltaDecoder } from '@xbzrle/codec'
 import {
   type Batch,
   crc32,
@@ -48,7 +48,6 @@ const MIN_TRACKED_PAGES = 1 << 22
 export const DEFAULT_MAX_DECODER_CACHE = 4 * 2 ** 30
 
 /** Cache policies this decoder can mirror (the codec's). Any other is a newer xbzrle's. */
-const KNOWN_POLICIES: ReadonlySet<string> = new Set<CacheParameters['policy']>(['lru-age-v1'])
 
 function formatBytes(n: number): string {
   for (const [unit, size] of [
@@ -276,10 +275,10 @@ export class XbzrleDecoder {
       )
     }
     const { cacheBytes, ways, policy } = h.cache
-    if (!KNOWN_POLICIES.has(policy)) {
+    if (!isCachePolicy(policy)) {
       throw new ProtocolError(
         'UNSUPPORTED_VERSION',
-        `xbzrle stream: unknown cache policy ${JSON.stringify(policy)} (this xbzrle knows ${[...KNOWN_POLICIES].join(', ')}; upgrade xbzrle to read this stream)`,
+        `xbzrle stream: unknown cache policy ${JSON.stringify(policy)} (this xbzrle knows ${CACHE_POLICIES.join(', ')}; upgrade xbzrle to read this stream)`,
       )
     }
     try {
