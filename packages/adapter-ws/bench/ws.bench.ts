@@ -3,13 +3,12 @@
  * 1 MiB messages, all in one process and one run. Writes BENCHMARKS.md next to package.json.
  * Run: npm run bench -w @xbzrle/adapter-ws
  */
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
-import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { cpus, loadavg, release, totalmem } from 'node:os'
 import { Readable, Writable } from 'node:stream'
 import { fileURLToPath } from 'node:url'
+import { makeCert } from '@xbzrle/testkit'
 import { createReceiver, sendStream } from '../src/index.js'
 
 const MiB = 1024 * 1024
@@ -41,34 +40,6 @@ const counter = () => {
       },
     }),
   }
-}
-
-function makeCert() {
-  const dir = mkdtempSync(join(tmpdir(), 'xbzrle-bench-'))
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      '-days',
-      '1',
-      '-keyout',
-      join(dir, 'k'),
-      '-out',
-      join(dir, 'c'),
-    ],
-    { stdio: 'ignore' },
-  )
-  const r = { cert: readFileSync(join(dir, 'c'), 'utf8'), key: readFileSync(join(dir, 'k'), 'utf8') }
-  rmSync(dir, { recursive: true, force: true })
-  return r
 }
 
 async function viaAdapter(tls: boolean, zeroMask: boolean): Promise<number> {
