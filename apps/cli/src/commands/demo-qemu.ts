@@ -14,6 +14,16 @@ type Testkit = typeof import('@xbzrle/testkit')
  * `xbzrle encode` → `xbzrle decode`, verified by comparing guest RAM. The test guest and the QEMU harness live in
  * the repository's private @xbzrle/testkit, so this mode needs a source checkout.
  */
+/**
+ * The running CLI's launcher. dist/ may be one bundled file, so a path relative to this module is not reliable:
+ * prefer the script node is running when that is our launcher.
+ */
+function launcherPath(): string {
+  const running = process.argv[1]
+  if (running && /xbzrle(\.js)?$/.test(running)) return running
+  return fileURLToPath(new URL('../../bin/xbzrle.js', import.meta.url))
+}
+
 export async function runQemuDemo(o: QemuDemoOptions): Promise<void> {
   let tk: Testkit
   try {
@@ -33,7 +43,7 @@ export async function runQemuDemo(o: QemuDemoOptions): Promise<void> {
       'bash scripts/install-deps.sh installs them',
     )
   }
-  const cli = `${process.execPath} ${fileURLToPath(new URL('../../bin/xbzrle.js', import.meta.url))}`
+  const cli = `${process.execPath} ${launcherPath()}`
   const region = Math.max(4, o.memMiB - 16)
   process.stderr.write(`demo --qemu: booting a ${o.memMiB} MiB TCG guest (workload ${o.workload})…\n`)
   const source = await tk.startGuest({
