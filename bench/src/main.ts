@@ -1,9 +1,10 @@
 /**
  * xbzrle benchmarks. `npm run bench -w @xbzrle/bench [-- flags]`:
  *
- *   --only corpus,filter,live,compress,codec
+ *   --only corpus,filter,live,compress,codec,libvirt
  *                                     stages to run (default: all). The report is always rewritten from the
- *                                     latest results of every stage (bench/.cache/results/*.json).
+ *                                     latest results of every stage (bench/results/*.json, kept in git so that
+ *                                     one stage can be re-run alone and the report keeps the others).
  *   --quick                           small smoke run (40 MiB guests, 1 live run); results and report go to
  *                                     bench/.cache/quick/ and never touch BENCHMARKS.md
  *   --refresh-corpus                  recapture the streams even when cached
@@ -11,6 +12,7 @@
  *   --runs N                          live migrations per setup and link (default 3)
  *   --links 8,32,0                    link rates in MiB/s, 0 = no limit (default 8,32,0)
  *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
+ *   --libvirt-rounds N                virsh save/restore rounds per helper in the libvirt stage (default 5)
  *   --report-only                     only rewrite the report from stored results
  */
 
@@ -19,13 +21,14 @@ import { join } from 'node:path'
 import { runCompress } from './compress.js'
 import { ensureCorpus, type StreamInfo } from './corpus.js'
 import { type FilterStreamResult, runFilter } from './filter.js'
+import { runLibvirt } from './libvirt.js'
 import { runLive } from './live.js'
 import { machineInfo } from './machine.js'
 import { writeReport } from './report.js'
 import { CACHE, ensureTools, log, ROOT, readJson, writeJson } from './util.js'
 
-type Stage = 'corpus' | 'filter' | 'live' | 'compress' | 'codec'
-const STAGES: Stage[] = ['corpus', 'filter', 'live', 'compress', 'codec']
+type Stage = 'corpus' | 'filter' | 'live' | 'compress' | 'codec' | 'libvirt'
+const STAGES: Stage[] = ['corpus', 'filter', 'live', 'compress', 'codec', 'libvirt']
 
 function parseArgs(argv: string[]) {
   const o = {
@@ -36,6 +39,7 @@ function parseArgs(argv: string[]) {
     runs: undefined as number | undefined,
     links: [8, 32, 0],
     repeat: 1,
+    libvirtRounds: 5,
     reportOnly: false,
   }
   for (let i = 0; i < argv.length; i++) {
@@ -56,10 +60,11 @@ function parseArgs(argv: string[]) {
     else if (a === '--runs') o.runs = Number(val())
     else if (a === '--links') o.links = val().split(',').map(Number)
     else if (a === '--repeat') o.repeat = Number(val())
+    else if (a === '--libvirt-rounds') o.libvirtRounds = Number(val())
     else if (a === '--report-only') o.reportOnly = true
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--report-only]',
+        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--libvirt-rounds N] [--report-only]',
       )
       process.exit(0)
     } else throw new Error(`unknown argument ${a}`)
@@ -68,16 +73,16 @@ function parseArgs(argv: string[]) {
 }
 
 const opts = parseArgs(process.argv.slice(2))
-const resultsDir = join(CACHE, opts.quick ? 'quick' : '', 'results')
+const resultsDir = opts.quick ? join(CACHE, 'quick', 'results') : join(ROOT, 'bench', 'results')
 const t0 = performance.now()
 const has = (s: Stage) => !opts.reportOnly && opts.only.includes(s)
 
 ensureTools(['/usr/bin/time', 'lzop', 'lz4', 'zstd', 'gzip', 'pv', 'qemu-system-x86_64', 'gcc'])
 
-// The filter rows run the built CLI (apps/cli/bin/xbzrle.js → dist). turbo builds this workspace's dependencies
-// before `bench`, but the CLI is not one of them: bring its dist up to date (incremental, fast when current).
-if (has('filter') || has('live') || has('corpus')) {
-  const r = spawnSync('npx', ['tsc', '-b', 'apps/cli'], { cwd: ROOT, encoding: 'utf8' })
+// The filter rows run the built CLI (apps/cli/bin/xbzrle.js → its dist/xbzrle.mjs bundle). turbo builds this
+// workspace's dependencies before `bench`, but the CLI is not one of them: bring its dist and bundle up to date.
+if (has('filter') || has('live') || has('corpus') || has('libvirt')) {
+  const r = spawnSync('npm', ['run', 'build', '-w', 'xbzrle'], { cwd: ROOT, encoding: 'utf8' })
   if (r.status !== 0)
     log(`warning: building apps/cli failed, using its existing dist:\n${r.stdout}${r.stderr}`)
 }
@@ -124,6 +129,22 @@ if (has('compress')) {
     rows,
     stageS: (performance.now() - ts) / 1000,
   })
+}
+
+if (has('libvirt') && !opts.quick) {
+  const ts = performance.now()
+  try {
+    const rows = await runLibvirt({ rounds: opts.libvirtRounds })
+    writeJson(join(resultsDir, 'libvirt.json'), {
+      machine: machineInfo(),
+      rounds: opts.libvirtRounds,
+      rows,
+      stageS: (performance.now() - ts) / 1000,
+    })
+  } catch (e) {
+    // The stage needs root and libvirtd; the others do not, so a machine without them still gets a report.
+    log(`libvirt stage not run: ${(e as Error).message}`)
+  }
 }
 
 // `codec` has nothing to run here: `npm run bench` (turbo) runs the codec package's own bench, whose

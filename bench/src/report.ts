@@ -7,6 +7,7 @@ import { join, relative } from 'node:path'
 import { type MachineInfo, machineInfo } from './machine.js'
 import { type CompressResults, renderCompress } from './report-compress.js'
 import { type CorpusResults, type FilterResults, renderCorpus, renderFilter } from './report-filter.js'
+import { type LibvirtResults, libvirtVerdicts, renderLibvirt } from './report-libvirt.js'
 import { type LiveResults, renderLive } from './report-live.js'
 import { CACHE, ensureDir, fix, mdTable, ROOT, readJson } from './util.js'
 import { allVerdicts, missCauses, type Verdict } from './verdicts.js'
@@ -56,6 +57,7 @@ export function writeReport(inp: Inputs): string {
   const filter = readJson<FilterResults>(join(inp.resultsDir, 'filter.json'))
   const live = readJson<LiveResults>(join(inp.resultsDir, 'live.json'))
   const compress = readJson<CompressResults>(join(inp.resultsDir, 'compress.json'))
+  const libvirt = readJson<LibvirtResults>(join(inp.resultsDir, 'libvirt.json'))
   const lastRun = readJson<{ stages: string[]; wallS: number; date: string }>(
     join(inp.resultsDir, 'run.json'),
   )
@@ -78,9 +80,12 @@ export function writeReport(inp: Inputs): string {
     compress
       ? `- Second-stage table measured on ${compress.machine.date} (commit \`${compress.machine.commit}\`)`
       : '- Second-stage table: not run yet',
+    libvirt
+      ? `- libvirt table measured on ${libvirt.machine.date} (commit \`${libvirt.machine.commit}\`)`
+      : '- libvirt table: not run yet (needs root and libvirtd)',
     '',
     "Reproduce: `bash scripts/install-deps.sh && npm ci && npm run bench` (root: every workspace's bench, this one",
-    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec]',
+    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt]',
     '[--quick] [--refresh-corpus] [--streams sparse,text] [--runs 3] [--links 8,32] [--repeat 1]`. The stream corpus is cached in',
     '`bench/.cache/corpus/` (not in git) and captured again when missing or when its recipe changes; the comparison',
     'tools are installed with apt-get when missing.',
@@ -91,12 +96,14 @@ export function writeReport(inp: Inputs): string {
   const verdicts = [
     ...allVerdicts(filter?.results, undefined, filter?.machine ?? m),
     ...allVerdicts(undefined, live, live?.machine ?? m),
+    ...(libvirt ? libvirtVerdicts(libvirt.rows) : []),
   ]
   md.push(...renderTargets(verdicts))
   if (corpus) md.push(...renderCorpus(corpus, inp.quick))
   if (filter) md.push(...renderFilter(filter, ctx))
   if (live) md.push(...renderLive(live, ctx))
   if (compress) md.push(...renderCompress(compress))
+  if (libvirt) md.push(...renderLibvirt(libvirt))
 
   // ------------------------------------------------------------------------------------------------ packages
   md.push('## Codec table', '')
@@ -130,7 +137,8 @@ export function writeReport(inp: Inputs): string {
       `${corpus ? `; capturing the corpus (only when not cached) ${fix(corpus.streams.reduce((a, s) => a + s.captureS, 0) / 60, 1)} min plus inspect` : ''}` +
       `${filter?.stageS !== undefined ? `; filter stage ${fix(filter.stageS / 60, 1)} min` : ''}` +
       `${live ? `; live stage ${fix(live.wallS / 60, 1)} min` : ''}` +
-      `${compress?.stageS !== undefined ? `; compress stage ${fix(compress.stageS / 60, 1)} min` : ''}.`,
+      `${compress?.stageS !== undefined ? `; compress stage ${fix(compress.stageS / 60, 1)} min` : ''}` +
+      `${libvirt?.stageS !== undefined ? `; libvirt stage ${fix(libvirt.stageS / 60, 1)} min` : ''}.`,
     '',
   )
   const path = join(outDir, 'BENCHMARKS.md')

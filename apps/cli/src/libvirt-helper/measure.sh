@@ -3,7 +3,7 @@
 # with the real /usr/bin/lzop as the helper and once with the xbzrle helper, in a private libvirtd (mount
 # namespace, as libvirt-helper.virsh.test.ts runs it). Root only; touches nothing outside a temp dir.
 #   bash apps/cli/src/libvirt-helper/measure.sh [ROUNDS]
-# The helper runs a bundle of the CLI (esbuild), so node starts as fast as the built CLI, not through tsx.
+# The helper is the built CLI as installed (`npm run build` first): bin/xbzrle.js running the dist/xbzrle.mjs bundle.
 set -euo pipefail
 ROUNDS=${1:-3}
 REPO=$(cd "$(dirname "$0")/../../../.." && pwd)
@@ -17,15 +17,12 @@ cleanup() {
   virsh -c "$U" undefine "$NAME" >/dev/null 2>&1 || true
   for p in libvirtd virtlogd; do [ -f "$B/$p.pid" ] && kill "$(cat "$B/$p.pid")" 2>/dev/null || true; done
   sleep 1
-  rm -rf "$T" "$BUNDLE"
+  rm -rf "$T"
 }
 trap cleanup EXIT
 
-# inside the repo, so that the bundle's require() finds the optional native compressors (zstd-napi, lz4-napi)
-BUNDLE=$REPO/node_modules/.cache/xbzrle-measure/xbzrle-$$.mjs
-"$REPO/node_modules/esbuild/bin/esbuild" "$REPO/apps/cli/src/libvirt-helper/test-bin.ts" --bundle --platform=node \
-  --format=esm --conditions=@xbzrle/source --outfile="$BUNDLE" --log-level=error \
-  --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
+CLI=$REPO/apps/cli/bin/xbzrle.js
+[ -f "$REPO/apps/cli/dist/xbzrle.mjs" ] || { echo "measure.sh: build first (npm run build)" >&2; exit 2; }
 KERNEL=$(cd "$REPO" && node --conditions=@xbzrle/source --import tsx --input-type=module \
   -e "import('@xbzrle/testkit').then(async (m) => console.log(await m.buildTestGuest()))")
 cp "$KERNEL" "$T/guest.elf" && chmod 644 "$T/guest.elf"
@@ -60,7 +57,7 @@ for r in $(seq "$ROUNDS"); do
     rm -f "$T/helper-bin/lzop"
     if [ "$helper" = xbzrle ]; then
       printf '#!/bin/sh\n# xbzrle-libvirt-helper (measure.sh)\nexec %s %s --libvirt-helper=lzop --helper-wrapper="$0" "$@"\n' \
-        "$(command -v node)" "$BUNDLE" >"$T/helper-bin/lzop"
+        "$(command -v node)" "$CLI" >"$T/helper-bin/lzop"
       chmod 755 "$T/helper-bin/lzop"
     fi
     s=$(ms virsh -c "$U" save "$NAME" "$T/img.save")
