@@ -1,18 +1,10 @@
-// Writes golden vectors of one format version (v2 and later) into vectors/vN/. FROZEN once committed: a vector whose
-// files exist is skipped, never overwritten.
+// Writes the golden vectors of one format version into vectors/vN/, after reading each back with a reader of that
+// version. FROZEN once committed: a vector whose files exist is skipped, never overwritten.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ProtocolError } from '../src/errors.js'
-import { FrameReader, type ProtocolErrorCode } from '../src/index.js'
-import { concat } from '../src/test-util.js'
-
-export interface Vector {
-  name: string
-  description: string
-  xbz: Uint8Array
-  orig?: Uint8Array
-  expect?: ProtocolErrorCode
-}
+import { FrameReader } from '../src/index.js'
+import type { Vector } from './vector-kit.js'
 
 function run(
   xbz: Uint8Array,
@@ -80,28 +72,4 @@ export function writeVectorFiles(out: string, version: number, vectors: readonly
     console.log(`wrote v${version}/${v.name}`)
   }
   return wrote
-}
-
-// ---- byte helpers of the vector scripts ----
-
-export const cat = (...parts: Uint8Array[]): Uint8Array => concat(parts)
-
-export const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0))
-export const hex = (s: string) =>
-  Uint8Array.from(s.split(/\s+/).filter(Boolean), (h) => Number.parseInt(h, 16))
-/** QEMU page-record header: be64 (offset | flags [| CONTINUE 0x20 when no name]) [u8 len, name]. */
-export function qhdr(offset: number, flags: number, name?: string): Uint8Array {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, BigInt(offset) | BigInt(flags | (name === undefined ? 0x20 : 0)))
-  return name === undefined ? b : cat(b, Uint8Array.of(name.length), ascii(name))
-}
-/** Deterministic pseudo-random bytes (xorshift32): incompressible. */
-export function noise(n: number, seed: number): Uint8Array {
-  let s = seed | 1
-  return Uint8Array.from({ length: n }, () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return s & 0xff
-  })
 }

@@ -1,70 +1,45 @@
-// Golden vectors of format v3 (vectors/v3/), called by make-vectors.ts. Same rules as v1 and v2: FROZEN once
+// Golden vectors of format v3 (vectors/v3/), written by make-vectors.ts. Same rules as v1 and v2: FROZEN once
 // committed, never overwritten. Stream ids are fixed (writer option streamId) so that the vectors are reproducible.
-import { FrameWriter, type ProtocolErrorCode, type StreamHeader } from '../src/index.js'
+import { FrameWriter, type StreamHeader } from '../src/index.js'
 import type { CodecName } from '../src/v2/codecs.js'
-import { ByteWriter, readU32le } from '../src/wire/byte-writer.js'
-import { crc32 } from '../src/wire/crc32.js'
-import { ascii, cat, hex, noise, qhdr, type Vector, writeVectorFiles } from './vector-files.js'
-
-const PAGE = 4096
+import {
+  ascii,
+  BASE_HEADER,
+  type Build,
+  cat,
+  flipped,
+  hex,
+  noise,
+  PAGE,
+  qemuStreamStart,
+  qhdr,
+  record,
+  reseal,
+  resealHeader,
+  type Vector,
+  vectorList,
+  verb,
+  writeStream,
+  ZERO_F,
+} from './vector-kit.js'
 
 /** Stream ids of the vectors: A is the stream read, B the stream whose records are spliced in. */
 const ID_A = hex('00 11 22 33 44 55 66 77 88 99 aa bb cc dd ee ff')
 const ID_B = hex('0f 1e 2d 3c 4b 5a 69 78 87 96 a5 b4 c3 d2 e1 f0')
 
-const base: StreamHeader = {
-  pageSize: PAGE,
-  cache: { cacheBytes: 64 * 1024 * 1024, ways: 1, policy: 'lru' },
-  mode: 'canonical',
-  source: 'qemu',
-}
 const hdrWith = (codec: CodecName, extra: Partial<StreamHeader> = {}): StreamHeader => ({
-  ...base,
+  ...BASE_HEADER,
   compression: { codec },
   ...extra,
 })
-
-type Build = (w: FrameWriter, orig: Uint8Array[]) => void
-function write(
+const write = (
   header: StreamHeader,
   build: Build,
   opts: { batchBytes?: number; streamId?: Uint8Array } = {},
-) {
-  const chunks: Uint8Array[] = []
-  const w = new FrameWriter({
-    onChunk: (c) => chunks.push(c),
-    batchBytes: opts.batchBytes,
-    streamId: opts.streamId ?? ID_A,
-    version: 3,
-  })
-  const orig: Uint8Array[] = []
-  w.header(header)
-  build(w, orig)
-  w.end({ cache: { hits: 0, misses: 0 } })
-  return { chunks, xbz: cat(...chunks), orig: cat(...orig) }
-}
-const verb =
-  (...parts: Uint8Array[]): Build =>
-  (w, o) => {
-    for (const b of parts) {
-      w.verbatim(b)
-      o.push(b)
-    }
-  }
-/** A record with its CRC resealed after `edit` changed its bytes. */
-function reseal(rec: Uint8Array, edit: (r: Uint8Array) => Uint8Array): Uint8Array {
-  const r = edit(rec.slice())
-  const bodyEnd = r.length - 4
-  new DataView(r.buffer, r.byteOffset).setUint32(bodyEnd, crc32(r.subarray(0, bodyEnd)), true)
-  return r
-}
+) => writeStream(header, build, { version: 3, batchBytes: opts.batchBytes, streamId: opts.streamId ?? ID_A })
 
 export function v3Vectors(): Vector[] {
-  const vectors: Vector[] = []
-  const valid = (name: string, description: string, r: { xbz: Uint8Array; orig: Uint8Array }) =>
-    vectors.push({ name, description, xbz: r.xbz, orig: r.orig })
-  const bad = (name: string, description: string, xbz: Uint8Array, expect: ProtocolErrorCode) =>
-    vectors.push({ name, description, xbz, expect })
+  const { vectors, valid, bad } = vectorList()
 
   const small = ascii('xbzrle '.repeat(8))
   valid(
@@ -86,31 +61,16 @@ export function v3Vectors(): Vector[] {
   const text = ascii('The quick brown fox jumps over the lazy dog. '.repeat(200))
   const mixed = write(
     hdrWith('deflate'),
-    (w, o) => {
-      const v = ascii('QEVM\0\0\0\x03')
-      w.verbatim(v)
-      o.push(v)
-      const p0 = Uint8Array.from({ length: PAGE }, (_, i) => (i % 64 === 0 ? i >> 6 : 0))
-      const h0 = qhdr(0, 0x08, 'pc.ram')
-      w.pageFull(0, 0, h0, p0)
-      o.push(h0, p0)
-      const p1 = p0.slice()
-      p1[4095] = 1
-      const h1 = qhdr(0, 0x08)
-      w.pageDelta(0, 0, h1, hex('ff 1f 01 01'), p1)
-      o.push(h1, p1)
-      w.flush()
+    (s) => {
+      const { page: p1, hdr: h1 } = qemuStreamStart(s)
+      s.flush()
       const n = noise(3000, 5)
-      w.verbatim(n) // stored plain: compression does not shrink it
-      o.push(n)
-      w.flush()
-      w.pageSame(0, 0, h1, p1)
-      o.push(h1, p1)
-      const hz = qhdr(PAGE, 0x02)
-      w.pageZero(0, 1, hz, 0)
-      o.push(hz, Uint8Array.of(0))
-      w.verbatim(text)
-      o.push(text)
+      s.verbatim(n) // stored plain: compression does not shrink it
+      s.flush()
+      s.pageSame(0, 0, h1, p1)
+      const hz = qhdr(PAGE, ZERO_F)
+      s.pageZero(0, 1, hz, 0)
+      s.verbatim(text)
     },
     { batchBytes: 16384 },
   )
@@ -135,10 +95,10 @@ export function v3Vectors(): Vector[] {
   // ---- malformed ----
   // Streams A and B: the same parameters and content, two stream ids.
   const other = write(hdrWith('deflate'), () => {}, { streamId: ID_B })
-  const twoBatches: Build = (w, o) => {
-    verb(text.subarray(0, 5000))(w, o)
-    w.flush()
-    verb(text.subarray(5000))(w, o)
+  const twoBatches: Build = (s) => {
+    verb(text.subarray(0, 5000))(s)
+    s.flush()
+    verb(text.subarray(5000))(s)
   }
   const a = write(hdrWith('deflate'), twoBatches, { streamId: ID_A })
   const b = write(hdrWith('deflate'), twoBatches, { streamId: ID_B })
@@ -170,16 +130,12 @@ export function v3Vectors(): Vector[] {
     cat(write(hdrWith('deflate'), () => {}).chunks[0]!, other.chunks[1]!),
     'STREAM_MISMATCH',
   )
-  {
-    const r = a0.slice()
-    r[5] = r[5]! ^ 0x01 // first byte of the binding, CRC not resealed
-    bad(
-      'binding-bit-flip',
-      'One bit flipped in the stream binding of batch 0 (CRC not resealed): CHECKSUM.',
-      cat(aHead, r, a1, aEnd),
-      'CHECKSUM',
-    )
-  }
+  bad(
+    'binding-bit-flip',
+    'One bit flipped in the stream binding of batch 0 (CRC not resealed): CHECKSUM.',
+    cat(aHead, flipped(a0, 5, 0x01), a1, aEnd), // byte 5: the first byte of the binding
+    'CHECKSUM',
+  )
   {
     // A v2 batch (no binding) after a v3 header: its first 4 body bytes are not the binding.
     const v2chunks: Uint8Array[] = []
@@ -194,21 +150,14 @@ export function v3Vectors(): Vector[] {
       'STREAM_MISMATCH',
     )
   }
+  bad(
+    'binding-truncated',
+    'A batch whose body is 3 bytes (CRC valid): the 4-byte binding runs past the end of the record.',
+    cat(aHead, record(0x42, a0.subarray(5, 8)), aEnd),
+    'MALFORMED',
+  )
   {
-    const w = new ByteWriter()
-    w.u8(0x42)
-    w.u32le(3)
-    w.bytes(a0.subarray(5, 8))
-    w.u32le(crc32(w.view()))
-    bad(
-      'binding-truncated',
-      'A batch whose body is 3 bytes (CRC valid): the 4-byte binding runs past the end of the record.',
-      cat(aHead, w.take(), aEnd),
-      'MALFORMED',
-    )
-  }
-  {
-    const over = reseal(a0, (r) => r)
+    const over = reseal(a0)
     new DataView(over.buffer).setUint32(1, 4259840 + 6, true) // stored limit: v1 batch limit + 1 + 4
     bad(
       'oversized-batch',
@@ -229,8 +178,7 @@ export function v3Vectors(): Vector[] {
     // so the header is valid and names another stream than its records.
     const h = aHead.slice()
     h[16] = h[16]! ^ 0x80
-    const bodyEnd = 14 + readU32le(h, 10)
-    new DataView(h.buffer).setUint32(bodyEnd, crc32(h.subarray(0, bodyEnd)), true)
+    resealHeader(h)
     bad(
       'header-stream-id-changed',
       'Stream A with one bit of the header stream id changed and the header CRC resealed: batch 0 no longer matches.',
@@ -239,9 +187,4 @@ export function v3Vectors(): Vector[] {
     )
   }
   return vectors
-}
-
-/** Writes the v3 vectors that do not exist yet into `out`; returns how many were written. */
-export function writeV3Vectors(out: string): number {
-  return writeVectorFiles(out, 3, v3Vectors())
 }

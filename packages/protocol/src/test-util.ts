@@ -3,6 +3,7 @@ import { ProtocolError } from './errors.js'
 import { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
 import { verifyBatchOutput, verifyEndTotals } from './v1/reader.js'
 import type { StreamHeader } from './v3/types.js'
+import { ByteWriter } from './wire/byte-writer.js'
 import { crc32 } from './wire/crc32.js'
 import { FrameWriter } from './writer.js'
 
@@ -194,6 +195,16 @@ export function qemuHdr(offset: number, flags: number, name?: string): Uint8Arra
     for (let i = 0; i < name.length; i++) b[9 + i] = name.charCodeAt(i)
   }
   return b
+}
+
+/** A record as every version frames it: tag, u32le body length, body, CRC-32 of all that (for hand-made streams). */
+export function record(tag: number, body: Uint8Array): Uint8Array {
+  const w = new ByteWriter()
+  w.u8(tag)
+  w.u32le(body.length)
+  w.bytes(body)
+  w.u32le(crc32(w.view()))
+  return w.take()
 }
 
 /** Fast byte equality (vitest's toEqual walks typed arrays element by element). */

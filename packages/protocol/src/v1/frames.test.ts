@@ -2,7 +2,16 @@
 // the reader's checks on them, and the wire overhead per frame.
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { collect, concat, decodeStream, HEADER, qemuHdr, readStream, sameBytes } from '../test-util.js'
+import {
+  collect,
+  concat,
+  decodeStream,
+  HEADER,
+  qemuHdr,
+  readStream,
+  record,
+  sameBytes,
+} from '../test-util.js'
 import { ByteWriter } from '../wire/byte-writer.js'
 import { crc32 } from '../wire/crc32.js'
 import { derivableFlags, pageIndexField, unzigzag, writeDerivedHdr, zigzag } from './page-key.js'
@@ -35,14 +44,6 @@ function framesOf(stream: Uint8Array): Frame[] {
 function handMade(frames: number[], output: Uint8Array = new Uint8Array(0), zeroFrames = 0) {
   const head = collect()
   head.w.header(HEADER)
-  const rec = (tag: number, body: Uint8Array) => {
-    const w = new ByteWriter()
-    w.u8(tag)
-    w.u32le(body.length)
-    w.bytes(body)
-    w.u32le(crc32(w.view()))
-    return w.take()
-  }
   const b = new ByteWriter()
   b.varint(0)
   b.u32le(output.length)
@@ -50,8 +51,8 @@ function handMade(frames: number[], output: Uint8Array = new Uint8Array(0), zero
   b.bytes(Uint8Array.from(frames))
   return concat([
     head.chunks[0]!,
-    rec(0x42, b.take()),
-    rec(0x45, Uint8Array.of(output.length, 1, 0, 0, 0, zeroFrames, 0, 0)),
+    record(0x42, b.take()),
+    record(0x45, Uint8Array.of(output.length, 1, 0, 0, 0, zeroFrames, 0, 0)),
   ])
 }
 
