@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { PROXY_USAGE, proxyMain, WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
+import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
 import { DEFAULT_WAYS, MAX_CACHE_WAYS } from '@xbzrle/codec'
 import { CODEC_NAMES, type Compression, parseCliOptions, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
@@ -9,6 +9,7 @@ import { runQemuDemo } from './commands/demo-qemu.js'
 import { runDecode, runEncode } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
+import { registerProxyCommand, SilentExit } from './commands/proxy.js'
 import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { parseSize } from './io.js'
@@ -340,26 +341,7 @@ export function buildProgram(): Command {
     await runReceive(o)
   })
 
-  program
-    .command('proxy')
-    .description(
-      'unix-socket migration proxy for `virsh migrate --migrateuri unix://` (source | destination)',
-    )
-    .helpOption(false)
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .argument('[args...]', 'source|destination and their options (see `xbzrle proxy --help`)')
-    .action(async (args: string[]) => {
-      if (args.length === 0 || args.includes('--help') || args.includes('-h')) {
-        process.stdout.write(`${PROXY_USAGE}\nExample: see above.\n`)
-        return
-      }
-      // proxyMain prints its own one-line errors; map its statuses onto the CLI's exit codes.
-      const code = await proxyMain(args)
-      if (code !== 0) {
-        throw new SilentExit(code === 2 ? ExitCode.USAGE : code === 4 ? ExitCode.IO : ExitCode.PEER)
-      }
-    })
+  registerProxyCommand(program, addObserveOptions)
 
   program
     .command('bench')
@@ -394,13 +376,6 @@ export function buildProgram(): Command {
     })
   registerLibvirtCommand(program)
   return program
-}
-
-/** A command that already reported its failure on stderr and only needs an exit code. */
-class SilentExit extends Error {
-  constructor(readonly exitCode: (typeof ExitCode)[keyof typeof ExitCode]) {
-    super('exit')
-  }
 }
 
 export async function main(argv: string[]): Promise<number> {

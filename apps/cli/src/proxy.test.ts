@@ -8,6 +8,8 @@ import {
   installTestkitHooks,
   migrateWithUris,
   requireQemu,
+  sleep,
+  startDestination,
   startGuest,
   tmpDir,
   waitFor,
@@ -85,4 +87,70 @@ describe('xbzrle proxy', () => {
     await dest.cont()
     await dest.waitForPass(last + 1)
   })
+})
+
+describe('a proxy process killed mid-migration', () => {
+  it.each(['source', 'destination'] as const)(
+    'SIGKILL of the %s proxy: the migration fails cleanly, the source VM keeps running, nothing hangs',
+    { timeout: 120_000 },
+    async (victim, ctx) => {
+      if (!requireQemu(ctx)) return
+      const dir = tmpDir('xbzrle-proxy-kill-')
+      const dstSock = join(dir, 'dst.sock')
+      const srcSock = join(dir, 'src.sock')
+      const port = await freePort()
+      const dst = proxy(['destination', '--listen', `127.0.0.1:${port}`, '--qemu-socket', dstSock, '--once'])
+      const src = proxy(['source', '--listen', srcSock, '--connect', `127.0.0.1:${port}`, '--once'])
+      await waitFor(
+        () => /listening/.test(dst.stderr()) && /listening/.test(src.stderr()),
+        'the proxies to listen',
+      )
+      const a = await startGuest({
+        memMiB: 64,
+        append: { workload: 'sparse', mem: 32, rate: 2000, period: 200 },
+      })
+      await a.waitForPass(1)
+      const dest = await startDestination(a)
+      const caps = { 'return-path': true, events: true }
+      await Promise.all([a.migrateSetCapabilities(caps), dest.migrateSetCapabilities(caps)])
+      await a.migrateSetParameters({ 'max-bandwidth': 4 << 20 }) // ≥ 8 s for 32 MiB: time to kill
+      await dest.migrateIncoming(`unix:${dstSock}`)
+      await a.migrate(`unix:${srcSock}`)
+      await waitFor(
+        async () => ((await a.queryMigrate()).ramTransferred ?? 0) > 2 << 20,
+        'the migration to move 2 MiB',
+        { timeoutMs: 20_000, intervalMs: 100 },
+      )
+      const killed = victim === 'source' ? src : dst
+      const other = victim === 'source' ? dst : src
+      killed.child.kill('SIGKILL')
+      const tKill = Date.now()
+
+      await expect(a.waitForMigration({ timeoutMs: 20_000 })).rejects.toThrow(/migration failed/)
+      expect(await a.queryStatus()).toMatchObject({ running: true, status: 'running' })
+      // the surviving proxy reports one line and exits 5 (--once: the migration failed at the peer)
+      const code = await Promise.race([other.exit, sleep(15_000).then(() => 'hung')])
+      expect(code, other.stderr()).toBe(5)
+      const lines = other
+        .stderr()
+        .split('\n')
+        .filter((l) => / failed: /.test(l))
+      expect(lines).toHaveLength(1)
+      // the destination QEMU does not hang in the incoming state
+      const destOutcome = await Promise.race([
+        dest.exited.then(() => 'exited'),
+        dest.waitForMigration({ timeoutMs: 15_000 }).then(
+          () => 'completed',
+          (e: Error) => (/exited/.test(e.message) ? 'exited' : 'failed'),
+        ),
+      ])
+      expect(destOutcome).not.toBe('completed')
+      const before = await a.lastPass()
+      await a.waitForPass(before + 1)
+      console.info(
+        `killed ${victim} proxy: source QEMU failed after ${Date.now() - tKill} ms, destination QEMU ${destOutcome}; ` +
+          `surviving proxy: ${lines[0]}`,
+      )
+    },
+  )
 })

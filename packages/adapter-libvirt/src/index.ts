@@ -12,24 +12,34 @@ export {
 } from './filter/encoder.js'
 export { type PassCounters, zeroCounters } from './filter/pass-stats.js'
 export { DecodeStream, EncodeStream, IO_CHUNK } from './filter/streams.js'
+export { RelayState } from './libvirt/proxy/relay.js'
+export { ReturnPathWatcher } from './libvirt/proxy/return-path.js'
 export {
-  type DestinationProxyOptions,
   formatSession,
-  listenTcp,
-  type MigrationProxy,
-  type ProxyCommonOptions,
   type ProxyCounters,
+  type ProxyRefusal,
+  type ProxyRole,
   type ProxySessionResult,
-  ReturnPathWatcher,
-  type SourceProxyOptions,
-  startDestinationProxy,
-  startSourceProxy,
+} from './libvirt/proxy/sessions.js'
+export {
+  listenTcp,
   type TcpEndpoint,
   type TlsClientOptions,
   type TlsServerOptions,
   type TransportConnector,
   type TransportListener,
   tcpConnector,
+} from './libvirt/proxy/transport.js'
+export {
+  type DestinationProxyOptions,
+  type MigrationProxy,
+  type ProxyCommonOptions,
+  type ProxyOptions,
+  type ProxySessionObserver,
+  type SourceProxyOptions,
+  startDestinationProxy,
+  startProxy,
+  startSourceProxy,
 } from './libvirt/proxy.js'
 export {
   clientHandshake,
@@ -42,16 +52,6 @@ export {
   serverHandshake,
   TOKEN_ENV,
 } from './libvirt/proxy-auth.js'
-export {
-  PROXY_USAGE,
-  type ProxyArgs,
-  ProxyUsageError,
-  parseHostPort,
-  parseProxyArgs,
-  proxyMain,
-  proxySecurityWarning,
-  runProxy,
-} from './libvirt/proxy-cli.js'
 export {
   buildSaveImageHeader,
   buildSaveImagePrefix,

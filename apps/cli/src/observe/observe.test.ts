@@ -9,7 +9,7 @@ import { runCli } from '../test-cli.js'
 import { SCHEMA_DIR } from './generate-schemas.js'
 import { isLoopbackHost, MigrationMetrics, parseListen, startMetricsServer } from './metrics.js'
 import { convergence, parseProgressMode } from './observer.js'
-import { passTable, splitObserveArgs } from './run.js'
+import { passTable } from './run.js'
 import {
   observeJsonSchemaFiles,
   type PassStatsJson,
@@ -226,39 +226,6 @@ describe('convergence estimate', () => {
 })
 
 describe('progress modes and the pass table', () => {
-  it('takes the observability flags out of a proxy command line', () => {
-    expect(splitObserveArgs(['source', '--listen', 's', '--connect', 'h:1'])).toEqual({
-      rest: ['source', '--listen', 's', '--connect', 'h:1'],
-      observe: undefined,
-    })
-    expect(
-      splitObserveArgs([
-        'destination',
-        '--metrics-listen',
-        '127.0.0.1:9',
-        '--listen',
-        '9000',
-        '--progress=json=3',
-        '--metrics-linger',
-        '2s',
-        '--metrics-listen-public',
-        '--progress-interval',
-        '250ms',
-      ]),
-    ).toEqual({
-      rest: ['destination', '--listen', '9000'],
-      observe: {
-        metricsListen: '127.0.0.1:9',
-        progress: 'json=3',
-        metricsLinger: 2000,
-        metricsListenPublic: true,
-        progressInterval: 250,
-      },
-    })
-    expect(() => splitObserveArgs(['--metrics-linger', 'soon'])).toThrow(/duration/)
-    expect(() => splitObserveArgs(['--progress'])).toThrow(/needs a value/)
-  })
-
   it('parses modes', () => {
     expect(parseProgressMode('json')).toEqual({ kind: 'json', target: '2' })
     expect(parseProgressMode('json=3')).toEqual({ kind: 'json', target: '3' })

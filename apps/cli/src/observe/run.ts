@@ -3,6 +3,7 @@
  * `--metrics-listen` and friends, and the per-pass `--stats` table.
  */
 import { writeFileSync } from 'node:fs'
+import type { ProxySessionObserver } from '@xbzrle/adapter-libvirt'
 import { onInterrupt } from '../atomic-output.js'
 import { CliError, classify, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
@@ -246,38 +247,36 @@ export function passTable(passes: readonly PassStatsJson[]): string {
   return `${['  per pass (QEMU dirty-sync iterations):', line(head), ...rows.map(line)].join('\n')}\n`
 }
 
-/** What the unix-socket proxy calls per session (the shape of ProxyCommonOptions.observeSession, see the docs). */
-export interface ProxySessionObserver {
-  passListener: RunObserver['listener']
-  attach(
-    filter:
-      | { encoder: Parameters<typeof encoderSource>[0] }
-      | {
-          decoder: { stats: { bytesIn: number; bytesOut: number } } | Parameters<typeof decoderSource>[0]
-        },
-  ): void
-  end(ok: boolean, error?: string): void
-}
-
-/** `observeSession` for `startSourceProxy`/`startDestinationProxy`: one RunObserver per proxied migration. */
+/**
+ * `observeSession` for adapter-libvirt's `startProxy`: one RunObserver per proxied migration (id
+ * `METRICS-ID-N`, default `ROLE-PID-N`), and at its end the `--stats` table on stderr and the `--stats-json`
+ * document (`{id}` in the file name = the migration number; without it each migration replaces the last).
+ */
 export function proxySessionObservers(
   observers: SessionObservers,
   role: 'proxy-source' | 'proxy-destination',
+  o: { metricsId?: string; statsJson?: string; stats?: boolean },
 ): (id: number) => ProxySessionObserver {
   return (id) => {
-    const obs = observers.begin(role, `${role}-${process.pid}-${id}`)
+    const obs = observers.begin(role, `${o.metricsId ?? `${role}-${process.pid}`}-${id}`)
+    let attached = false
     return {
       passListener: obs.listener,
       attach: (f) => {
-        if ('encoder' in f) obs.attach(encoderSource(f.encoder))
-        else if ('passCounters' in f.decoder) obs.attach(decoderSource(f.decoder))
-        else {
-          const d = f.decoder
-          obs.attach(bytesSource(() => d.stats))
-        }
+        attached = true
+        obs.attach('encoder' in f ? encoderSource(f.encoder) : decoderSource(f.decoder))
       },
-      end: (ok, error) =>
-        obs.end({ exitCode: ok ? ExitCode.OK : ExitCode.PEER, ...(error ? { error } : {}) }),
+      end: (r) => {
+        // A migration that failed before its relay started still counts (as failed, with no bytes).
+        if (!attached) obs.attach(bytesSource(() => ({ bytesIn: 0, bytesOut: 0 })))
+        obs.end({ exitCode: r.ok ? ExitCode.OK : ExitCode.PEER, ...(r.error ? { error: r.error } : {}) })
+        try {
+          if (o.statsJson !== undefined) writeStatsJson(o.statsJson.replaceAll('{id}', String(id)), obs)
+        } catch (e) {
+          process.stderr.write(`xbzrle ${role.replace('-', ' ')}: ${(e as Error).message}\n`)
+        }
+        if (o.stats) process.stderr.write(passTable(obs.report().passes))
+      },
     }
   }
 }
@@ -288,54 +287,4 @@ export function parseDuration(v: string): number | undefined {
   if (!m) return undefined
   const n = Number(m[1])
   return Math.round(m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000)
-}
-
-const VALUE_FLAGS = [
-  '--progress',
-  '--progress-interval',
-  '--metrics-listen',
-  '--metrics-id',
-  '--metrics-linger',
-]
-
-/**
- * For commands that parse their own argv (`xbzrle proxy`): takes the observability flags out of `argv`.
- * Returns the remaining arguments and the options (undefined when none was given).
- */
-export function splitObserveArgs(argv: readonly string[]): {
-  rest: string[]
-  observe: ObserveCommandOptions | undefined
-} {
-  const rest: string[] = []
-  const o: ObserveCommandOptions = {}
-  let any = false
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (a === '--metrics-listen-public') {
-      o.metricsListenPublic = true
-      any = true
-      continue
-    }
-    const eq = a.indexOf('=')
-    const flag = a.startsWith('--') && eq > 0 ? a.slice(0, eq) : a
-    if (!VALUE_FLAGS.includes(flag)) {
-      rest.push(a)
-      continue
-    }
-    const value = flag === a ? argv[++i] : a.slice(eq + 1)
-    if (value === undefined) throw new CliError(`${flag} needs a value`, ExitCode.USAGE)
-    any = true
-    const duration = () => {
-      const d = parseDuration(value)
-      if (d === undefined)
-        throw new CliError(`${flag}: expected a duration such as 500ms, 2s, 1m`, ExitCode.USAGE)
-      return d
-    }
-    if (flag === '--progress') o.progress = value
-    else if (flag === '--progress-interval') o.progressInterval = duration()
-    else if (flag === '--metrics-listen') o.metricsListen = value
-    else if (flag === '--metrics-id') o.metricsId = value
-    else o.metricsLinger = duration()
-  }
-  return { rest, observe: any ? o : undefined }
 }

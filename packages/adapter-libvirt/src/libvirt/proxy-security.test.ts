@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { makeCert } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { fakeDestinationQemu as fakeQemu, probeUnixSocket } from './proxy/test-peers.js'
 import {
   type MigrationProxy,
   type SourceProxyOptions,
@@ -17,7 +18,6 @@ import {
   tcpConnector,
 } from './proxy.js'
 import { loadProxyToken } from './proxy-auth.js'
-import { ProxyUsageError, parseProxyArgs, proxyMain, proxySecurityWarning } from './proxy-cli.js'
 
 const root = mkdtempSync(join(tmpdir(), 'xbz-proxy-sec-'))
 let n = 0
@@ -45,21 +45,10 @@ const closed = (s: Socket) =>
     else s.once('close', () => r())
   })
 
-/** A fake destination QEMU on `path`: says PONG at the first byte, SHUT after EOF; collects what it got. */
+/** A fake destination QEMU on `path` (see test-peers.ts), closed after the test. */
 async function fakeDestinationQemu(path: string): Promise<Buffer[]> {
-  const received: Buffer[] = []
-  const srv = createServer({ allowHalfOpen: true }, (s) => {
-    let first = true
-    s.on('data', (b: Buffer) => {
-      received.push(b)
-      if (first) s.write('PONG')
-      first = false
-    })
-    s.on('end', () => s.end('SHUT'))
-    s.on('error', () => {})
-  })
-  await new Promise<void>((r) => srv.listen(path, r))
-  track(srv)
+  const { server, received } = await fakeQemu(path)
+  track(server)
   return received
 }
 
@@ -216,7 +205,7 @@ describe('TLS transport', () => {
 })
 
 describe('listening beyond loopback', () => {
-  it('needs a token (API and CLI)', async () => {
+  it('needs a token (the CLI side is in apps/cli/src/proxy-args.test.ts)', async () => {
     const d = dir()
     await expect(
       startDestinationProxy({ listen: { host: '0.0.0.0', port: 0 }, qemuSocket: join(d, 'q.sock') }),
@@ -227,74 +216,11 @@ describe('listening beyond loopback', () => {
       token: 'x',
     })
     proxies.push(withToken)
-    const lines: string[] = []
-    const env = { ...process.env }
-    delete env.XBZRLE_TOKEN
-    const saved = process.env.XBZRLE_TOKEN
-    delete process.env.XBZRLE_TOKEN
-    try {
-      const code = await proxyMain(
-        ['destination', '--listen', '0.0.0.0:0', '--qemu-socket', join(d, 'q.sock')],
-        {
-          stderr: (l) => lines.push(l),
-        },
-      )
-      expect(code).toBe(2)
-      expect(lines.join('\n')).toMatch(/without a token.*--token-file/)
-      expect(
-        parseProxyArgs([
-          'destination',
-          '--listen',
-          '0:1',
-          '--qemu-socket',
-          '/q',
-          '--allow-insecure-no-token',
-        ]),
-      ).toMatchObject({ allowInsecureNoToken: true })
-    } finally {
-      if (saved !== undefined) process.env.XBZRLE_TOKEN = saved
-    }
+    expect(withToken.address).toMatch(/^tcp:0\.0\.0\.0:\d+$/)
   })
 })
 
-describe('proxy CLI security flags', () => {
-  it('parses token/TLS flags, refuses a token on argv, and warns about a token without TLS', () => {
-    const a = parseProxyArgs([
-      'destination',
-      '--listen',
-      '0.0.0.0:4000',
-      '--qemu-socket',
-      '/q',
-      '--token-file',
-      '/t',
-      '--tls-cert',
-      '/c',
-      '--tls-key',
-      '/k',
-      '--handshake-timeout',
-      '2',
-    ])
-    expect(a).toMatchObject({ tokenFile: '/t', tlsCert: '/c', tlsKey: '/k', handshakeTimeoutMs: 2000 })
-    expect(() => parseProxyArgs(['source', '--listen', '/s', '--connect', 'h:1', '--token', 'x'])).toThrow(
-      /never given on the command line/,
-    )
-    expect(() =>
-      parseProxyArgs(['destination', '--listen', '1', '--qemu-socket', '/q', '--tls-cert', '/c']),
-    ).toThrow(/go together/)
-    expect(() => parseProxyArgs(['destination', '--listen', '1', '--qemu-socket', '/q', '--tls'])).toThrow(
-      ProxyUsageError,
-    )
-    const src = parseProxyArgs(['source', '--listen', '/s', '--connect', 'dst.example:4000'])
-    expect(proxySecurityWarning(src, 'tok')).toMatch(/to dst\.example without TLS.*--ca FILE or --tls/)
-    expect(proxySecurityWarning({ ...src, tls: true }, 'tok')).toBeUndefined()
-    expect(proxySecurityWarning(src, undefined)).toBeUndefined()
-    const local = parseProxyArgs(['source', '--listen', '/s', '--connect', '127.0.0.1:4000'])
-    expect(proxySecurityWarning(local, 'tok')).toBeUndefined()
-    const dst = parseProxyArgs(['destination', '--listen', '0.0.0.0:4000', '--qemu-socket', '/q'])
-    expect(proxySecurityWarning(dst, 'tok')).toMatch(/on 0\.0\.0\.0 without TLS/)
-    expect(proxySecurityWarning({ ...dst, tlsCert: '/c', tlsKey: '/k' }, 'tok')).toBeUndefined()
-  })
-
+describe('proxy token', () => {
   it('loads the token from a file (trimmed) or XBZRLE_TOKEN; an empty file is an error', () => {
     const d = dir()
     writeFileSync(join(d, 'tok'), '  s3cret\n')
@@ -363,12 +289,7 @@ describe('unix socket paths (issue #19 item 11)', () => {
       `unix:${path} is in use by another process`,
     )
     expect(existsSync(path)).toBe(true)
-    const c = netConnect({ path })
-    await new Promise<void>((r, j) => {
-      c.once('connect', () => r())
-      c.once('error', j)
-    })
-    c.destroy()
+    await probeUnixSocket(path)
     // the probe and our check were no migrations
     await new Promise((r) => setTimeout(r, 50))
     expect(first.counters.sessions).toBe(0)
@@ -403,12 +324,7 @@ describe('unix socket paths (issue #19 item 11)', () => {
     proxies.push(b)
     await a.close()
     expect(existsSync(path)).toBe(true)
-    const c = netConnect({ path })
-    await new Promise<void>((r, j) => {
-      c.once('connect', () => r())
-      c.once('error', j)
-    })
-    c.destroy()
+    await probeUnixSocket(path)
     await b.close()
     expect(existsSync(path)).toBe(false)
   })

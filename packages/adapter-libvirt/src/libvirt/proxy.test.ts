@@ -1,9 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { createServer, connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import {
   compareGuestRam,
   installTestkitHooks,
@@ -12,50 +9,43 @@ import {
   startDestination,
   startGuest,
   tmpDir,
+  waitFor,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { ReturnPathWatcher } from './proxy/return-path.js'
+import { fakeDestinationQemu } from './proxy/test-peers.js'
 import {
   type MigrationProxy,
-  ReturnPathWatcher,
   startDestinationProxy,
+  startProxy,
   startSourceProxy,
   tcpConnector,
 } from './proxy.js'
-import { ProxyUsageError, parseHostPort, parseProxyArgs } from './proxy-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
 const MiB = 1024 * 1024
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 const proxies: MigrationProxy[] = []
-const children: ChildProcess[] = []
 afterEach(async () => {
   await Promise.all(proxies.splice(0).map((p) => p.close()))
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
 })
 
 /** QEMU's return path needs a socket transport; libvirt 9.0 turns it on for every non-tunnelled migration. */
 const CAPS = { 'return-path': true, 'postcopy-ram': true, events: true }
 
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const addr = s.address()
-  await new Promise<void>((r) => s.close(() => r()))
-  return typeof addr === 'object' && addr ? addr.port : 0
-}
-
 async function startPair(dir: string, halfCloseTimeoutMs?: number) {
   const dstSock = join(dir, 'dst.sock')
   const srcSock = join(dir, 'src.sock')
-  const dst = await startDestinationProxy({
+  const dst = await startProxy({
+    role: 'destination',
     listen: { host: '127.0.0.1', port: 0 },
     qemuSocket: dstSock,
     halfCloseTimeoutMs,
   })
   proxies.push(dst)
   const port = Number(dst.address.split(':').pop())
-  const src = await startSourceProxy({
+  const src = await startProxy({
+    role: 'source',
     listen: srcSock,
     connect: tcpConnector({ host: '127.0.0.1', port }),
     halfCloseTimeoutMs,
@@ -83,37 +73,6 @@ async function migrate(
   ])
   return { dest, stats, destStats }
 }
-
-describe('proxy arguments', () => {
-  it('parses source and destination flags and rejects mixed ones', () => {
-    expect(
-      parseProxyArgs(['source', '--listen', '/s.sock', '--connect', 'dst:4000', '--cache=64M']),
-    ).toMatchObject({
-      role: 'source',
-      listen: '/s.sock',
-      connect: { host: 'dst', port: 4000 },
-      cacheBytes: 64 * MiB,
-    })
-    expect(
-      parseProxyArgs([
-        'destination',
-        '--listen',
-        '4000',
-        '--qemu-socket',
-        '/d.sock',
-        '--once',
-        '--idle-timeout',
-        '30',
-      ]),
-    ).toMatchObject({ role: 'destination', qemuSocket: '/d.sock', once: true, idleTimeoutMs: 30_000 })
-    expect(parseHostPort('[::1]:5')).toEqual({ host: '::1', port: 5 })
-    expect(() => parseProxyArgs(['source', '--listen', '/s.sock'])).toThrow(ProxyUsageError)
-    expect(() =>
-      parseProxyArgs(['destination', '--listen', '4000', '--qemu-socket', '/d', '--cache', '1M']),
-    ).toThrow(/belong to "proxy source"/)
-    expect(() => parseProxyArgs(['sideways'])).toThrow(/source" or "destination/)
-  })
-})
 
 describe('ReturnPathWatcher', () => {
   const msg = (type: number, data: number[] = []) => {
@@ -155,18 +114,8 @@ describe('proxy pair without QEMU (socket peers)', () => {
     const dir = tmpDir('xbzrle-proxy-')
     const { src, dst, srcSock, dstSock } = await startPair(dir)
     const payload = randomBytes(3 << 20)
-    const received: Buffer[] = []
     // fake destination QEMU: answers at once (return path), sends SHUT and closes after EOF
-    const fakeDst = createServer({ allowHalfOpen: true }, (s) => {
-      let first = true
-      s.on('data', (b: Buffer) => {
-        received.push(b)
-        if (first) s.write('PONG')
-        first = false
-      })
-      s.on('end', () => s.end('SHUT'))
-    })
-    await new Promise<void>((r) => fakeDst.listen(dstSock, r))
+    const { server: fakeDst, received } = await fakeDestinationQemu(dstSock)
     try {
       const q = netConnect({ path: srcSock, allowHalfOpen: true })
       const back: Buffer[] = []
@@ -352,123 +301,4 @@ describe('unix-socket migration through the proxy pair (real QEMU, return path o
     await a.waitForPass(before + 1)
     console.info(`corrupt stream: source ${s.error}; destination ${d.error}; destination QEMU ${destOutcome}`)
   })
-})
-
-// ---------------------------------------------------------------------------------------------------------
-// Proxies as separate processes, killed with SIGKILL mid-migration
-
-const proxyCli = join(fileURLToPath(new URL('.', import.meta.url)), 'proxy-cli.ts')
-
-interface ProxyChild {
-  child: ChildProcess
-  stderr: () => string
-  exited: Promise<number | null>
-}
-
-function spawnProxy(args: string[]): ProxyChild {
-  const child = spawn(
-    process.execPath,
-    [
-      '--conditions=@xbzrle/source',
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `const { proxyMain } = await import(${JSON.stringify(proxyCli)}); process.exitCode = await proxyMain(process.argv.slice(1))`,
-      '--',
-      ...args,
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  )
-  children.push(child)
-  let err = ''
-  child.stderr?.on('data', (b: Buffer) => {
-    err += b.toString()
-  })
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
-  return { child, stderr: () => err, exited }
-}
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
-
-describe('a proxy process killed mid-migration', () => {
-  it.each(['source', 'destination'] as const)(
-    'SIGKILL of the %s proxy: the migration fails cleanly, the source VM keeps running, nothing hangs',
-    async (victim, ctx) => {
-      if (!requireQemu(ctx)) return
-      expect(existsSync(proxyCli)).toBe(true)
-      const dir = tmpDir('xbzrle-proxy-kill-')
-      const dstSock = join(dir, 'dst.sock')
-      const srcSock = join(dir, 'src.sock')
-      const port = await freePort()
-      const dst = spawnProxy([
-        'destination',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--qemu-socket',
-        dstSock,
-        '--once',
-      ])
-      const src = spawnProxy(['source', '--listen', srcSock, '--connect', `127.0.0.1:${port}`, '--once'])
-      await waitFor(
-        () => /listening/.test(dst.stderr()) && /listening/.test(src.stderr()),
-        'the proxies to listen',
-      )
-
-      const a = await startGuest({
-        memMiB: 64,
-        append: { workload: 'sparse', mem: 32, rate: 2000, period: 200 },
-      })
-      await a.waitForPass(1)
-      const dest = await startDestination(a)
-      await Promise.all([a.migrateSetCapabilities(CAPS), dest.migrateSetCapabilities(CAPS)])
-      await a.migrateSetParameters({ 'max-bandwidth': 4 * MiB }) // ≥ 8 s for 32 MiB: time to kill
-      await dest.migrateIncoming(`unix:${dstSock}`)
-      await a.migrate(`unix:${srcSock}`)
-      await waitFor(() => true, 'noop')
-      const t0 = Date.now()
-      for (;;) {
-        const m = await a.queryMigrate()
-        if ((m.ramTransferred ?? 0) > 2 * MiB) break
-        if (Date.now() - t0 > 20_000) throw new Error(`migration did not start: ${JSON.stringify(m.raw)}`)
-        await sleep(100)
-      }
-      const killed = victim === 'source' ? src : dst
-      const other = victim === 'source' ? dst : src
-      killed.child.kill('SIGKILL')
-      const tKill = Date.now()
-
-      await expect(a.waitForMigration({ timeoutMs: 20_000 })).rejects.toThrow(/migration failed/)
-      expect(await a.queryStatus()).toMatchObject({ running: true, status: 'running' })
-      // the surviving proxy reports one line and exits 1 (--once)
-      const code = await Promise.race([other.exited, sleep(15_000).then(() => 'hung')])
-      expect(code).toBe(1)
-      const lines = other
-        .stderr()
-        .split('\n')
-        .filter((l) => / failed: /.test(l))
-      expect(lines).toHaveLength(1)
-      // the destination QEMU does not hang in the incoming state
-      const destOutcome = await Promise.race([
-        dest.exited.then(() => 'exited'),
-        dest.waitForMigration({ timeoutMs: 15_000 }).then(
-          () => 'completed',
-          (e: Error) => (/exited/.test(e.message) ? 'exited' : 'failed'),
-        ),
-      ])
-      expect(destOutcome).not.toBe('completed')
-      const before = await a.lastPass()
-      await a.waitForPass(before + 1)
-      console.info(
-        `killed ${victim} proxy: source QEMU failed after ${Date.now() - tKill} ms, destination QEMU ${destOutcome}; ` +
-          `surviving proxy: ${lines[0]}`,
-      )
-    },
-  )
 })
