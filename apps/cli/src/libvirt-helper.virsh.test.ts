@@ -12,9 +12,10 @@
  * image of the helper exists, converts it with --convert-images, and a helper image restored after uninstall
  * fails cleanly (real lzop) and restores after `xbzrle libvirt convert`.
  */
-import { execFile, spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
+  appendFileSync,
   chmodSync,
   copyFileSync,
   createReadStream,
@@ -26,47 +27,41 @@ import {
 import { open, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { isXbzrleStream } from '@xbzrle/protocol'
 import {
   buildTestGuest,
+  lastPassInFile,
+  type NamespaceLibvirt,
   parsePassLines,
   removeTmpDirs,
-  requireQemu,
+  requireLibvirt,
+  requireTool,
   type SkipContext,
+  sleep,
+  startLibvirtInNamespace,
+  stopDaemon,
+  testGuestDomainXml,
   tmpDir,
+  virsh,
+  waitForPassInFile,
 } from '@xbzrle/testkit'
 import { afterAll, describe, expect, it } from 'vitest'
 import { describeLibvirtImage, isHelperImage, readLibvirtImage } from './libvirt-helper/image.js'
 
-const run = promisify(execFile)
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 const BIN = fileURLToPath(new URL('./libvirt-helper/test-bin.ts', import.meta.url))
 const TSX = fileURLToPath(import.meta.resolve('tsx'))
 /** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
 const XBZRLE = [process.execPath, '--conditions=@xbzrle/source', '--import', TSX, BIN]
 const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
+/** Daemons in a private mount namespace (testkit's requireLibvirt) and the real lzop libvirt runs at first. */
 function requireLibvirtNs(ctx: SkipContext): boolean {
-  if (!requireQemu(ctx)) return false
-  const missing = ['virsh', 'libvirtd', 'virtlogd', 'unshare', 'lzop'].filter(
-    (n) => spawnSync('sh', ['-c', `command -v ${n}`]).status !== 0,
-  )
-  let why = missing.length ? `needs ${missing.join(', ')}` : ''
-  if (!why && process.getuid?.() !== 0) why = 'needs root'
-  if (!why && spawnSync('unshare', ['-m', '--propagation', 'private', 'true']).status !== 0)
-    why = 'needs mount namespaces (unshare -m: CAP_SYS_ADMIN)'
-  if (!why) return true
-  const message = `libvirt helper test ${why}`
-  if (process.env.CI === 'true') throw new Error(`${message}; CI=true, so this is a failure, not a skip`)
-  console.warn(`[cli] SKIP: ${message}`)
-  ctx.skip(message)
-  return false
+  return requireLibvirt(ctx, { namespaces: true }) && requireTool(ctx, 'lzop', 'lzop')
 }
 
 interface Env {
   dir: string
-  base: string
+  daemons: NamespaceLibvirt
   uri: string
   helperDir: string
   conf: string
@@ -79,50 +74,21 @@ interface Env {
 }
 let env: Env | undefined
 
-async function stopPidFile(pidFile: string): Promise<void> {
-  let pid: number
-  try {
-    pid = Number(readFileSync(pidFile, 'utf8').trim())
-  } catch {
-    return
-  }
-  if (!(pid > 1)) return
-  try {
-    process.kill(pid, 'SIGTERM')
-  } catch {
-    return
-  }
-  for (let i = 0; i < 50; i++) {
-    try {
-      process.kill(pid, 0)
-    } catch {
-      return
-    }
-    await sleep(100)
-  }
+/** virsh against this file's daemon: a save, restore or dump of the guest may take longer than testkit's minute. */
+function virshIn(e: Env, ...args: string[]): Promise<string> {
+  return virsh(e.uri, args, 120_000)
 }
 
 afterAll(async () => {
   if (env) {
-    await virsh(env.uri, 'destroy', env.name).catch(() => undefined)
-    await virsh(env.uri, 'undefine', '--managed-save', env.name).catch(() => undefined)
-    await stopPidFile(join(env.base, 'libvirtd.pid'))
-    await stopPidFile(join(env.base, 'virtlogd.pid'))
+    await virshIn(env, 'destroy', env.name).catch(() => undefined)
+    await virshIn(env, 'undefine', '--managed-save', env.name).catch(() => undefined)
+    await env.daemons.stop()
     // a guest left behind by a libvirtd that died (libvirt 9.0 can crash when a dump fails early)
-    await stopPidFile(join(env.base, 'run/qemu', `${env.name}.pid`))
+    await stopDaemon(join(env.daemons.base, 'run/qemu', `${env.name}.pid`))
   }
   await removeTmpDirs() // after the daemons (and with them the mount namespace) are gone
 })
-
-async function virsh(uri: string, ...args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run('virsh', ['-c', uri, ...args], { timeout: 120_000 })
-    return stdout
-  } catch (e) {
-    const err = e as Error & { stderr?: string }
-    throw new Error(`virsh ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}`)
-  }
-}
 
 async function timed<T>(f: () => Promise<T>): Promise<[T, number]> {
   const t0 = process.hrtime.bigint()
@@ -146,27 +112,13 @@ function xbzrle(args: string[]): Promise<{ code: number | null; stdout: string; 
   })
 }
 
-async function lastPass(file: string): Promise<number> {
-  const p = parsePassLines(await readFile(file, 'utf8').catch(() => ''))
-  return p.at(-1)?.pass ?? 0
-}
-
-async function waitForPass(file: string, n: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while ((await lastPass(file)) < n) {
-    if (Date.now() > deadline)
-      throw new Error(`guest did not reach pass ${n}: ${await readFile(file, 'utf8')}`)
-    await sleep(100)
-  }
-}
-
 /** After a restore libvirt truncates the serial file: the guest must go on from pass `before`+1, not boot again. */
 async function expectRunsOnFrom(e: Env, before: number): Promise<void> {
-  await waitForPass(e.serial, before + 2)
+  await waitForPassInFile(e.serial, before + 2)
   const text = await readFile(e.serial, 'utf8')
   expect(parsePassLines(text)[0]?.pass).toBe(before + 1)
   expect(text).not.toContain('xbzrle-guest boot')
-  expect(await virsh(e.uri, 'domstate', e.name)).toMatch(/running/)
+  expect(await virshIn(e, 'domstate', e.name)).toMatch(/running/)
 }
 
 function sha256File(path: string, start = 0): Promise<string> {
@@ -200,93 +152,36 @@ async function setup(): Promise<Env> {
   if (env) return env
   const dir = tmpDir('xbzrle-lvhelper-')
   chmodSync(dir, 0o755) // QEMU runs as libvirt-qemu and reads the kernel from here
-  const base = join(dir, 'ns')
-  for (const d of ['run', 'log', 'cache']) mkdirSync(join(base, d), { recursive: true })
-  for (const [from, to] of [
-    ['/var/lib/libvirt', 'lib'],
-    ['/etc/libvirt', 'etc'],
-  ]) {
-    const cp = spawnSync('cp', ['-a', from!, join(base, to!)], { encoding: 'utf8' })
-    if (cp.status !== 0) throw new Error(`cp -a ${from} failed: ${cp.stderr}`)
-  }
-  const qemuConf = join(base, 'etc/qemu.conf')
-  writeFileSync(
-    qemuConf,
-    `${readFileSync(qemuConf, 'utf8')}\nsave_image_format = "lzop"\ndump_image_format = "lzop"\n`,
-  )
   const helperDir = join(dir, 'helper-bin')
   mkdirSync(helperDir)
   const conf = join(dir, 'helper.conf')
   writeFileSync(conf, '# xbzrle helper settings for the test\ncache_size = "64M"\n')
-  const script = [
-    `mount --bind ${base}/etc /etc/libvirt`,
-    `mount --bind ${base}/run /run/libvirt`,
-    `mount --bind ${base}/lib /var/lib/libvirt`,
-    `mount --bind ${base}/log /var/log/libvirt`,
-    `mount --bind ${base}/cache /var/cache/libvirt`,
-    `virtlogd -d -p ${base}/virtlogd.pid`,
-    `libvirtd -d -p ${base}/libvirtd.pid`,
-  ].join(' && ')
-  mkdirSync('/run/libvirt', { recursive: true })
+  const daemons = await startLibvirtInNamespace(join(dir, 'ns'), {
+    configureEtc: (etc) =>
+      appendFileSync(join(etc, 'qemu.conf'), '\nsave_image_format = "lzop"\ndump_image_format = "lzop"\n'),
+    path: `${helperDir}:${DAEMON_PATH}`,
+  })
   const name = `xbzrle-helper-${process.pid}`
   const e: Env = {
     dir,
-    base,
-    uri: `qemu+unix:///system?socket=${base}/run/libvirt-sock`,
+    daemons,
+    uri: daemons.uri,
     helperDir,
     conf,
     manifest: join(dir, 'manifest.json'),
-    qemuConf,
-    saveDir: join(base, 'lib/qemu/save'),
-    libvirtdPid: 0,
+    qemuConf: join(daemons.base, 'etc/qemu.conf'),
+    saveDir: join(daemons.base, 'lib/qemu/save'),
+    libvirtdPid: Number(readFileSync(daemons.pidFiles.libvirtd, 'utf8').trim()),
     serial: join(dir, 'serial.log'),
     name,
   }
   env = e
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], {
-    encoding: 'utf8',
-    env: { ...process.env, PATH: `${helperDir}:${DAEMON_PATH}` },
-  })
-  if (r.status !== 0) throw new Error(`starting libvirtd in a mount namespace failed: ${r.stderr}`)
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    try {
-      await run('virsh', ['-c', e.uri, 'version'], { timeout: 10_000 })
-      break
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`libvirtd did not come up: ${(err as Error).message}`)
-      await sleep(200)
-    }
-  }
-  e.libvirtdPid = Number(readFileSync(join(base, 'libvirtd.pid'), 'utf8').trim())
   const kernel = join(dir, 'guest.elf')
   copyFileSync(await buildTestGuest(), kernel)
   chmodSync(kernel, 0o644)
-  writeFileSync(
-    join(dir, 'domain.xml'),
-    `<domain type='qemu'>
-  <name>${name}</name>
-  <memory unit='KiB'>${64 * 1024}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${kernel}</kernel>
-    <cmdline>workload=sparse mem=16 rate=2000 period=200 seed=7</cmdline>
-  </os>
-  <clock offset='utc'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='file'><source path='${e.serial}'/><target port='0'/></serial>
-    <memballoon model='none'/>
-  </devices>
-  <seclabel type='none'/>
-</domain>
-`,
-  )
-  await virsh(e.uri, 'define', join(dir, 'domain.xml')) // persistent: managedsave needs it
+  const cmdline = 'workload=sparse mem=16 rate=2000 period=200 seed=7'
+  writeFileSync(join(dir, 'domain.xml'), testGuestDomainXml({ name, kernel, cmdline, serial: e.serial }))
+  await virshIn(e, 'define', join(dir, 'domain.xml')) // persistent: managedsave needs it
   return e
 }
 
@@ -308,13 +203,13 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
   it('a pre-install lzop image restores after install; save/restore through the helper; managedsave/start --bypass-cache', async (ctx) => {
     if (!requireLibvirtNs(ctx)) return
     const e = await setup()
-    await virsh(e.uri, 'start', e.name)
-    await waitForPass(e.serial, 3)
+    await virshIn(e, 'start', e.name)
+    await waitForPassInFile(e.serial, 3)
 
     // 1. before install: libvirt runs the real /usr/bin/lzop (the helper directory is still empty)
     const pre = join(e.dir, 'pre-install.save')
-    const [, tPreSave] = await timed(() => virsh(e.uri, 'save', e.name, pre))
-    const passPre = await lastPass(e.serial)
+    const [, tPreSave] = await timed(() => virshIn(e, 'save', e.name, pre))
+    const passPre = await lastPassInFile(e.serial)
     const preInfo = await readLibvirtImage(pre)
     expect(preInfo).toMatchObject({ formatName: 'lzop', payload: 'lzop', partial: false })
 
@@ -341,13 +236,13 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     )
 
     // 3. the image saved with the real lzop restores through the helper (passed to the real lzop)
-    const [, tPreRestore] = await timed(() => virsh(e.uri, 'restore', pre))
+    const [, tPreRestore] = await timed(() => virshIn(e, 'restore', pre))
     await expectRunsOnFrom(e, passPre)
 
     // 4. save through the helper: libvirt's header says lzop, the payload after it is an xbzrle stream
     const img = join(e.dir, 'helper.save')
-    const [, tSave] = await timed(() => virsh(e.uri, 'save', e.name, img))
-    const passSaved = await lastPass(e.serial)
+    const [, tSave] = await timed(() => virshIn(e, 'save', e.name, img))
+    const passSaved = await lastPassInFile(e.serial)
     const info = await readLibvirtImage(img)
     expect(info).toMatchObject({ formatName: 'lzop', payload: 'xbzrle', partial: false })
     const head = Buffer.alloc(8)
@@ -356,17 +251,17 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     await fd.close()
     expect(isXbzrleStream(head)).toBe(true)
     expect(describeLibvirtImage(info!, img)).toContain('payload is an xbzrle stream')
-    const [, tRestore] = await timed(() => virsh(e.uri, 'restore', img))
+    const [, tRestore] = await timed(() => virshIn(e, 'restore', img))
     await expectRunsOnFrom(e, passSaved)
 
     // 5. managedsave + start, both with --bypass-cache: libvirt_iohelper then sits between the file and the
     // helper (O_DIRECT), so the helper reads and writes pipes instead of the image file
-    await virsh(e.uri, 'managedsave', '--bypass-cache', e.name)
-    const passManaged = await lastPass(e.serial)
+    await virshIn(e, 'managedsave', '--bypass-cache', e.name)
+    const passManaged = await lastPassInFile(e.serial)
     const managed = join(e.saveDir, `${e.name}.save`)
     const mInfo = await readLibvirtImage(managed)
     expect(mInfo && isHelperImage(mInfo)).toBe(true)
-    await virsh(e.uri, 'start', '--bypass-cache', e.name)
+    await virshIn(e, 'start', '--bypass-cache', e.name)
     await expectRunsOnFrom(e, passManaged)
 
     const [preSize, size] = await Promise.all([stat(pre), stat(img)])
@@ -402,7 +297,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     const dump = join(e.dir, 'dump.xbz')
     let tDump: number
     try {
-      ;[, tDump] = await timed(() => virsh(e.uri, 'dump', e.name, dump))
+      ;[, tDump] = await timed(() => virshIn(e, 'dump', e.name, dump))
     } finally {
       writeFileSync(wrapper, installed)
     }
@@ -415,7 +310,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     const qemu = { hash: await sha256File(raw), bytes: (await stat(raw)).size }
     expect(qemu.bytes).toBeGreaterThan(1 << 20) // guest RAM (zero pages are only flags) and device state
     expect(decoded).toEqual(qemu)
-    expect(await virsh(e.uri, 'domstate', e.name)).toMatch(/running/) // libvirt resumes after a dump
+    expect(await virshIn(e, 'domstate', e.name)).toMatch(/running/) // libvirt resumes after a dump
     console.info(
       `virsh dump (${tDump.toFixed(0)} ms): QEMU wrote ${qemu.bytes} B (sha256 ${qemu.hash.slice(0, 16)}), ` +
         `the helper stored ${(await stat(dump)).size} B, xbzrle decode gives the same sha256`,
@@ -426,9 +321,9 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     if (!requireLibvirtNs(ctx)) return
     const e = await setup()
     expect(existsSync(e.manifest), 'the first test installs the helper').toBe(true)
-    expect(await virsh(e.uri, 'domstate', e.name)).toMatch(/running/)
-    await virsh(e.uri, 'managedsave', e.name)
-    const passManaged = await lastPass(e.serial)
+    expect(await virshIn(e, 'domstate', e.name)).toMatch(/running/)
+    await virshIn(e, 'managedsave', e.name)
+    const passManaged = await lastPassInFile(e.serial)
     const managed = join(e.saveDir, `${e.name}.save`)
     const orphan = join(e.dir, 'orphan.save') // a helper image uninstall does not know about
     copyFileSync(managed, orphan)
@@ -440,12 +335,12 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     const at = info.streamOffset + Math.floor((bytes.length - info.streamOffset) / 2)
     bytes[at] = bytes[at]! ^ 0x55
     writeFileSync(corrupt, bytes)
-    const corruptErr = await virsh(e.uri, 'restore', corrupt).then(
+    const corruptErr = await virshIn(e, 'restore', corrupt).then(
       () => '',
       (err: Error) => err.message,
     )
     expect(corruptErr).toMatch(/Failed to restore domain/)
-    expect(await virsh(e.uri, 'domstate', e.name)).toMatch(/shut off/)
+    expect(await virshIn(e, 'domstate', e.name)).toMatch(/shut off/)
 
     const refused = await xbzrle(['libvirt', 'uninstall', ...commonFlags(e)])
     expect(refused.code).toBe(2)
@@ -469,7 +364,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
     // stays paused until `virsh destroy`. That is why uninstall converts the images it knows about.
     let settled: string | undefined
     let sawPaused = false
-    const restoring = virsh(e.uri, 'restore', orphan).then(
+    const restoring = virshIn(e, 'restore', orphan).then(
       () => {
         settled = 'restored'
       },
@@ -478,7 +373,7 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
       },
     )
     for (let i = 0; i < 300 && settled === undefined; i++) {
-      const state = await virsh(e.uri, 'domstate', e.name).catch(() => '')
+      const state = await virshIn(e, 'domstate', e.name).catch(() => '')
       if (/paused/.test(state)) {
         sawPaused = true
         break
@@ -486,23 +381,23 @@ describe.sequential('libvirt runs xbzrle as its lzop (real libvirtd, private mou
       await sleep(100)
     }
     expect(settled).not.toBe('restored')
-    expect(await lastPass(e.serial)).toBe(0) // QEMU truncated the serial file at start; the guest never ran
-    await virsh(e.uri, 'destroy', e.name).catch(() => undefined)
+    expect(await lastPassInFile(e.serial)).toBe(0) // QEMU truncated the serial file at start; the guest never ran
+    await virshIn(e, 'destroy', e.name).catch(() => undefined)
     await restoring
     const failed = settled ?? ''
     expect(failed).toMatch(/Failed to restore domain/)
-    expect(await virsh(e.uri, 'domstate', e.name)).toMatch(/shut off/)
+    expect(await virshIn(e, 'domstate', e.name)).toMatch(/shut off/)
     const check = await xbzrle(['libvirt', 'check', orphan])
     expect(check.stdout).toContain(`xbzrle libvirt convert ${orphan} -o ${orphan}.raw`)
 
     // the converted managed-save image starts the guest without any helper
-    await virsh(e.uri, 'start', e.name)
+    await virshIn(e, 'start', e.name)
     await expectRunsOnFrom(e, passManaged)
-    await virsh(e.uri, 'destroy', e.name)
+    await virshIn(e, 'destroy', e.name)
     // and the orphan restores once converted: the same moment of the guest again
     const conv = await xbzrle(['libvirt', 'convert', orphan, '-o', `${orphan}.raw`])
     expect(conv.code, conv.stderr).toBe(0)
-    await virsh(e.uri, 'restore', `${orphan}.raw`)
+    await virshIn(e, 'restore', `${orphan}.raw`)
     await expectRunsOnFrom(e, passManaged)
     console.info(
       `corrupt helper image: ${corruptErr.split('\n').slice(-2).join(' / ')}; after uninstall a helper image ${sawPaused ? 'hung with the domain paused until virsh destroy, then' : 'failed by itself:'} ${failed.split('\n').at(-1)}`,
