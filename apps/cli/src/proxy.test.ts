@@ -1,6 +1,8 @@
 // `xbzrle proxy source|destination` as child processes, between two real QEMU processes on unix sockets, with
 // QEMU's return-path capability on (as libvirt sets it for every non-tunnelled migration).
 import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import {
   compareGuestRam,
@@ -15,6 +17,9 @@ import {
   waitFor,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { z } from 'zod'
+import { SCHEMA_DIR } from './observe/generate-schemas.js'
+import type { ProgressEvent, StatsReport } from './observe/schemas.js'
 import { CLI, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
@@ -31,6 +36,35 @@ function proxy(args: string[]): { child: ChildProcess; exit: Promise<number | nu
   return { child, exit: new Promise((r) => child.on('close', r)), stderr: () => err }
 }
 
+/**
+ * A live migration of a fresh 48 MiB test guest from `unix:SRC` to a destination QEMU listening on `unix:DST`;
+ * `startProxies(port, srcSock, dstSock)` starts the proxies in between once the destination listens.
+ */
+async function migrateThroughProxies(
+  dir: string,
+  startProxies: (port: number, srcSock: string, dstSock: string) => Promise<void>,
+) {
+  const srcSock = join(dir, 'src.sock')
+  const dstSock = join(dir, 'dst.sock')
+  const port = await freePort()
+  const source = await startGuest({
+    memMiB: 48,
+    append: { workload: 'sparse', mem: 24, rate: 4000, period: 200 },
+  })
+  await source.waitForReady()
+  await source.waitForPass(1)
+  const run = await migrateWithUris({
+    source,
+    incomingUri: `unix:${dstSock}`,
+    uri: `unix:${srcSock}`,
+    capabilities: { 'return-path': true },
+    parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
+    forceConvergeAfterSyncs: 3,
+    beforeMigrate: () => startProxies(port, srcSock, dstSock),
+  })
+  return { ...run, port }
+}
+
 describe('xbzrle proxy', () => {
   it('usage errors exit 2 and --help shows the virsh commands', async () => {
     const h = await runCli(['proxy', '--help'])
@@ -45,26 +79,11 @@ describe('xbzrle proxy', () => {
     timeout: 180_000,
   }, async (ctx) => {
     if (!requireQemu(ctx)) return
-    const dir = tmpDir('xbzrle-proxy-cli-')
-    const srcSock = join(dir, 'src.sock')
-    const dstSock = join(dir, 'dst.sock')
-    const port = await freePort()
-    const source = await startGuest({
-      memMiB: 48,
-      append: { workload: 'sparse', mem: 24, rate: 4000, period: 200 },
-    })
-    await source.waitForReady()
-    await source.waitForPass(1)
     let dst!: ReturnType<typeof proxy>
     let src!: ReturnType<typeof proxy>
-    const { dest, stats } = await migrateWithUris({
-      source,
-      incomingUri: `unix:${dstSock}`,
-      uri: `unix:${srcSock}`,
-      capabilities: { 'return-path': true },
-      parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
-      forceConvergeAfterSyncs: 3,
-      beforeMigrate: async () => {
+    const { source, dest, stats } = await migrateThroughProxies(
+      tmpDir('xbzrle-proxy-cli-'),
+      async (port, srcSock, dstSock) => {
         dst = proxy(['destination', '--listen', `127.0.0.1:${port}`, '--qemu-socket', dstSock, '--once'])
         await waitFor(() => /listening|ready/i.test(dst.stderr()), 'destination proxy', {
           timeoutMs: 5000,
@@ -76,7 +95,7 @@ describe('xbzrle proxy', () => {
           intervalMs: 25,
         })
       },
-    })
+    )
     expect(stats.status).toBe('completed')
     expect(await src.exit, src.stderr()).toBe(0)
     expect(await dst.exit, dst.stderr()).toBe(0)
@@ -153,4 +172,164 @@ describe('a proxy process killed mid-migration', () => {
       )
     },
   )
+})
+
+// The proxy pair observed (issue #17): a real QEMU live migration through `xbzrle proxy source` and
+// `xbzrle proxy destination` as child processes, each with --metrics-listen, --progress json and --stats-json.
+// /metrics is scraped over HTTP at the end and must equal each proxy's --stats-json; every progress line and
+// both stats documents must validate against the published JSON Schemas.
+const published = (name: string) => z.fromJSONSchema(JSON.parse(readFileSync(join(SCHEMA_DIR, name), 'utf8')))
+
+type Observed = ReturnType<typeof proxy> & { metricsPort: number; progress: string; stats: string }
+
+/** `xbzrle proxy ROLE ARGS` with every observability output on, lingering for a last scrape. */
+async function observedProxy(dir: string, role: 'source' | 'destination', args: string[]): Promise<Observed> {
+  const metricsPort = await freePort()
+  const progress = join(dir, `${role}.progress.ndjson`)
+  const stats = join(dir, `${role}-{id}.stats.json`)
+  const p = proxy([
+    role,
+    ...args,
+    '--once',
+    '--stats',
+    '--metrics-listen',
+    `127.0.0.1:${metricsPort}`,
+    '--metrics-linger',
+    '60s',
+    '--progress',
+    `json=${progress}`,
+    '--progress-interval',
+    '100ms',
+    '--stats-json',
+    stats,
+  ])
+  await waitFor(() => /listening on/.test(p.stderr()), `proxy ${role} to listen`, { timeoutMs: 10_000 })
+  return { ...p, metricsPort, progress, stats: stats.replace('{id}', '1') }
+}
+
+/**
+ * Scrapes /metrics until the proxy exits (it waits for a scrape after its end, --metrics-linger); returns the last
+ * text read. Called once the migration's --stats-json exists, so every scrape here has the final values.
+ */
+async function lastScrape(p: Observed): Promise<string> {
+  let text = ''
+  let exited = false
+  void p.exit.then(() => {
+    exited = true
+  })
+  while (!exited) {
+    const res = await fetch(`http://127.0.0.1:${p.metricsPort}/metrics`).catch(() => undefined)
+    if (res?.ok) text = await res.text()
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  return text
+}
+
+/** The value of `name{…}` whose labels include every `labels` pair (undefined when absent). */
+function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line)
+    if (!m || m[1] !== name) continue
+    const have = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3])
+  }
+  return undefined
+}
+
+function progressEvents(file: string): ProgressEvent[] {
+  const schema = published('progress-event.schema.json')
+  return readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => {
+      const ev = JSON.parse(l)
+      expect(schema.safeParse(ev).success, l).toBe(true)
+      return ev as ProgressEvent
+    })
+}
+
+describe('proxy observability (real QEMU through both proxies)', () => {
+  it('/metrics at the end equals --stats-json on both halves; progress lines and reports validate', {
+    timeout: 180_000,
+  }, async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir('xbzrle-proxy-observe-')
+    let dst!: Observed
+    let src!: Observed
+    const { source, dest, stats } = await migrateThroughProxies(dir, async (port, srcSock, dstSock) => {
+      dst = await observedProxy(dir, 'destination', [
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--qemu-socket',
+        dstSock,
+      ])
+      // Something that is no proxy source: dropped before any session, counted by reason.
+      const stranger = connect({ host: '127.0.0.1', port })
+      stranger.on('error', () => {})
+      stranger.on('data', () => {})
+      stranger.write(Buffer.alloc(42, 'x'))
+      await new Promise((r) => stranger.on('close', r))
+      src = await observedProxy(dir, 'source', ['--listen', srcSock, '--connect', `127.0.0.1:${port}`])
+    })
+    expect(stats.status).toBe('completed')
+    const syncs = stats.dirtySyncCount!
+    expect(syncs).toBeGreaterThanOrEqual(3)
+    await waitFor(() => existsSync(src.stats) && existsSync(dst.stats), 'both --stats-json files')
+    const [srcText, dstText] = await Promise.all([lastScrape(src), lastScrape(dst)])
+    expect(await src.exit, src.stderr()).toBe(0)
+    expect(await dst.exit, dst.stderr()).toBe(0)
+    expect(await compareGuestRam(source, dest)).toBeNull()
+
+    const reportSchema = published('stats-report.schema.json')
+    const tx = JSON.parse(readFileSync(src.stats, 'utf8')) as StatsReport
+    const rx = JSON.parse(readFileSync(dst.stats, 'utf8')) as StatsReport
+    expect(reportSchema.safeParse(tx).success).toBe(true)
+    expect(reportSchema.safeParse(rx).success).toBe(true)
+    expect(tx).toMatchObject({ command: 'proxy-source', passDetection: 'encoder' })
+    expect(rx).toMatchObject({ command: 'proxy-destination', passDetection: 'decoder' })
+    // The source encodes QEMU's stream, the destination decodes it back: the same bytes, mirrored.
+    expect(rx.totals.bytesIn).toBe(tx.totals.bytesOut)
+    expect(rx.totals.bytesOut).toBe(tx.totals.bytesIn)
+    // The encoder sees QEMU's passes exactly; the decoder the ones page repeats prove (never more).
+    expect(tx.passes).toHaveLength(syncs)
+    expect(rx.passes.length).toBeGreaterThanOrEqual(2)
+    expect(rx.passes.length).toBeLessThanOrEqual(syncs - 1)
+
+    for (const [text, role, report] of [
+      [srcText, 'proxy-source', tx],
+      [dstText, 'proxy-destination', rx],
+    ] as const) {
+      const proc = role === 'proxy-source' ? src : dst
+      const id = `${role}-${proc.child.pid}-1`
+      const series = { id, role }
+      expect(metric(text, 'xbzrle_migration_bytes_in', series), role).toBe(report.totals.bytesIn)
+      expect(metric(text, 'xbzrle_migration_bytes_out', series), role).toBe(report.totals.bytesOut)
+      expect(metric(text, 'xbzrle_migration_passes', series), role).toBe(report.passes.length)
+      expect(metric(text, 'xbzrle_migration_state', series), role).toBe(1) // completed
+      expect(metric(text, 'xbzrle_migrations_completed_total', { role }), role).toBe(1)
+      expect(metric(text, 'xbzrle_migrations_in_flight', { role }), role).toBe(0)
+      expect(metric(text, 'xbzrle_bytes_in_total', { role }), role).toBe(report.totals.bytesIn)
+      const pages = report.totals.pages
+      expect(metric(text, 'xbzrle_migration_pages', { ...series, kind: 'delta' }), role).toBe(pages.delta)
+      expect(metric(text, 'xbzrle_migration_pages', { ...series, kind: 'full' }), role).toBe(pages.full)
+
+      const events = progressEvents(proc.progress)
+      expect(events[0]).toMatchObject({ event: 'start', command: role, id })
+      expect(events.at(-1)).toMatchObject({ event: 'end', status: 'ok', exitCode: 0, id })
+      const ends = events.flatMap((e) => (e.event === 'pass-end' ? [e.stats] : []))
+      expect(ends).toEqual(report.passes)
+    }
+    expect(
+      metric(dstText, 'xbzrle_refused_connections_total', { role: 'proxy-destination', reason: 'MALFORMED' }),
+    ).toBe(1)
+    expect(dst.stderr()).toMatch(/dropped 127\.0\.0\.1:\d+: the peer is not an xbzrle proxy source/)
+    expect(src.stderr()).toMatch(/per pass \(QEMU dirty-sync iterations\)/)
+    const last = await source.lastPass()
+    await dest.cont()
+    await dest.waitForPass(last + 1)
+    console.info(
+      `proxy observed: QEMU ${tx.totals.bytesIn} B -> xbzrle ${tx.totals.bytesOut} B, ${syncs} dirty syncs, ` +
+        `source passes ${tx.passes.length}, destination passes ${rx.passes.length}`,
+    )
+  })
 })
