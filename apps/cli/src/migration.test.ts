@@ -5,7 +5,7 @@ import {
   installTestkitHooks,
   migrateThrough,
   requireQemu,
-  startGuest,
+  startRunningGuest,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { CLI_SH, runCli } from './test-cli.js'
@@ -34,12 +34,10 @@ describe('live migration: source QEMU → xbzrle encode → xbzrle decode → de
     { xbzrle: true, name: 'QEMU xbzrle on' },
   ])('$name: completes, guest RAM identical, destination runs on', async ({ xbzrle }, ctx) => {
     if (!requireQemu(ctx)) return
-    const source = await startGuest({
+    const source = await startRunningGuest({
       memMiB: 64,
       append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
     })
-    await source.waitForReady()
-    await source.waitForPass(1)
     const { dest, stats, encode, decode } = await migrateThrough({
       source,
       encode: `${CLI_SH} encode --stats`,

@@ -11,16 +11,17 @@ import { sendStream } from '@xbzrle/adapter-ws'
 import { FrameReader, FrameWriter, headerToJson } from '@xbzrle/protocol'
 import {
   compareGuestRam,
+  freePort,
   installTestkitHooks,
   migrateThrough,
   migrateWithUris,
   requireQemu,
-  startGuest,
+  startRunningGuest,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { outputPath, qemuSocketSink } from './commands/ws.js'
-import { CLI, CLI_SH, freePort, runCli } from './test-cli.js'
+import { CLI, CLI_SH, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -40,12 +41,23 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-/** Starts `xbzrle receive` and resolves once it listens. */
-function startReceiver(
+interface Receiver {
+  port: number
+  child: ChildProcess
+  stderr: () => string
+  exit: Promise<number | null>
+}
+
+/** Starts `xbzrle receive --listen HOST:PORT ARGS…` (default 127.0.0.1 and a free port); resolves once it listens. */
+async function startReceiver(
   args: string[],
-  extraEnv: NodeJS.ProcessEnv = env,
-): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, 'receive', ...args], { env: { ...process.env, ...extraEnv } })
+  opts: { host?: string; port?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<Receiver> {
+  const port = opts.port ?? (await freePort())
+  const listen = ['--listen', `${opts.host ?? '127.0.0.1'}:${port}`]
+  const child = spawn(process.execPath, [CLI, 'receive', ...listen, ...args], {
+    env: { ...process.env, ...(opts.env ?? env) },
+  })
   children.push(child)
   let err = ''
   child.stderr.on('data', (b) => (err += b))
@@ -54,7 +66,7 @@ function startReceiver(
     const t = setInterval(() => {
       if (/listening on/.test(err)) {
         clearInterval(t)
-        resolve({ child, stderr: () => err, exit })
+        resolve({ port, child, stderr: () => err, exit })
       }
     }, 20)
     child.on('close', (code) => {
@@ -62,6 +74,18 @@ function startReceiver(
       reject(new Error(`receiver exited ${code}: ${err}`))
     })
   })
+}
+
+/** `xbzrle send ws://127.0.0.1:PORT/PATH FILE ARGS…` with the token in the environment (`extraEnv`). */
+function send(port: number, path: string, file: string, args: string[] = [], extraEnv = env) {
+  return runCli(['send', `ws://127.0.0.1:${port}/${path}`, file, ...args], undefined, extraEnv)
+}
+
+/** A unix-socket server at `path` (a stand-in for a destination QEMU), listening. */
+async function listenUnix(path: string, onConnection: (c: Socket) => void): Promise<Server> {
+  const server = createServer(onConnection)
+  await new Promise<void>((r) => server.listen(path, r))
+  return server
 }
 
 /** A TCP proxy that cuts every connection after `cutAfter` bytes from the client, `cuts` times in all. */
@@ -99,14 +123,8 @@ function faultProxy(
 
 describe('xbzrle send → xbzrle receive', () => {
   it('loopback with a token: the received file is byte-identical', async () => {
-    const port = await freePort()
-    const out = join(dir, 'out-{id}.mig')
-    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', out, '--once'])
-    const tx = await runCli(
-      ['send', `ws://127.0.0.1:${port}/vm1`, join(dir, 'in.mig'), '--migration-id', 'vm1', '--stats'],
-      undefined,
-      env,
-    )
+    const rx = await startReceiver(['-o', join(dir, 'out-{id}.mig'), '--once'])
+    const tx = await send(rx.port, 'vm1', join(dir, 'in.mig'), ['--migration-id', 'vm1', '--stats'])
     expect(tx.code, tx.stderr).toBe(0)
     expect(tx.stderr).toMatch(/xbzrle send: .* sent to ws:/)
     expect(await rx.exit).toBe(0)
@@ -114,19 +132,12 @@ describe('xbzrle send → xbzrle receive', () => {
   })
 
   it('a wrong token is refused: sender exits 5 with the close code, the receiver keeps serving', async () => {
-    const port = await freePort()
-    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', join(dir, 'never-{id}.mig')])
-    const tx = await runCli(['send', `ws://127.0.0.1:${port}/x`, join(dir, 'in.mig')], undefined, {
-      XBZRLE_TOKEN: 'wrong',
-    })
+    const rx = await startReceiver(['-o', join(dir, 'never-{id}.mig')])
+    const tx = await send(rx.port, 'x', join(dir, 'in.mig'), [], { XBZRLE_TOKEN: 'wrong' })
     expect(tx.code).toBe(5)
     expect(tx.stderr.trim().split('\n')).toHaveLength(1)
     expect(tx.stderr).toMatch(/4401/)
-    const ok = await runCli(
-      ['send', `ws://127.0.0.1:${port}/y`, join(dir, 'in.mig'), '--migration-id', 'y'],
-      undefined,
-      env,
-    )
+    const ok = await send(rx.port, 'y', join(dir, 'in.mig'), ['--migration-id', 'y'])
     expect(ok.code, ok.stderr).toBe(0)
     expect(readFileSync(join(dir, 'never-y.mig')).equals(stream)).toBe(true)
     rx.child.kill('SIGTERM')
@@ -149,21 +160,10 @@ describe('xbzrle send → xbzrle receive', () => {
   })
 
   it('survives connection cuts through a fault-injecting proxy, byte-exact', async () => {
-    const port = await freePort()
-    const rx = await startReceiver([
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      join(dir, 'cut-{id}.mig'),
-      '--once',
-    ])
-    const proxy = await faultProxy(port, 2_000_000, 3)
+    const rx = await startReceiver(['-o', join(dir, 'cut-{id}.mig'), '--once'])
+    const proxy = await faultProxy(rx.port, 2_000_000, 3)
     try {
-      const tx = await runCli(
-        ['send', `ws://127.0.0.1:${proxy.port}/cut`, join(dir, 'in.mig'), '--migration-id', 'cut', '--stats'],
-        undefined,
-        env,
-      )
+      const tx = await send(proxy.port, 'cut', join(dir, 'in.mig'), ['--migration-id', 'cut', '--stats'])
       expect(tx.code, tx.stderr).toBe(0)
       expect(await rx.exit).toBe(0)
       expect(proxy.cutsDone()).toBeGreaterThan(0)
@@ -176,7 +176,7 @@ describe('xbzrle send → xbzrle receive', () => {
 })
 
 describe('real QEMU live migration over WebSocket', () => {
-  it.each([{ cuts: 0 }, { cuts: 2 }])(
+  it.for([{ cuts: 0 }, { cuts: 2 }])(
     'exec:xbzrle send → exec:xbzrle receive, $cuts connection cuts',
     { timeout: 180_000 },
     async ({ cuts }, ctx) => {
@@ -184,12 +184,10 @@ describe('real QEMU live migration over WebSocket', () => {
       const port = await freePort()
       const proxy = await faultProxy(port, 3_000_000, cuts)
       try {
-        const source = await startGuest({
+        const source = await startRunningGuest({
           memMiB: 48,
           append: { workload: 'sparse', mem: 24, rate: 4000, period: 200 },
         })
-        await source.waitForReady()
-        await source.waitForPass(1)
         const { dest, stats, encode, decode } = await migrateThrough({
           source,
           encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${proxy.port}/vm --stats`,
@@ -216,7 +214,7 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
   it('a destination that closes its socket once it has taken the whole stream is not a failure, but a corrupt stream still is', async () => {
     const sockPath = join(dir, 'early.sock')
     const received: number[] = []
-    const server = createServer((c) => {
+    const server = await listenUnix(sockPath, (c) => {
       let n = 0
       c.on('data', (b) => {
         n += b.length
@@ -224,36 +222,17 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
       })
       c.on('close', () => received.push(n))
     })
-    await new Promise<void>((r) => server.listen(sockPath, r))
     try {
-      const port = await freePort()
-      const rx = await startReceiver([
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--connect',
-        `unix:${sockPath}`,
-        '--once',
-      ])
-      const tx = await runCli(['send', `ws://127.0.0.1:${port}/early`, join(dir, 'in.mig')], undefined, env)
+      const rx = await startReceiver(['--connect', `unix:${sockPath}`, '--once'])
+      const tx = await send(rx.port, 'early', join(dir, 'in.mig'))
       expect(tx.code, tx.stderr).toBe(0)
       expect(await rx.exit, rx.stderr()).toBe(0)
       expect(received[0]).toBe(stream.length)
       // A truncated xbzrle stream sent as-is must still fail on the receiver, whatever the destination did.
       const enc = await runCli(['encode', join(dir, 'in.mig')])
       writeFileSync(join(dir, 'cut.xbz'), enc.stdout.subarray(0, enc.stdout.length >> 1))
-      const port2 = await freePort()
-      const rx2 = await startReceiver([
-        '--listen',
-        `127.0.0.1:${port2}`,
-        '--connect',
-        `unix:${sockPath}`,
-        '--once',
-      ])
-      const tx2 = await runCli(
-        ['send', `ws://127.0.0.1:${port2}/cut`, join(dir, 'cut.xbz'), '--encoded'],
-        undefined,
-        env,
-      )
+      const rx2 = await startReceiver(['--connect', `unix:${sockPath}`, '--once'])
+      const tx2 = await send(rx2.port, 'cut', join(dir, 'cut.xbz'), ['--encoded'])
       expect(tx2.code).toBe(5)
       expect(await rx2.exit).not.toBe(0)
     } finally {
@@ -263,24 +242,16 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
 
   it('a destination that dies after 1 MB of the stream: both sides fail with one line', async () => {
     const sockPath = join(dir, 'dies.sock')
-    const server = createServer((c) => {
+    const server = await listenUnix(sockPath, (c) => {
       let n = 0
       c.on('data', (b) => {
         n += b.length
         if (n > 1_000_000) c.destroy()
       })
     })
-    await new Promise<void>((r) => server.listen(sockPath, r))
     try {
-      const port = await freePort()
-      const rx = await startReceiver([
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--connect',
-        `unix:${sockPath}`,
-        '--once',
-      ])
-      const tx = await runCli(['send', `ws://127.0.0.1:${port}/dies`, join(dir, 'in.mig')], undefined, env)
+      const rx = await startReceiver(['--connect', `unix:${sockPath}`, '--once'])
+      const tx = await send(rx.port, 'dies', join(dir, 'in.mig'))
       expect(tx.code).toBe(5)
       expect(tx.stderr).toMatch(/4500 PIPELINE_ERROR: .*closed its socket after .* of .*incomplete/)
       expect(await rx.exit).toBe(4)
@@ -307,7 +278,7 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
       const serverClosed = new Promise<void>((r) => {
         closed = r
       })
-      const server = createServer((c) => {
+      const server = await listenUnix(sockPath, (c) => {
         let n = 0
         c.on('data', (b) => {
           n += b.length
@@ -315,7 +286,6 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
         })
         c.on('close', () => closed())
       })
-      await new Promise<void>((r) => server.listen(sockPath, r))
       try {
         const decoded = new PassThrough()
         const returnPath = new PassThrough()
@@ -343,13 +313,11 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
     if (!requireQemu(ctx)) return
     const port = await freePort()
     const dstSock = join(dir, `dst-${port}.sock`)
-    const source = await startGuest({
+    const source = await startRunningGuest({
       memMiB: 48,
       append: { workload: 'text', mem: 24, rate: 4000, period: 200 },
     })
-    await source.waitForReady()
-    await source.waitForPass(1)
-    let rx!: Awaited<ReturnType<typeof startReceiver>>
+    let rx!: Receiver
     const { dest, stats } = await migrateWithUris({
       source,
       incomingUri: `unix:${dstSock}`,
@@ -357,14 +325,7 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
       parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
       forceConvergeAfterSyncs: 3,
       beforeMigrate: async () => {
-        rx = await startReceiver([
-          '--listen',
-          `127.0.0.1:${port}`,
-          '--connect',
-          `unix:${dstSock}`,
-          '--once',
-          '--stats',
-        ])
+        rx = await startReceiver(['--connect', `unix:${dstSock}`, '--once', '--stats'], { port })
       },
     })
     expect(stats.status).toBe('completed')
@@ -384,28 +345,11 @@ async function waitForFile(pred: (names: string[]) => boolean): Promise<void> {
 
 describe('receive: outputs, interruptions and hostile senders (issue #19)', () => {
   it('a second concurrent migration to a fixed -o path is refused (4411), the first lands intact', async () => {
-    const port = await freePort()
     const out = join(dir, 'fixed.mig')
-    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', out])
-    const a = runCli(
-      [
-        'send',
-        `ws://127.0.0.1:${port}/a`,
-        join(dir, 'in.mig'),
-        '--migration-id',
-        'first',
-        '--max-rate',
-        '1M',
-      ],
-      undefined,
-      env,
-    )
+    const rx = await startReceiver(['-o', out])
+    const a = send(rx.port, 'a', join(dir, 'in.mig'), ['--migration-id', 'first', '--max-rate', '1M'])
     await waitForFile((names) => names.some((n) => n.includes('fixed.mig')))
-    const b = await runCli(
-      ['send', `ws://127.0.0.1:${port}/b`, join(dir, 'in.mig'), '--migration-id', 'second'],
-      undefined,
-      env,
-    )
+    const b = await send(rx.port, 'b', join(dir, 'in.mig'), ['--migration-id', 'second'])
     expect(b.code, `${b.stderr}\n${rx.stderr()}\n${readdirSync(dir).join(' ')}`).toBe(5)
     expect(b.stderr).toMatch(
       /refused: 4411 OUTPUT_BUSY: .*fixed\.mig is in use by migration first; put \{id\} in -o/,
@@ -419,20 +363,13 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
   })
 
   it('SIGTERM mid-migration: exit 143 with one line, and no file (not even a partial one)', async () => {
-    const port = await freePort()
-    const rx = await startReceiver([
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      join(dir, 'sig-{id}.mig'),
-      '--once',
-    ])
+    const rx = await startReceiver(['-o', join(dir, 'sig-{id}.mig'), '--once'])
     const tx = spawn(
       process.execPath,
       [
         CLI,
         'send',
-        `ws://127.0.0.1:${port}/s`,
+        `ws://127.0.0.1:${rx.port}/s`,
         join(dir, 'in.mig'),
         '--migration-id',
         'term',
@@ -458,14 +395,7 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
   })
 
   it('--once and SIGINT before any migration: non-zero too', async () => {
-    const port = await freePort()
-    const rx = await startReceiver([
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      join(dir, 'never-int.mig'),
-      '--once',
-    ])
+    const rx = await startReceiver(['-o', join(dir, 'never-int.mig'), '--once'])
     rx.child.kill('SIGINT')
     expect(await rx.exit).toBe(130)
     expect(rx.stderr()).toMatch(/interrupted by SIGINT before any migration completed/)
@@ -489,21 +419,12 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
     expect(dec.code, dec.stderr).toBe(0)
     expect(dec.stdout.equals(stream)).toBe(true) // a valid stream: only the cache it asks for is the problem
 
-    const port = await freePort()
-    const rx = await startReceiver([
-      '--listen',
-      `127.0.0.1:${port}`,
-      '-o',
-      join(dir, 'mem-{id}.mig'),
-      '--once',
-      '--max-memory',
-      '200M',
-    ])
+    const rx = await startReceiver(['-o', join(dir, 'mem-{id}.mig'), '--once', '--max-memory', '200M'])
     const small = headerToJson(
       { ...item.header, cache: { ...item.header.cache, cacheBytes: 32 << 10 } },
       item.version,
     )
-    const err = await sendStream(PassThroughOf(crafted), `ws://127.0.0.1:${port}/m`, {
+    const err = await sendStream(PassThroughOf(crafted), `ws://127.0.0.1:${rx.port}/m`, {
       token: TOKEN,
       migrationId: 'liar',
       header: small,
@@ -522,10 +443,11 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
     expect(outputPath(template, 'vm1')).toBe(join(dir, 't', 'vm1', 'o.mig'))
     expect(() => outputPath(template, '..')).toThrow(/not allowed/)
     expect(() => outputPath(join(dir, 't', 'x{id}'), 'a')).not.toThrow()
-    const port = await freePort()
-    const rx = await startReceiver(['--listen', `127.0.0.1:${port}`, '-o', template])
+    const rx = await startReceiver(['-o', template])
     const close = await new Promise<{ code: number; reason: string }>((resolve) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      const ws = new WebSocket(`ws://127.0.0.1:${rx.port}/`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      })
       ws.on('open', () =>
         ws.send(JSON.stringify({ type: 'hello', protocol: 'xbzrle', versions: [1, 2], migrationId: '..' })),
       )
@@ -540,19 +462,12 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
   })
 
   it('a token over ws:// on a non-loopback address: one warning line on each side', async () => {
-    const port = await freePort()
-    const rx = await startReceiver([
-      '--listen',
-      `0.0.0.0:${port}`,
-      '-o',
-      join(dir, 'warn-{id}.mig'),
-      '--once',
-    ])
+    const rx = await startReceiver(['-o', join(dir, 'warn-{id}.mig'), '--once'], { host: '0.0.0.0' })
     expect(rx.stderr()).toMatch(
       /xbzrle receive: warning: the token is accepted over ws:\/\/ without TLS on 0\.0\.0\.0/,
     )
     const tx = await runCli(
-      ['send', `ws://0.0.0.0:${port}/w`, join(dir, 'in.mig'), '--migration-id', 'w'],
+      ['send', `ws://0.0.0.0:${rx.port}/w`, join(dir, 'in.mig'), '--migration-id', 'w'],
       undefined,
       env,
     )

@@ -62,7 +62,7 @@ export {
   type XbzrleCacheStats,
 } from './migration-stats.js'
 export { freePort, makeCert, type TestCert } from './net.js'
-export { killAllGuests, QemuProcess, startGuest } from './qemu-process.js'
+export { killAllGuests, QemuProcess, startGuest, startRunningGuest } from './qemu-process.js'
 export { QmpClient, QmpError, type QmpEvent } from './qmp.js'
 export { compareGuestRam, firstDifference } from './ram.js'
 export { lastPassInFile, type PassLine, parsePassLines, waitForPassInFile } from './serial.js'

@@ -10,22 +10,23 @@ import {
   migrateWithUris,
   requireQemu,
   startGuest,
+  startRunningGuest,
   tmpDir,
 } from './index.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
 const MiB = 1024 * 1024
+/** A guest dirtying 4000 pages of its 32 MiB every 200 ms. */
+const SPARSE_4000 = { workload: 'sparse', mem: 32, rate: 4000, period: 200 } as const
 
 describe('live migration between two QEMU processes', () => {
   it('migrates through exec:cat pipes; RAM is identical; the destination runs on', async (ctx) => {
     if (!requireQemu(ctx)) return
-    const source = await startGuest({
-      memMiB: 64,
-      append: { workload: 'sparse', mem: 32, rate: 1000, period: 200 },
-    })
-    await source.waitForReady()
-    await source.waitForPass(2)
+    const source = await startRunningGuest(
+      { memMiB: 64, append: { workload: 'sparse', mem: 32, rate: 1000, period: 200 } },
+      2,
+    )
 
     const { dest, stats, destStats, encode, decode } = await migrateThrough({ source })
     expect(stats.status).toBe('completed')
@@ -47,12 +48,7 @@ describe('live migration between two QEMU processes', () => {
 
   it('with the xbzrle capability and a bandwidth cap, re-sent pages go out as XBZRLE', async (ctx) => {
     if (!requireQemu(ctx)) return
-    const source = await startGuest({
-      memMiB: 64,
-      append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
-    })
-    await source.waitForReady()
-    await source.waitForPass(1)
+    const source = await startRunningGuest({ memMiB: 64, append: SPARSE_4000 })
 
     const { dest, stats } = await migrateThrough({
       source,

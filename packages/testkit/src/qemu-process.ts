@@ -403,3 +403,14 @@ export class QemuProcess {
 export function startGuest(options: StartGuestOptions = {}): Promise<QemuProcess> {
   return QemuProcess.start(options)
 }
+
+/**
+ * startGuest, then wait for the guest's ready line and for its pass `pass` (default 1): a running guest, such as
+ * the source of a migration.
+ */
+export async function startRunningGuest(options: StartGuestOptions = {}, pass = 1): Promise<QemuProcess> {
+  const guest = await startGuest(options)
+  await guest.waitForReady()
+  await guest.waitForPass(pass)
+  return guest
+}

@@ -11,7 +11,7 @@ import {
   migrateThrough,
   requireQemu,
   requireTool,
-  startGuest,
+  startRunningGuest,
   tmpDir,
   waitFor,
 } from '@xbzrle/testkit'
@@ -24,6 +24,8 @@ import { type ProgressEvent, ProgressEventSchema, type StatsReport, StatsReportS
 installTestkitHooks({ afterEach, afterAll })
 
 const MiB = 1024 * 1024
+/** The migrated guest: 4000 of its 32 MiB dirtied every 200 ms, so that QEMU iterates. */
+const SOURCE_GUEST = { memMiB: 64, append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 } } as const
 
 /**
  * A live migration of the test guest through `exec:` with the xbzrle encoder observed (`encodeArgs` added to
@@ -31,12 +33,7 @@ const MiB = 1024 * 1024
  * receivedMigration() observes `receive` over WebSocket instead.
  */
 async function observedMigration(encodeArgs: string[], xbzrle = false): Promise<MigrateThroughResult> {
-  const source = await startGuest({
-    memMiB: 64,
-    append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
-  })
-  await source.waitForReady()
-  await source.waitForPass(1)
+  const source = await startRunningGuest(SOURCE_GUEST)
   return migrateThrough({
     source,
     encode: `${CLI_SH} encode ${encodeArgs.join(' ')}`,
@@ -168,6 +165,24 @@ async function startPrometheus(target: string): Promise<Prometheus> {
   }
 }
 
+/** The last value Prometheus holds of the series `selector` (one series), or undefined when there is none. */
+async function lastValue(prom: Prometheus, selector: string): Promise<number | undefined> {
+  const r = await prom.query(`last_over_time(${selector}[10m])`)
+  return r.length === 1 ? Number(r[0]!.value[1]) : undefined
+}
+
+/**
+ * Waits until Prometheus holds the CLI's final scrape of run `id` (state 1: the CLI exited after it, so its series
+ * are stale and read as last values), then returns the reader of that run's metrics by name.
+ */
+async function finalScrape(prom: Prometheus, id: string, role: 'encode' | 'receive') {
+  const last = (name: string) => lastValue(prom, `${name}{id="${id}",role="${role}"}`)
+  await waitFor(async () => (await last('xbzrle_migration_state')) === 1, 'final scrape in Prometheus', {
+    timeoutMs: 30_000,
+  })
+  return last
+}
+
 const TOKEN = 'observe-qemu-test-token'
 
 /**
@@ -181,12 +196,7 @@ async function receivedMigration(
   receiveArgs: string[],
 ): Promise<MigrateThroughResult> {
   const port = await freePort()
-  const source = await startGuest({
-    memMiB: 64,
-    append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 },
-  })
-  await source.waitForReady()
-  await source.waitForPass(1)
+  const source = await startRunningGuest(SOURCE_GUEST)
   return migrateThrough({
     source,
     encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/${migrationId} --migration-id ${migrationId} --stats-json ${sendStats}`,
@@ -221,25 +231,17 @@ describe('metrics scraped by a real Prometheus', () => {
       expect(run.stats.status).toBe('completed')
       const report: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(statsFile, 'utf8')))
       // The encoder exited after a scrape of its final values; the series are stale now, so read the last value.
-      const last = async (name: string) => {
-        const r = await prom.query(`last_over_time(${name}{id="${id}",role="encode"}[10m])`)
-        return r.length === 1 ? Number(r[0]!.value[1]) : undefined
-      }
-      await waitFor(async () => (await last('xbzrle_migration_state')) === 1, 'final scrape in Prometheus', {
-        timeoutMs: 30_000,
-      })
+      const last = await finalScrape(prom, id, 'encode')
       expect(await last('xbzrle_migration_bytes_in')).toBe(report.totals.bytesIn)
       expect(await last('xbzrle_migration_bytes_out')).toBe(report.totals.bytesOut)
       expect(await last('xbzrle_migration_ratio')).toBeCloseTo(report.totals.ratio, 12)
       expect(await last('xbzrle_migration_passes')).toBe(report.passes.length)
       expect(report.passes.length).toBe(run.stats.dirtySyncCount)
       expect(await last('xbzrle_migration_pages')).toBeUndefined() // one series per kind
-      const full = await prom.query(`last_over_time(xbzrle_migration_pages{id="${id}",kind="full"}[10m])`)
-      expect(Number(full[0]!.value[1])).toBe(report.totals.pages.full)
-      const completed = await prom.query(
-        'last_over_time(xbzrle_migrations_completed_total{role="encode"}[10m])',
+      expect(await lastValue(prom, `xbzrle_migration_pages{id="${id}",kind="full"}`)).toBe(
+        report.totals.pages.full,
       )
-      expect(Number(completed[0]!.value[1])).toBe(1)
+      expect(await lastValue(prom, 'xbzrle_migrations_completed_total{role="encode"}')).toBe(1)
     } finally {
       await prom.stop()
     }
@@ -283,24 +285,16 @@ describe('metrics scraped by a real Prometheus', () => {
       expect(rx.passes.length).toBeGreaterThanOrEqual(2)
       expect(rx.passes.length).toBeLessThanOrEqual(syncs - 1)
       expect(rx.totals.passes).toBe(rx.passes.length)
-      const last = async (name: string) => {
-        const r = await prom.query(`last_over_time(${name}{id="${id}",role="receive"}[10m])`)
-        return r.length === 1 ? Number(r[0]!.value[1]) : undefined
-      }
-      await waitFor(async () => (await last('xbzrle_migration_state')) === 1, 'final scrape in Prometheus', {
-        timeoutMs: 30_000,
-      })
+      const last = await finalScrape(prom, id, 'receive')
       expect(await last('xbzrle_migration_bytes_in')).toBe(rx.totals.bytesIn)
       expect(await last('xbzrle_migration_bytes_out')).toBe(rx.totals.bytesOut)
       expect(await last('xbzrle_migration_ratio')).toBeCloseTo(rx.totals.ratio, 12)
       expect(await last('xbzrle_migration_passes')).toBe(rx.passes.length)
       expect(await last('xbzrle_migration_pass')).toBe(rx.passes.length)
-      const delta = await prom.query(`last_over_time(xbzrle_migration_pages{id="${id}",kind="delta"}[10m])`)
-      expect(Number(delta[0]!.value[1])).toBe(rx.totals.pages.delta)
-      const completed = await prom.query(
-        'last_over_time(xbzrle_migrations_completed_total{role="receive"}[10m])',
+      expect(await lastValue(prom, `xbzrle_migration_pages{id="${id}",kind="delta"}`)).toBe(
+        rx.totals.pages.delta,
       )
-      expect(Number(completed[0]!.value[1])).toBe(1)
+      expect(await lastValue(prom, 'xbzrle_migrations_completed_total{role="receive"}')).toBe(1)
       process.stderr.write(
         `receive passes: dirty-sync-count ${syncs}, send ${tx.passes.map((p) => p.pages.total).join('/')}, receive ${rx.passes.map((p) => p.pages.total).join('/')}\n`,
       )
