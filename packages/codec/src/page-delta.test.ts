@@ -89,7 +89,7 @@ describe.each([
 type Op =
   | { t: 'page'; b: number; p: number; edits: [number, number][] }
   | { t: 'zero'; b: number; p: number; fill: number }
-  | { t: 'foreign'; b: number; p: number; edits: [number, number][]; junk: boolean }
+  | { t: 'foreign'; b: number; p: number; edits: [number, number][]; junk?: boolean }
   | { t: 'invalidate'; b: number; p: number }
   | { t: 'reset' }
 
@@ -109,6 +109,61 @@ const arbOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ t: 'reset' as const }) },
 )
 
+/**
+ * Drives an encoder (kernel `ek`, `mode`) and a decoder (kernel `dk`) of the same cache geometry with `ops`, keeping
+ * the truth (what each page holds; page p starts as bytes p). Checks that the decoder gives back every page the
+ * encoder encoded, that both take the same foreign deltas, that their caches mirror each other after every op
+ * (lazy fill slots included) and, at the end, that every cached page is the truth.
+ */
+function checkMirror(ops: readonly Op[], ek: KernelName, dk: KernelName, mode: EncodeMode): void {
+  const enc = new PageDeltaEncoder({ cache, mode, kernel: ek })
+  const dec = new PageDeltaDecoder({ cache, kernel: dk })
+  const truth = new Map<number, Uint8Array>()
+  const get = (b: number, p: number) => {
+    let v = truth.get(b * 1000 + p)
+    if (!v) {
+      v = new Uint8Array(PS).fill(p)
+      truth.set(b * 1000 + p, v)
+    }
+    return v
+  }
+  for (const op of ops) {
+    if (op.t === 'page') {
+      const page = get(op.b, op.p)
+      for (const [i, v] of op.edits) page[i] = v
+      const r = enc.encodePage(op.b, op.p, page)
+      if (r.kind === 'full') dec.full(op.b, op.p, page)
+      else if (r.kind === 'same') expect(dec.same(op.b, op.p)).toEqual(page)
+      else expect(dec.delta(op.b, op.p, r.delta)).toEqual(page)
+    } else if (op.t === 'zero') {
+      get(op.b, op.p).fill(op.fill)
+      enc.applyZero(op.b, op.p, op.fill)
+      dec.applyZero(op.b, op.p, op.fill)
+    } else if (op.t === 'foreign') {
+      const old = get(op.b, op.p)
+      const cur = old.slice()
+      for (const [i, v] of op.edits) cur[i] = v
+      const d = new Uint8Array(2 * PS)
+      const n = tsKernel.encode(old, cur, d)
+      const delta = op.junk ? Uint8Array.of(0x00, 0x01, 0x07, 0x05) : d.subarray(0, Math.max(n, 0))
+      const outcome = enc.applyForeignDelta(op.b, op.p, delta)
+      expect(dec.applyForeignDelta(op.b, op.p, delta)).toBe(outcome)
+      if (outcome === 'applied') old.set(cur)
+    } else if (op.t === 'invalidate') {
+      enc.invalidate(op.b, op.p)
+      dec.invalidate(op.b, op.p)
+    } else {
+      enc.reset()
+      dec.reset()
+    }
+    expect(enc.cache.lazyFillCount).toBe(dec.cache.lazyFillCount)
+  }
+  expect(enc.cache.sameContents(dec.cache)).toBe(true)
+  expect(dec.stats).toEqual(enc.stats)
+  for (const [slot, b, p] of enc.cache.entries()) expect(enc.cache.pageView(slot)).toEqual(get(b, p))
+  for (const [slot, b, p] of dec.cache.entries()) expect(dec.cache.pageView(slot)).toEqual(get(b, p))
+}
+
 describe('encoder and decoder caches mirror each other', () => {
   it.each([
     ['wasm', 'wasm', 'canonical'],
@@ -117,49 +172,7 @@ describe('encoder and decoder caches mirror each other', () => {
     ['ts', 'ts', 'canonical'],
   ] as [KernelName, KernelName, EncodeMode][])('enc %s / dec %s / %s', (ek, dk, mode) => {
     fc.assert(
-      fc.property(fc.array(arbOp, { maxLength: 300 }), (ops) => {
-        const enc = new PageDeltaEncoder({ cache, mode, kernel: ek })
-        const dec = new PageDeltaDecoder({ cache, kernel: dk })
-        const truth = new Map<number, Uint8Array>()
-        const get = (b: number, p: number) => {
-          let v = truth.get(b * 1000 + p)
-          if (!v) {
-            v = new Uint8Array(PS).fill(p)
-            truth.set(b * 1000 + p, v)
-          }
-          return v
-        }
-        for (const op of ops) {
-          if (op.t === 'page') {
-            const page = get(op.b, op.p)
-            for (const [i, v] of op.edits) page[i] = v
-            const r = enc.encodePage(op.b, op.p, page)
-            if (r.kind === 'full') dec.full(op.b, op.p, page)
-            else if (r.kind === 'same') expect(dec.same(op.b, op.p)).toEqual(page)
-            else expect(dec.delta(op.b, op.p, r.delta)).toEqual(page)
-          } else if (op.t === 'zero') {
-            get(op.b, op.p).fill(op.fill)
-            enc.applyZero(op.b, op.p, op.fill)
-            dec.applyZero(op.b, op.p, op.fill)
-          } else if (op.t === 'foreign') {
-            const old = get(op.b, op.p)
-            const cur = old.slice()
-            for (const [i, v] of op.edits) cur[i] = v
-            const d = new Uint8Array(2 * PS)
-            const n = tsKernel.encode(old, cur, d)
-            const delta = op.junk ? Uint8Array.of(0x00, 0x01, 0x07, 0x05) : d.subarray(0, Math.max(n, 0))
-            expect(enc.applyForeignDelta(op.b, op.p, delta)).toBe(dec.applyForeignDelta(op.b, op.p, delta))
-          } else if (op.t === 'invalidate') {
-            enc.invalidate(op.b, op.p)
-            dec.invalidate(op.b, op.p)
-          } else {
-            enc.reset()
-            dec.reset()
-          }
-        }
-        expect(enc.cache.sameContents(dec.cache)).toBe(true)
-        expect(dec.stats).toEqual(enc.stats)
-      }),
+      fc.property(fc.array(arbOp, { maxLength: 300 }), (ops) => checkMirror(ops, ek, dk, mode)),
       { numRuns: 150 },
     )
   })
@@ -284,13 +297,8 @@ describe.each([
 })
 
 describe('mirroring with many ZERO records mixed in', () => {
-  type ZOp =
-    | { t: 'page'; b: number; p: number; edits: [number, number][] }
-    | { t: 'zero'; b: number; p: number; fill: number }
-    | { t: 'foreign'; b: number; p: number; edits: [number, number][] }
-    | { t: 'invalidate'; b: number; p: number }
   const zkey = { b: fc.nat(1), p: fc.nat(60) }
-  const arbZ: fc.Arbitrary<ZOp> = fc.oneof(
+  const arbZ: fc.Arbitrary<Op> = fc.oneof(
     { weight: 8, arbitrary: fc.record({ t: fc.constant('page' as const), ...zkey, edits }) },
     {
       weight: 8,
@@ -309,52 +317,7 @@ describe('mirroring with many ZERO records mixed in', () => {
     ['wasm', 'ts', 'canonical'],
   ] as [KernelName, KernelName, EncodeMode][])('enc %s / dec %s / %s', (ek, dk, mode) => {
     fc.assert(
-      fc.property(fc.array(arbZ, { maxLength: 400 }), (ops) => {
-        const enc = new PageDeltaEncoder({ cache, mode, kernel: ek })
-        const dec = new PageDeltaDecoder({ cache, kernel: dk })
-        const truth = new Map<number, Uint8Array>()
-        const get = (b: number, p: number) => {
-          let v = truth.get(b * 1000 + p)
-          if (!v) {
-            v = new Uint8Array(PS).fill(p)
-            truth.set(b * 1000 + p, v)
-          }
-          return v
-        }
-        for (const op of ops) {
-          if (op.t === 'page') {
-            const page = get(op.b, op.p)
-            for (const [i, v] of op.edits) page[i] = v
-            const r = enc.encodePage(op.b, op.p, page)
-            if (r.kind === 'full') dec.full(op.b, op.p, page)
-            else if (r.kind === 'same') expect(dec.same(op.b, op.p)).toEqual(page)
-            else expect(dec.delta(op.b, op.p, r.delta)).toEqual(page)
-          } else if (op.t === 'zero') {
-            get(op.b, op.p).fill(op.fill)
-            enc.applyZero(op.b, op.p, op.fill)
-            dec.applyZero(op.b, op.p, op.fill)
-          } else if (op.t === 'foreign') {
-            const old = get(op.b, op.p)
-            const cur = old.slice()
-            for (const [i, v] of op.edits) cur[i] = v
-            const d = new Uint8Array(2 * PS)
-            const n = tsKernel.encode(old, cur, d)
-            const delta = d.subarray(0, Math.max(n, 0))
-            const oe = enc.applyForeignDelta(op.b, op.p, delta)
-            expect(dec.applyForeignDelta(op.b, op.p, delta)).toBe(oe)
-            if (oe === 'applied') old.set(cur)
-          } else {
-            enc.invalidate(op.b, op.p)
-            dec.invalidate(op.b, op.p)
-          }
-          expect(enc.cache.lazyFillCount).toBe(dec.cache.lazyFillCount)
-        }
-        expect(enc.cache.sameContents(dec.cache)).toBe(true)
-        expect(dec.stats).toEqual(enc.stats)
-        // Every cached page is the truth (lazy slots included).
-        for (const [slot, b, p] of enc.cache.entries()) expect(enc.cache.pageView(slot)).toEqual(get(b, p))
-        for (const [slot, b, p] of dec.cache.entries()) expect(dec.cache.pageView(slot)).toEqual(get(b, p))
-      }),
+      fc.property(fc.array(arbZ, { maxLength: 400 }), (ops) => checkMirror(ops, ek, dk, mode)),
       { numRuns: 150 },
     )
   })
