@@ -197,6 +197,109 @@ export function qemuHdr(offset: number, flags: number, name?: string): Uint8Arra
   return b
 }
 
+/** Deterministic pseudo-random numbers in [0, 1) (xorshift32) from `seed`. */
+export function rng(seed: number): () => number {
+  let s = seed | 1
+  return () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 2 ** 32
+  }
+}
+
+/** One step of a random frame sequence (see writeOps). Pages and VERBATIM spans are made from `seed`. */
+export type StreamOp<V extends { t: 'verbatim'; seed: number }, P extends PageOp> =
+  | V
+  | P
+  | { t: 'reset' }
+  | { t: 'flush' }
+export interface PageOp {
+  t: 'full' | 'delta' | 'same' | 'zero' | 'foreign' | 'invalidate'
+  block: number
+  index: number
+  seed: number
+}
+
+/** How writeOps makes the bytes of a test's ops; each gets the op's random source. */
+export interface OpBytes<V, P> {
+  pageSize: number
+  verbatim: (op: V, r: () => number) => Uint8Array
+  /** The page-record header of a page op (called before the page is made). */
+  hdr: (op: P, r: () => number) => Uint8Array
+  /** The fill byte of a PAGE_ZERO. */
+  zeroFill: (r: () => number) => number
+}
+
+/**
+ * Writes `ops` with `w` (after its header, before its END), keeping a model of the cache: a DELTA, SAME or FOREIGN
+ * of a page that is not cached becomes a FULL; pages change in up to 8 random bytes. Returns the original bytes the
+ * frames stand for, built from the same inputs, never by decoding.
+ */
+export function writeOps<V extends { t: 'verbatim'; seed: number }, P extends PageOp>(
+  w: FrameWriter,
+  ops: readonly StreamOp<V, P>[],
+  bytes: OpBytes<V, P>,
+): Uint8Array {
+  const PAGE = bytes.pageSize
+  const cache = new Map<string, Uint8Array>()
+  const orig: Uint8Array[] = []
+  for (const op of ops) {
+    if (op.t === 'flush') w.flush()
+    else if (op.t === 'reset') {
+      w.reset()
+      cache.clear()
+    } else if (op.t === 'verbatim') {
+      const b = bytes.verbatim(op as V, rng(op.seed))
+      w.verbatim(b)
+      orig.push(b)
+    } else {
+      const pop = op as P
+      const key = `${pop.block}/${pop.index}`
+      const r = rng(pop.seed)
+      const hdr = bytes.hdr(pop, r)
+      const cached = cache.get(key)
+      let t = pop.t
+      if ((t === 'delta' || t === 'same' || t === 'foreign') && !cached) t = 'full'
+      const mutate = (base: Uint8Array) => {
+        const p = base.slice()
+        for (let i = 0, n = (r() * 8) | 0; i < n; i++) p[(r() * PAGE) | 0] = (r() * 256) | 0
+        return p
+      }
+      if (t === 'invalidate') {
+        w.invalidate(pop.block, pop.index)
+        cache.delete(key)
+      } else if (t === 'full') {
+        const p = mutate(cached ?? new Uint8Array(PAGE))
+        w.pageFull(pop.block, pop.index, hdr, p)
+        cache.set(key, p)
+        orig.push(hdr, p)
+      } else if (t === 'same') {
+        w.pageSame(pop.block, pop.index, hdr, cached!)
+        orig.push(hdr, cached!)
+      } else if (t === 'zero') {
+        const fill = bytes.zeroFill(r)
+        w.pageZero(pop.block, pop.index, hdr, fill)
+        cache.set(key, new Uint8Array(PAGE).fill(fill))
+        orig.push(hdr, Uint8Array.of(fill))
+      } else {
+        const p = mutate(cached!)
+        const d = xbzrleEncode(cached!, p)
+        if (t === 'delta') {
+          w.pageDelta(pop.block, pop.index, hdr, d, p)
+          orig.push(hdr, p)
+        } else {
+          const body = concat([Uint8Array.of(1, d.length >> 8, d.length & 0xff), d])
+          w.pageForeign(pop.block, pop.index, hdr, body)
+          orig.push(hdr, body)
+        }
+        cache.set(key, p) // a new array: the pages pushed to orig are never changed afterwards
+      }
+    }
+  }
+  return concat(orig)
+}
+
 /** A record as every version frames it: tag, u32le body length, body, CRC-32 of all that (for hand-made streams). */
 export function record(tag: number, body: Uint8Array): Uint8Array {
   const w = new ByteWriter()

@@ -3,14 +3,14 @@ import { describe, expect, it } from 'vitest'
 import { ProtocolError } from '../errors.js'
 import {
   collect,
-  concat,
   decodeStream,
   HEADER,
   ModelDecoder,
+  type OpBytes,
   qemuHdr,
   readStream,
   sameBytes,
-  xbzrleEncode,
+  writeOps,
 } from '../test-util.js'
 import { LIMITS } from './constants.js'
 import type { StreamHeader } from './types.js'
@@ -54,85 +54,29 @@ function be64(v: number): Uint8Array {
   return b
 }
 
-function rng(seed: number) {
-  let s = seed | 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 2 ** 32
-  }
+type PageOp = Extract<Op, { block: number }>
+/** Random VERBATIM bytes, pages with any of the header kinds, mostly zero fills. */
+const V1_BYTES: OpBytes<Extract<Op, { t: 'verbatim' }>, PageOp> = {
+  pageSize: PAGE,
+  verbatim: (op, r) => Uint8Array.from({ length: op.len }, () => (r() * 256) | 0),
+  hdr: (op, r) =>
+    op.hdrKind === undefined || op.hdrKind === 'random'
+      ? Uint8Array.from({ length: op.hdrLen }, () => (r() * 256) | 0)
+      : op.hdrKind === 'derived'
+        ? be64(op.index * PAGE + op.flags!)
+        : op.hdrKind === 'otherPage'
+          ? be64(op.index * PAGE + op.flags! + 2 ** 52) // a far-away offset
+          : be64(op.index * PAGE + PAGE + op.flags!), // flags ≥ PAGE: not derivable for this index
+  zeroFill: (r) => (r() < 0.8 ? 0 : (r() * 256) | 0),
 }
 
 /** Drives a writer from ops with a model cache; returns the stream and the original bytes it must decode to. */
 function build(ops: Op[], batchBytes?: number): { stream: Uint8Array; orig: Uint8Array } {
   const { w, bytes } = collect(batchBytes)
-  const cache = new Map<string, Uint8Array>()
-  const orig: Uint8Array[] = []
   w.header(H)
-  for (const op of ops) {
-    if (op.t === 'flush') w.flush()
-    else if (op.t === 'reset') {
-      w.reset()
-      cache.clear()
-    } else if (op.t === 'verbatim') {
-      const r = rng(op.seed)
-      const b = Uint8Array.from({ length: op.len }, () => (r() * 256) | 0)
-      w.verbatim(b)
-      orig.push(b)
-    } else {
-      const key = `${op.block}/${op.index}`
-      const r = rng(op.seed)
-      const hdr =
-        op.hdrKind === undefined || op.hdrKind === 'random'
-          ? Uint8Array.from({ length: op.hdrLen }, () => (r() * 256) | 0)
-          : op.hdrKind === 'derived'
-            ? be64(op.index * PAGE + op.flags!)
-            : op.hdrKind === 'otherPage'
-              ? be64(op.index * PAGE + op.flags! + 2 ** 52) // a far-away offset
-              : be64(op.index * PAGE + PAGE + op.flags!) // flags ≥ PAGE: not derivable for this index
-      const cached = cache.get(key)
-      let t = op.t
-      if ((t === 'delta' || t === 'same' || t === 'foreign') && !cached) t = 'full'
-      const mutate = (base: Uint8Array) => {
-        const p = base.slice()
-        const n = (r() * 8) | 0
-        for (let i = 0; i < n; i++) p[(r() * PAGE) | 0] = (r() * 256) | 0
-        return p
-      }
-      if (t === 'invalidate') {
-        w.invalidate(op.block, op.index)
-        cache.delete(key)
-      } else if (t === 'full') {
-        const p = mutate(cached ?? new Uint8Array(PAGE))
-        w.pageFull(op.block, op.index, hdr, p)
-        cache.set(key, p)
-        orig.push(hdr, p)
-      } else if (t === 'same') {
-        w.pageSame(op.block, op.index, hdr, cached!)
-        orig.push(hdr, cached!)
-      } else if (t === 'zero') {
-        const fill = r() < 0.8 ? 0 : (r() * 256) | 0
-        w.pageZero(op.block, op.index, hdr, fill)
-        cache.set(key, new Uint8Array(PAGE).fill(fill))
-        orig.push(hdr, Uint8Array.of(fill))
-      } else {
-        const p = mutate(cached!)
-        const d = xbzrleEncode(cached!, p)
-        if (t === 'delta') {
-          w.pageDelta(op.block, op.index, hdr, d, p)
-          orig.push(hdr, p)
-        } else {
-          const body = concat([Uint8Array.of(1, d.length >> 8, d.length & 0xff), d])
-          w.pageForeign(op.block, op.index, hdr, body)
-          orig.push(hdr, body)
-        }
-        cache.set(key, p)
-      }
-    }
-  }
+  const orig = writeOps(w, ops, V1_BYTES)
   w.end({ cache: { hits: 1, misses: 2 } })
-  return { stream: bytes(), orig: concat(orig) }
+  return { stream: bytes(), orig }
 }
 
 describe('v1 round trip', () => {

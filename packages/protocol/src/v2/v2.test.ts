@@ -10,11 +10,12 @@ import {
   decodeStream,
   HEADER,
   ModelDecoder,
+  type OpBytes,
   qemuHdr,
   readStream,
   sameBytes,
+  writeOps,
   xbzrleApply,
-  xbzrleEncode,
 } from '../test-util.js'
 import { CURRENT_VERSION } from '../versions.js'
 import { readU32le } from '../wire/byte-writer.js'
@@ -63,78 +64,24 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.constant({ t: 'flush' as const }),
 )
 
-function rng(seed: number) {
-  let s = seed | 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 2 ** 32
-  }
+/** Text or random VERBATIM bytes; pages with their QEMU header, zero pages with fill 0. */
+const V2_BYTES: OpBytes<Extract<Op, { t: 'verbatim' }>, Extract<Op, { block: number }>> = {
+  pageSize: PAGE,
+  verbatim: (op, r) =>
+    op.text
+      ? Uint8Array.from({ length: op.len }, (_, i) => 97 + ((i * 7 + (i >> 5)) % 23))
+      : Uint8Array.from({ length: op.len }, () => (r() * 256) | 0),
+  hdr: (op) => qemuHdr(op.index * PAGE, 0x08),
+  zeroFill: () => 0,
 }
 
 /** Drives a writer with a model cache; returns the stream and the original bytes. Pages are mostly compressible. */
 function build(ops: Op[], header: StreamHeader, version: 1 | 2 = 2, batchBytes?: number) {
   const { w, bytes, chunks } = collect(batchBytes, version)
-  const cache = new Map<string, Uint8Array>()
-  const orig: Uint8Array[] = []
   w.header(header)
-  for (const op of ops) {
-    if (op.t === 'flush') w.flush()
-    else if (op.t === 'reset') {
-      w.reset()
-      cache.clear()
-    } else if (op.t === 'verbatim') {
-      const r = rng(op.seed)
-      const b = op.text
-        ? Uint8Array.from({ length: op.len }, (_, i) => 97 + ((i * 7 + (i >> 5)) % 23))
-        : Uint8Array.from({ length: op.len }, () => (r() * 256) | 0)
-      w.verbatim(b)
-      orig.push(b)
-    } else {
-      const key = `${op.block}/${op.index}`
-      const r = rng(op.seed)
-      const hdr = qemuHdr(op.index * PAGE, 0x08)
-      const cached = cache.get(key)
-      let t = op.t
-      if ((t === 'delta' || t === 'same' || t === 'foreign') && !cached) t = 'full'
-      const mutate = (b: Uint8Array) => {
-        const p = b.slice()
-        for (let i = 0, n = (r() * 8) | 0; i < n; i++) p[(r() * PAGE) | 0] = (r() * 256) | 0
-        return p
-      }
-      if (t === 'invalidate') {
-        w.invalidate(op.block, op.index)
-        cache.delete(key)
-      } else if (t === 'full') {
-        const p = mutate(cached ?? new Uint8Array(PAGE))
-        w.pageFull(op.block, op.index, hdr, p)
-        cache.set(key, p)
-        orig.push(hdr, p.slice()) // copies: a later foreign frame changes cached pages in place
-      } else if (t === 'same') {
-        w.pageSame(op.block, op.index, hdr, cached!)
-        orig.push(hdr, cached!.slice())
-      } else if (t === 'zero') {
-        w.pageZero(op.block, op.index, hdr, 0)
-        cache.set(key, new Uint8Array(PAGE))
-        orig.push(hdr, Uint8Array.of(0))
-      } else if (t === 'delta') {
-        const p = mutate(cached!)
-        w.pageDelta(op.block, op.index, hdr, xbzrleEncode(cached!, p), p)
-        cache.set(key, p)
-        orig.push(hdr, p.slice())
-      } else {
-        const p = mutate(cached!)
-        const d = xbzrleEncode(cached!, p)
-        const body = concat([Uint8Array.of(1, d.length >> 8, d.length & 0xff), d])
-        w.pageForeign(op.block, op.index, hdr, body)
-        xbzrleApply(d, cached!)
-        orig.push(hdr, body)
-      }
-    }
-  }
+  const orig = writeOps(w, ops, V2_BYTES)
   w.end({ cache: { hits: 1 } })
-  return { stream: bytes(), orig: concat(orig), chunks, w }
+  return { stream: bytes(), orig, chunks, w }
 }
 
 const batchesOf = (items: ReaderItem[]) => items.flatMap((i) => (i.type === 'batch' ? [i.batch] : []))
