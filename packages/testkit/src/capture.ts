@@ -1,6 +1,7 @@
 /** Capture a guest's raw migration stream into a file (`exec:cat > FILE`, optionally through a filter). */
 import { rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
+import type { GuestWorkload } from './guest.js'
 import type { StartGuestOptions } from './guest-options.js'
 import { type MigrationStats, migrationWaitOptions } from './migration-stats.js'
 import { type QemuProcess, startGuest } from './qemu-process.js'
@@ -57,6 +58,25 @@ export async function captureMigration(options: CaptureOptions = {}): Promise<Ca
     removeTmpDir(dir)
     if (own) await guest.close({ graceful: false })
   }
+}
+
+/**
+ * captureMigration of a migration that iterates: a 48 MiB guest dirtying its 24 MiB under `workload` (4000 pages
+ * every 200 ms) behind a 32 MiB/s bandwidth cap and a 1 ms downtime limit, forced to converge after `syncs` dirty
+ * syncs; with QEMU's own XBZRLE when `xbzrle`. The stream of a real live migration with re-sent pages.
+ */
+export function captureIteratingMigration(o: {
+  workload: GuestWorkload
+  xbzrle?: boolean
+  syncs: number
+}): Promise<CaptureResult> {
+  return captureMigration({
+    memMiB: 48,
+    append: { workload: o.workload, mem: 24, rate: 4000, period: 200 },
+    capabilities: o.xbzrle ? { xbzrle: true } : {},
+    parameters: { 'max-bandwidth': 32 * 1024 * 1024, 'downtime-limit': 1 },
+    forceConvergeAfterSyncs: o.syncs,
+  })
 }
 
 /** Capture a raw migration stream of the test guest into a file; returns the path. */

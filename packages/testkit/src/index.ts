@@ -12,6 +12,7 @@ import { removeTmpDirs } from './tmp.js'
 export {
   type CaptureOptions,
   type CaptureResult,
+  captureIteratingMigration,
   captureMigration,
   captureMigrationStream,
 } from './capture.js'

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { FrameWriter } from '@xbzrle/protocol'
-import { captureMigration, installTestkitHooks, requireQemu } from '@xbzrle/testkit'
+import { captureIteratingMigration, installTestkitHooks, requireQemu } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { SimulatedGuest } from '../simulate/simulated-guest.js'
 import { loadFixture, randomChunks } from '../test-fixtures.js'
@@ -234,13 +234,7 @@ describe('fresh real QEMU 7.2 live migrations', () => {
     { timeout: 180_000 },
     async ({ workload, xbzrle }, ctx) => {
       if (!requireQemu(ctx)) return
-      const { path, stats } = await captureMigration({
-        memMiB: 48,
-        append: { workload, mem: 24, rate: 4000, period: 200 },
-        capabilities: xbzrle ? { xbzrle: true } : {},
-        parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1 },
-        forceConvergeAfterSyncs: 4,
-      })
+      const { path, stats } = await captureIteratingMigration({ workload, xbzrle, syncs: 4 })
       expect(stats.status).toBe('completed')
       const data = readFileSync(path)
       const r = roundTrip(data, 13)

@@ -2,15 +2,13 @@
 
 import { Buffer } from 'node:buffer'
 import { readFileSync } from 'node:fs'
-import { captureMigration, installTestkitHooks, requireQemu } from '@xbzrle/testkit'
+import { captureIteratingMigration, installTestkitHooks, requireQemu } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { randomChunks } from '../test-fixtures.js'
 import { XbzrleDecoder } from './decoder.js'
 import { XbzrleEncoder } from './encoder.js'
 
 installTestkitHooks({ afterEach, afterAll })
-
-const MiB = 1024 * 1024
 
 function roundTrip(data: Uint8Array) {
   const enc: Uint8Array[] = []
@@ -26,7 +24,7 @@ function roundTrip(data: Uint8Array) {
 }
 
 describe('captured QEMU streams survive encode → decode exactly', () => {
-  it.each([
+  it.for([
     { workload: 'sparse', xbzrle: false },
     { workload: 'text', xbzrle: false },
     { workload: 'hotset', xbzrle: false },
@@ -34,13 +32,7 @@ describe('captured QEMU streams survive encode → decode exactly', () => {
     { workload: 'sparse', xbzrle: true },
   ] as const)('$workload, QEMU xbzrle $xbzrle', async ({ workload, xbzrle }, ctx) => {
     if (!requireQemu(ctx)) return
-    const { path, stats } = await captureMigration({
-      memMiB: 48,
-      append: { workload, mem: 24, rate: 4000, period: 200 },
-      capabilities: xbzrle ? { xbzrle: true } : {},
-      parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1 },
-      forceConvergeAfterSyncs: 3,
-    })
+    const { path, stats } = await captureIteratingMigration({ workload, xbzrle, syncs: 3 })
     expect(stats.status).toBe('completed')
     const data = readFileSync(path)
     const { encoded, decoded, stats: s } = roundTrip(data)
