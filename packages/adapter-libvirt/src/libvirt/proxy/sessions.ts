@@ -58,6 +58,20 @@ export interface ProxyCounters {
   returnPath: number
 }
 
+/** Totals of a proxy that has seen nothing yet. */
+export function zeroProxyCounters(): ProxyCounters {
+  return {
+    sessions: 0,
+    completed: 0,
+    failed: 0,
+    refused: 0,
+    unauthenticated: 0,
+    forwardIn: 0,
+    forwardOut: 0,
+    returnPath: 0,
+  }
+}
+
 /** A session that failed before its relay started (nothing was relayed). */
 export function failedResult(id: number, error: string, t0: number): ProxySessionResult {
   return { id, ok: false, error, forwardIn: 0, forwardOut: 0, returnPath: 0, durationMs: Date.now() - t0 }
@@ -86,16 +100,7 @@ export interface PendingSession {
 }
 
 export class SessionRegistry {
-  readonly counters: ProxyCounters = {
-    sessions: 0,
-    completed: 0,
-    failed: 0,
-    refused: 0,
-    unauthenticated: 0,
-    forwardIn: 0,
-    forwardOut: 0,
-    returnPath: 0,
-  }
+  readonly counters: ProxyCounters = zeroProxyCounters()
   readonly sessions: ProxySessionResult[] = []
   closed = false
   private active: { abort: (why: string) => void; result: Promise<ProxySessionResult> } | undefined

@@ -1,5 +1,6 @@
 // Test-only socket peers standing in for QEMU around the proxy pair (not built: src/**/test-*.ts).
-import { connect, createServer, type Server } from 'node:net'
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { join } from 'node:path'
 
 /**
  * A fake destination QEMU listening on `path`: answers PONG at the first byte (the return path flows before the
@@ -29,4 +30,16 @@ export async function probeUnixSocket(path: string): Promise<void> {
     c.once('error', j)
   })
   c.destroy()
+}
+
+/** Two connected unix sockets with half-close (`[ours, theirs]`), through a one-shot server in `dir`. */
+export async function socketPair(dir: string, name: string): Promise<[Socket, Socket]> {
+  const path = join(dir, name)
+  const server = createServer({ allowHalfOpen: true })
+  await new Promise<void>((r) => server.listen(path, r))
+  const accepted = new Promise<Socket>((r) => server.once('connection', r))
+  const ours = connect({ path, allowHalfOpen: true })
+  const theirs = await accepted
+  server.close()
+  return [ours, theirs]
 }

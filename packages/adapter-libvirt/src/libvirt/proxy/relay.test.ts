@@ -1,0 +1,105 @@
+// The relay of one migration as a state machine, between real unix sockets (no QEMU): either direction may be
+// delivered first, the second one closes the relay, and the return path's SHUT decides the verdict.
+import { createHash } from 'node:crypto'
+import type { Socket } from 'node:net'
+import { PassThrough } from 'node:stream'
+import { installTestkitHooks, tmpDir, waitFor } from '@xbzrle/testkit'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { Relay, RelayState } from './relay.js'
+import { zeroProxyCounters } from './sessions.js'
+import { socketPair } from './test-peers.js'
+
+installTestkitHooks({ afterEach, afterAll })
+
+/** A relay between a fake source QEMU (`qemu`) and a fake transport peer (`peer`), with a pass-through filter. */
+async function relay(o: { halfCloseTimeoutMs?: number; idleTimeoutMs?: number } = {}) {
+  const dir = tmpDir('xbzrle-relay-')
+  const [from, qemu] = await socketPair(dir, 'a.sock')
+  const [to, peer] = await socketPair(dir, 'b.sock')
+  const counters = zeroProxyCounters()
+  const r = new Relay(
+    1,
+    { from, to, fromName: 'QEMU', toName: 'peer', filter: new PassThrough(), qemuIs: 'from' },
+    counters,
+    {
+      idleTimeoutMs: o.idleTimeoutMs ?? 0,
+      halfCloseTimeoutMs: o.halfCloseTimeoutMs ?? 0,
+      digest: true,
+    },
+  )
+  return { r, qemu, peer, counters }
+}
+
+const collect = (s: Socket) => {
+  const parts: Buffer[] = []
+  s.on('data', (b: Buffer) => parts.push(b))
+  return () => Buffer.concat(parts)
+}
+
+const SHUT_OK = Buffer.from([0, 1, 0, 4, 0, 0, 0, 0])
+
+describe('Relay', () => {
+  it('forward delivered first: Relaying → ForwardDone → Closed, ok, counted and hashed', async () => {
+    const { r, qemu, peer, counters } = await relay()
+    const atPeer = collect(peer)
+    const atQemu = collect(qemu)
+    expect(r.state).toBe(RelayState.Relaying)
+    const stream = Buffer.alloc(100_000, 7)
+    qemu.end(stream)
+    await waitFor(() => r.state === RelayState.ForwardDone, 'ForwardDone')
+    peer.end(SHUT_OK)
+    const res = await r.result
+    expect(r.state).toBe(RelayState.Closed)
+    expect(res).toMatchObject({
+      id: 1,
+      ok: true,
+      forwardIn: stream.length,
+      forwardOut: stream.length,
+      returnPath: 8,
+    })
+    expect(res.qemuSha256).toBe(createHash('sha256').update(stream).digest('hex'))
+    expect(counters).toMatchObject({ forwardIn: stream.length, forwardOut: stream.length, returnPath: 8 })
+    expect(atPeer().equals(stream)).toBe(true)
+    await waitFor(() => atQemu().length === SHUT_OK.length, 'the return path at QEMU')
+    expect(atQemu().equals(SHUT_OK)).toBe(true)
+  })
+
+  it('return path delivered first: Relaying → ReturnDone → Closed, ok', async () => {
+    const { r, qemu, peer } = await relay()
+    peer.on('data', () => {})
+    qemu.on('data', () => {})
+    peer.end(SHUT_OK)
+    await waitFor(() => r.state === RelayState.ReturnDone, 'ReturnDone')
+    qemu.end(Buffer.from('stream'))
+    expect(await r.result).toMatchObject({ ok: true, forwardIn: 6, returnPath: 8 })
+    expect(r.state).toBe(RelayState.Closed)
+  })
+
+  it('a return path that ends without SHUT 0 fails the migration; so does a half-close timeout', async () => {
+    const a = await relay()
+    a.peer.on('data', () => {})
+    a.qemu.on('data', () => {})
+    a.peer.end(Buffer.from([0, 1, 0, 4, 0, 0, 0, 1])) // SHUT 1: the destination failed
+    a.qemu.end(Buffer.from('stream'))
+    expect(await a.r.result).toMatchObject({ ok: false, error: expect.stringMatching(/SHUT 1/) })
+
+    const b = await relay({ halfCloseTimeoutMs: 200 })
+    b.qemu.on('data', () => {})
+    b.peer.end(SHUT_OK) // the peer is done; QEMU never ends its stream
+    const res = await b.r.result
+    expect(res.ok).toBe(false)
+    expect(res.error).toMatch(/peer closed the return path but QEMU did not end its stream within 200 ms/)
+    expect(b.r.state).toBe(RelayState.Closed)
+  })
+
+  it('fail() ends it once, as failed; so does an idle timeout', async () => {
+    const a = await relay()
+    a.r.fail('proxy closed')
+    a.r.fail('again')
+    expect(await a.r.result).toMatchObject({ ok: false, error: 'proxy closed' })
+    expect(a.r.state).toBe(RelayState.Closed)
+
+    const b = await relay({ idleTimeoutMs: 100 })
+    expect(await b.r.result).toMatchObject({ ok: false, error: 'no data in either direction for 100 ms' })
+  })
+})
