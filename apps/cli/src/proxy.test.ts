@@ -305,6 +305,12 @@ describe('proxy observability (real QEMU through both proxies)', () => {
       expect(metric(text, 'xbzrle_migration_bytes_in', series), role).toBe(report.totals.bytesIn)
       expect(metric(text, 'xbzrle_migration_bytes_out', series), role).toBe(report.totals.bytesOut)
       expect(metric(text, 'xbzrle_migration_passes', series), role).toBe(report.passes.length)
+      expect(metric(text, 'xbzrle_migration_ratio', series), role).toBeCloseTo(report.totals.ratio, 12)
+      expect(report.totals.hitRate, role).toBeDefined()
+      expect(metric(text, 'xbzrle_migration_cache_hit_ratio', series), role).toBeCloseTo(
+        report.totals.hitRate!,
+        12,
+      )
       expect(metric(text, 'xbzrle_migration_state', series), role).toBe(1) // completed
       expect(metric(text, 'xbzrle_migrations_completed_total', { role }), role).toBe(1)
       expect(metric(text, 'xbzrle_migrations_in_flight', { role }), role).toBe(0)
