@@ -7,21 +7,20 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { removeTmpDirs, tmpDir } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createAtomicOutput } from './atomic-output.js'
 
 let dir: string
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'xbzrle-atomic-'))
+  dir = tmpDir('xbzrle-atomic-')
 })
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
+afterAll(removeTmpDirs)
 
 function write(out: { stream: NodeJS.WritableStream }, data: Buffer): Promise<void> {
   return new Promise((res) => {

@@ -14,16 +14,14 @@ import {
   openSync,
   readdirSync,
   readFileSync,
-  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimulatedGuest, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
-import { skipOrFail } from '@xbzrle/testkit'
+import { removeTmpDir, removeTmpDirs, skipOrFail, tmpDir } from '@xbzrle/testkit'
 import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI, runCli } from './test-cli.js'
@@ -54,7 +52,7 @@ function fixture(name: string): Buffer {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'xbzrle-safety-'))
+  dir = tmpDir('xbzrle-safety-')
   stream = Buffer.concat([...new SimulatedGuest({ memMiB: 8, passes: 3, seed: 5 }).stream()])
   writeFileSync(join(dir, 'in.mig'), stream)
   const r = await runCli(['encode'], stream)
@@ -62,7 +60,7 @@ beforeAll(async () => {
   encoded = r.stdout
   writeFileSync(join(dir, 'in.xbz'), encoded)
 })
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
+afterAll(removeTmpDirs)
 
 /** Runs the CLI with explicit stdio (files as stdin/stdout). */
 function runWith(
@@ -150,7 +148,7 @@ describe('-o FILE: a good file survives every failure', () => {
 
   it('an existing file the user may not write stays protected; an unwritable directory is a clear error', async (ctx) => {
     if (process.getuid?.() !== 0) return void skipOrFail(ctx, 'needs root to run the CLI as another user')
-    const d = mkdtempSync(join(tmpdir(), 'xbzrle-perm-'))
+    const d = tmpDir('xbzrle-perm-')
     try {
       chmodSync(d, 0o777)
       const input = join(d, 'in.mig')
@@ -173,7 +171,7 @@ describe('-o FILE: a good file survives every failure', () => {
       expect(readdirSync(locked)).toEqual([])
       expect(temps(d)).toEqual([])
     } finally {
-      rmSync(d, { recursive: true, force: true })
+      removeTmpDir(d)
     }
   })
 
