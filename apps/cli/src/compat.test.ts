@@ -10,20 +10,13 @@ import { fileURLToPath } from 'node:url'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { freePort } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI } from './test-cli.js'
+import { CLI, installPacked, sh } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const releases = JSON.parse(readFileSync(join(root, 'packages/protocol/RELEASES.json'), 'utf8')) as {
   formats: Record<string, string>
 }
 const V1_COMMIT = releases.formats['1']!
-const PACKAGES = [
-  'packages/protocol',
-  'packages/codec',
-  'packages/adapter-libvirt',
-  'packages/adapter-ws',
-  'apps/cli',
-]
 const TOKEN = 'compat-token'
 
 let scratch: string
@@ -33,15 +26,6 @@ let oldCli: string
 let input: string
 let original: Buffer
 
-function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
-  return execFileSync(cmd, args, {
-    cwd,
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  })
-}
-
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), 'xbzrle-compat-'))
   const src = join(scratch, 'v1-src')
@@ -49,27 +33,7 @@ beforeAll(() => {
   // A missing commit (e.g. a shallow clone) must fail loudly: the matrix is the proof that v1 still works.
   sh('sh', ['-c', `git -C '${root}' archive --format=tar ${V1_COMMIT} | tar -x -C '${src}'`], scratch)
   sh('npm', ['ci', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], src, { CI: 'true' })
-  const tarballs = join(scratch, 'tarballs')
-  mkdirSync(tarballs)
-  for (const p of PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', tarballs], join(src, p))
-  app = join(scratch, 'app')
-  mkdirSync(app)
-  writeFileSync(
-    join(app, 'package.json'),
-    JSON.stringify({ name: 'v1-consumer', private: true, type: 'module' }),
-  )
-  sh(
-    'npm',
-    [
-      'install',
-      '--no-audit',
-      '--no-fund',
-      '--prefer-offline',
-      '--loglevel=error',
-      ...readdirSync(tarballs).map((f) => join(tarballs, f)),
-    ],
-    app,
-  )
+  app = installPacked(src, scratch, 'v1-consumer').app
   oldCli = join(app, 'node_modules', '.bin', 'xbzrle')
   // Old-side WebSocket helpers, written against the v1 release's own public API.
   writeFileSync(

@@ -1,41 +1,20 @@
 // How users consume us: npm-pack every public package, install the tarballs into a scratch project outside the
 // repository, import each public entry point from plain Node ESM, run one call through it, and run the packed
 // CLI. A wrong `exports`, `bin` or `files` entry breaks this test.
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { installPacked, PUBLIC_PACKAGES, sh } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
-const PACKAGES = [
-  'packages/protocol',
-  'packages/codec',
-  'packages/adapter-libvirt',
-  'packages/adapter-ws',
-  'apps/cli',
-]
 let scratch: string
-
-function sh(cmd: string, args: string[], cwd: string): string {
-  return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-}
 
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), 'xbzrle-consumer-'))
-  const tarballs = join(scratch, 'tarballs')
-  sh('mkdir', ['-p', tarballs], scratch)
-  for (const p of PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', tarballs], join(root, p))
-  const app = join(scratch, 'app')
-  sh('mkdir', ['-p', app], scratch)
-  writeFileSync(
-    join(app, 'package.json'),
-    JSON.stringify({ name: 'consumer', private: true, type: 'module' }),
-  )
-  const files = readdirSync(tarballs).map((f) => join(tarballs, f))
-  expect(files).toHaveLength(PACKAGES.length)
-  sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...files], app)
+  const { tarballs } = installPacked(root, scratch, 'consumer')
+  expect(tarballs).toHaveLength(PUBLIC_PACKAGES.length)
 }, 240_000)
 
 afterAll(() => rmSync(scratch, { recursive: true, force: true }))

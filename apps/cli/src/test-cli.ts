@@ -1,5 +1,7 @@
 // Test-only helpers: run the built CLI as a child process, the way users and QEMU's exec: run it.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 export const CLI = fileURLToPath(new URL('../bin/xbzrle.js', import.meta.url))
@@ -34,3 +36,42 @@ export function runCli(args: string[], input?: Uint8Array, env: NodeJS.ProcessEn
 
 /** Re-exported so older call sites keep working; new tests import it from @xbzrle/testkit. */
 export { freePort } from '@xbzrle/testkit'
+
+/** The public packages, as npm publishes them. */
+export const PUBLIC_PACKAGES = [
+  'packages/protocol',
+  'packages/codec',
+  'packages/adapter-libvirt',
+  'packages/adapter-ws',
+  'apps/cli',
+]
+
+/** Runs `cmd ARGS…` in `cwd` and returns its stdout; throws (with its stderr) when it fails. */
+export function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
+}
+
+/**
+ * What a user gets from the registry: the public packages of the checkout at `root`, npm-packed into
+ * `scratch`/tarballs and installed into a new ESM project `scratch`/app named `name`. Returns both.
+ */
+export function installPacked(
+  root: string,
+  scratch: string,
+  name: string,
+): { app: string; tarballs: string[] } {
+  const dir = join(scratch, 'tarballs')
+  mkdirSync(dir, { recursive: true })
+  for (const p of PUBLIC_PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', dir], join(root, p))
+  const app = join(scratch, 'app')
+  mkdirSync(app, { recursive: true })
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }))
+  const tarballs = readdirSync(dir).map((f) => join(dir, f))
+  sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...tarballs], app)
+  return { app, tarballs }
+}
