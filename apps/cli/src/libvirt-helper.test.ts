@@ -18,7 +18,6 @@ import {
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { fileURLToPath } from 'node:url'
 import { buildSaveImagePrefix, EncodeStream, SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { isXbzrleStream } from '@xbzrle/protocol'
 import { removeTmpDirs, tmpDir } from '@xbzrle/testkit'
@@ -48,10 +47,10 @@ import {
   wrapperTargetsMissing,
 } from './libvirt-helper/install.js'
 import { findRealProgram, isHelperWrapper, WRAPPER_MARKER } from './libvirt-helper/real-program.js'
+import { LIBVIRT_HELPER_CLI } from './test-cli.js'
 
-const BIN = fileURLToPath(new URL('./libvirt-helper/test-bin.ts', import.meta.url))
-const TSX = fileURLToPath(import.meta.resolve('tsx'))
-const XBZRLE = [process.execPath, '--conditions=@xbzrle/source', '--import', TSX, BIN]
+/** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
+const XBZRLE = LIBVIRT_HELPER_CLI
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
 afterAll(() => removeTmpDirs())

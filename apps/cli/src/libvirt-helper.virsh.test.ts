@@ -26,7 +26,6 @@ import {
 } from 'node:fs'
 import { open, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { isXbzrleStream } from '@xbzrle/protocol'
 import {
   buildTestGuest,
@@ -47,11 +46,10 @@ import {
 } from '@xbzrle/testkit'
 import { afterAll, describe, expect, it } from 'vitest'
 import { describeLibvirtImage, isHelperImage, readLibvirtImage } from './libvirt-helper/image.js'
+import { LIBVIRT_HELPER_CLI } from './test-cli.js'
 
-const BIN = fileURLToPath(new URL('./libvirt-helper/test-bin.ts', import.meta.url))
-const TSX = fileURLToPath(import.meta.resolve('tsx'))
 /** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
-const XBZRLE = [process.execPath, '--conditions=@xbzrle/source', '--import', TSX, BIN]
+const XBZRLE = LIBVIRT_HELPER_CLI
 const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 /** Daemons in a private mount namespace (testkit's requireLibvirt) and the real lzop libvirt runs at first. */

@@ -7,6 +7,17 @@ import { fileURLToPath } from 'node:url'
 export const CLI = fileURLToPath(new URL('../bin/xbzrle.js', import.meta.url))
 /** Shell form for QEMU exec: commands. */
 export const CLI_SH = `${process.execPath} ${CLI}`
+/**
+ * The CLI with the libvirt helper's wiring, run from source (libvirt-helper/test-bin.ts through tsx): the command
+ * the libvirt tests install as the helper's wrapper target.
+ */
+export const LIBVIRT_HELPER_CLI = [
+  process.execPath,
+  '--conditions=@xbzrle/source',
+  '--import',
+  fileURLToPath(import.meta.resolve('tsx')),
+  fileURLToPath(new URL('./libvirt-helper/test-bin.ts', import.meta.url)),
+]
 
 export interface RunResult {
   code: number | null
