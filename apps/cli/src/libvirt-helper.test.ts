@@ -20,7 +20,7 @@ import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { buildSaveImagePrefix, EncodeStream, SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { isXbzrleStream } from '@xbzrle/protocol'
-import { removeTmpDirs, tmpDir } from '@xbzrle/testkit'
+import { removeTmpDirs, requireTool, tmpDir } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   HelperConfigError,
@@ -315,11 +315,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   })
 
   it('with the real /usr/bin/lzop behind it, an lzop file still decompresses', async (ctx) => {
-    if (!existsSync('/usr/bin/lzop')) {
-      if (process.env.CI === 'true') throw new Error('needs lzop; CI=true, so this is a failure, not a skip')
-      ctx.skip('needs /usr/bin/lzop')
-      return
-    }
+    if (!requireTool(ctx, '/usr/bin/lzop', 'lzop')) return
     const lzo = spawnSync('/usr/bin/lzop', ['-c'], { input: qemuStream, maxBuffer: 1 << 30 }).stdout
     const r = await runWrapper(wrapper, ['-dc', '--ignore-warn'], lzo, {
       PATH: `${join(dir, 'helper')}:/usr/bin:/bin`,
@@ -329,11 +325,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   })
 
   it('stands in for zstd the same way (libvirt >= 10.4 runs zstd -c / zstd -dc)', async (ctx) => {
-    if (!existsSync('/usr/bin/zstd')) {
-      if (process.env.CI === 'true') throw new Error('needs zstd; CI=true, so this is a failure, not a skip')
-      ctx.skip('needs /usr/bin/zstd')
-      return
-    }
+    if (!requireTool(ctx, '/usr/bin/zstd', 'zstd')) return
     const z = join(dir, 'helper/zstd')
     writeFileSync(z, wrapperScript('zstd', XBZRLE, join(dir, 'helper.conf')))
     chmodSync(z, 0o755)

@@ -17,6 +17,7 @@ import {
   migrateWithUris,
   requireQemu,
   startRunningGuest,
+  waitFor,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
@@ -338,9 +339,11 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
   })
 })
 
-/** Resolves once `pred` holds for the directory listing. */
-async function waitForFile(pred: (names: string[]) => boolean): Promise<void> {
-  while (!pred(readdirSync(dir))) await new Promise((r) => setTimeout(r, 20))
+/** Resolves once a file whose name contains `part` is in the test directory. */
+function waitForFile(part: string): Promise<boolean> {
+  return waitFor(() => readdirSync(dir).some((n) => n.includes(part)), `a file named *${part}* in ${dir}`, {
+    intervalMs: 20,
+  })
 }
 
 describe('receive: outputs, interruptions and hostile senders (issue #19)', () => {
@@ -348,7 +351,7 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
     const out = join(dir, 'fixed.mig')
     const rx = await startReceiver(['-o', out])
     const a = send(rx.port, 'a', join(dir, 'in.mig'), ['--migration-id', 'first', '--max-rate', '1M'])
-    await waitForFile((names) => names.some((n) => n.includes('fixed.mig')))
+    await waitForFile('fixed.mig')
     const b = await send(rx.port, 'b', join(dir, 'in.mig'), ['--migration-id', 'second'])
     expect(b.code, `${b.stderr}\n${rx.stderr()}\n${readdirSync(dir).join(' ')}`).toBe(5)
     expect(b.stderr).toMatch(
@@ -379,7 +382,7 @@ describe('receive: outputs, interruptions and hostile senders (issue #19)', () =
       { env: { ...process.env, ...env }, stdio: 'ignore' },
     )
     children.push(tx)
-    await waitForFile((names) => names.some((n) => n.includes('sig-term.mig')))
+    await waitForFile('sig-term.mig')
     rx.child.kill('SIGTERM')
     const code = await rx.exit
     tx.kill('SIGKILL')

@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net'
+import { sleep } from './wait.js'
 
 /** An asynchronous QMP event. */
 export interface QmpEvent {
@@ -31,8 +32,6 @@ interface EventWaiter {
   match: ((e: QmpEvent) => boolean) | undefined
   resolve: (e: QmpEvent) => void
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /**
  * Minimal QMP client over a unix socket: greeting + qmp_capabilities, id-matched commands with timeouts,
