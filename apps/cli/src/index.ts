@@ -43,6 +43,11 @@ Exit codes: 0 ok, 2 usage, 3 bad or corrupt input, 4 I/O error, 5 network peer, 
 complete output: after any error or signal the old file is left as it was.
 `
 
+/** A repeatable option: every value, in order. */
+function collectArg(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v]
+}
+
 function sizeArg(v: string): number {
   try {
     return parseSize(v)
@@ -203,6 +208,11 @@ export function buildProgram(): Command {
     )
     .addOption(formatVersionOption())
     .addOption(compressOption())
+    .option(
+      '--base <file>',
+      'encode against an earlier image of the same VM (QEMU stream, save image or xbzrle stream); repeat it for the bases an xbzrle base depends on',
+      collectArg,
+    )
     .option('--stats', 'print a summary and a per-pass table on stderr at the end')
     .option(
       '--strict',
@@ -220,6 +230,7 @@ export function buildProgram(): Command {
       compression: compressionOf(o),
       stats: o.stats,
       strict: o.strict,
+      base: o.base,
       ...observeOf(o),
     })
   })
@@ -230,13 +241,24 @@ export function buildProgram(): Command {
     .argument('[input]', 'input file (default: stdin)')
     .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
     .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
+    .option(
+      '--base <file>',
+      'the base image the stream was encoded against (verified by SHA-256 first); repeat it for a chain of bases',
+      collectArg,
+    )
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',
       "\nExample:\n  xbzrle decode vm.save.xbz -o vm.save\n  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode /srv/mig.xbz'\n",
     )
   addObserveOptions(decode).action(async (input: string | undefined, o) => {
-    await runDecode(input, { output: o.output, maxCache: o.maxCache, stats: o.stats, ...observeOf(o) })
+    await runDecode(input, {
+      output: o.output,
+      maxCache: o.maxCache,
+      stats: o.stats,
+      base: o.base,
+      ...observeOf(o),
+    })
   })
 
   program

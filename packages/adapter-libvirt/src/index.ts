@@ -1,4 +1,16 @@
 export {
+  type BaseOptions,
+  baseBytes,
+  DEFAULT_MAX_AUTO_BASE_CACHE,
+  type DecoderBase,
+  type EncoderBase,
+  type EncoderBaseOptions,
+  prepareDecoderBase,
+  prepareEncoderBase,
+} from './base/base-image.js'
+export { BaseSeeder, type SeedResult, type SeedTarget } from './base/seeder.js'
+export { ACCEPTED_CRITICAL, type PeekedHeader, peekStreamHeader, replay } from './base/stream-header.js'
+export {
   DEFAULT_MAX_DECODER_CACHE,
   type DecoderOptions,
   type DecoderStats,
@@ -84,15 +96,3 @@ export {
   WORKLOADS,
   type Workload,
 } from './simulate/simulated-guest.js'
-export {
-  type BaseOptions,
-  baseBytes,
-  DEFAULT_MAX_AUTO_BASE_CACHE,
-  type DecoderBase,
-  type EncoderBase,
-  type EncoderBaseOptions,
-  prepareDecoderBase,
-  prepareEncoderBase,
-} from './base/base-image.js'
-export { BaseSeeder, type SeedResult, type SeedTarget } from './base/seeder.js'
-export { ACCEPTED_CRITICAL, type PeekedHeader, peekStreamHeader, replay } from './base/stream-header.js'

@@ -1,7 +1,18 @@
-import type { Readable, Writable } from 'node:stream'
+import { Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
+import {
+  type DecoderBase,
+  DecodeStream,
+  type EncoderBase,
+  type EncoderStats,
+  EncodeStream,
+  peekStreamHeader,
+  prepareDecoderBase,
+  prepareEncoderBase,
+  replay,
+} from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
+import { baseRequirementOf } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
@@ -30,6 +41,8 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   stats?: boolean
   /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
   strict?: boolean
+  /** Encode against this base image (and, for an xbzrle base, the bases it depends on, in order). */
+  base?: string[]
 }
 
 export function hitRate(s: EncoderStats): number | undefined {
@@ -48,6 +61,7 @@ async function filterToOutput(
   transform: Readable & Writable,
   startProgress: () => Progress | undefined,
   check: () => void,
+  source?: Readable,
 ): Promise<void> {
   installSignalHandlers()
   let out: AtomicOutput | undefined
@@ -57,7 +71,7 @@ async function filterToOutput(
     else out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
     progress = startProgress()
     try {
-      await pipeline(openInput(input), transform, out ? out.stream : process.stdout)
+      await pipeline(source ?? openInput(input), transform, out ? out.stream : process.stdout)
     } finally {
       progress?.stop()
     }
@@ -75,6 +89,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
   if (lv && isHelperImage(lv)) throw new CliError(describeLibvirtImage(lv, input!), ExitCode.BAD_INPUT)
   const started = process.hrtime.bigint()
+  const base = o.base?.length ? await encoderBase(o) : undefined
   const obs = await startObservation('encode', o, o.output)
   const enc = new EncodeStream({
     cacheBytes: o.cacheSize,
@@ -82,6 +97,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
     passListener: obs.observer.listener,
+    base,
   })
   obs.observer.attach(encoderSource(enc.encoder))
   const progress = () =>
@@ -101,6 +117,23 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     }),
   )
   if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
+}
+
+/**
+ * Seeds the encoder's cache from `--base` (hashing it on the way). A base bigger than the cache seeds what fits,
+ * the base's later pages last, and says so on stderr.
+ */
+async function encoderBase(o: EncodeCommandOptions): Promise<EncoderBase> {
+  if (o.formatVersion !== undefined && o.formatVersion < 3)
+    throw new CliError('--base needs format version 3 (the header names the base)', ExitCode.USAGE)
+  const base = await prepareEncoderBase(o.base!, { cacheBytes: o.cacheSize, ways: o.ways, mode: o.mode })
+  const s = base.seed
+  if (s.evicted > 0)
+    process.stderr.write(
+      `xbzrle encode: base ${o.base![0]}: ${s.evicted} of its pages did not fit in the ${formatBytes(base.target.parameters.cacheBytes)} cache; ` +
+        `seeded the ${s.seededPages} most recent (a bigger --cache-size keeps them all)\n`,
+    )
+  return base
 }
 
 /**
@@ -157,6 +190,26 @@ export interface DecodeCommandOptions extends ObserveCommandOptions {
   output?: string
   maxCache?: number
   stats?: boolean
+  /** The base image the stream was encoded against (then the bases it depends on, in order). */
+  base?: string[]
+}
+
+/**
+ * With --base: reads the stream's header, seeds the cache from the base it names and verifies the base (all
+ * before a byte is written); returns the input to decode (the header's chunks replayed) and the seeded cache.
+ */
+async function decoderBase(
+  input: string | undefined,
+  o: DecodeCommandOptions,
+): Promise<{ source: Readable; base: DecoderBase | undefined }> {
+  const it = openInput(input)[Symbol.asyncIterator]()
+  const peeked = await peekStreamHeader(it)
+  const source = Readable.from(replay(peeked.head, it), { objectMode: false })
+  if (!baseRequirementOf(peeked.header)) {
+    process.stderr.write('xbzrle decode: note: the stream does not depend on a base image; --base ignored\n')
+    return { source, base: undefined }
+  }
+  return { source, base: await prepareDecoderBase(o.base!, peeked.header, { maxCacheBytes: o.maxCache }) }
 }
 
 export async function runDecode(input: string | undefined, o: DecodeCommandOptions): Promise<void> {
@@ -181,8 +234,13 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
     return
   }
   const started = process.hrtime.bigint()
+  const based = o.base?.length ? await decoderBase(input, o) : undefined
   const obs = await startObservation('decode', o, o.output)
-  const dec = new DecodeStream({ maxCacheBytes: o.maxCache, passListener: obs.observer.listener })
+  const dec = new DecodeStream({
+    maxCacheBytes: o.maxCache,
+    passListener: obs.observer.listener,
+    base: based?.base,
+  })
   obs.observer.attach(decoderSource(dec.decoder))
   const progress = () =>
     obs.bar
@@ -191,7 +249,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
           return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
         })
       : undefined
-  await obs.run(() => filterToOutput(input, o.output, dec, progress, () => {}))
+  await obs.run(() => filterToOutput(input, o.output, dec, progress, () => {}, based?.source))
   if (o.stats) {
     const s = dec.decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9

@@ -15,7 +15,6 @@ import {
   type BaseRequirement,
   baseFingerprint,
   baseRequirementOf,
-  describeBaseRequirement,
   isXbzrleStream,
   ProtocolError,
   type StreamHeader,
@@ -23,6 +22,7 @@ import {
 import { DEFAULT_MAX_DECODER_CACHE, XbzrleDecoder } from '../filter/decoder.js'
 import { IO_CHUNK } from '../filter/streams.js'
 import { DEFAULT_TARGET_PAGE_SIZE } from '../qemu/format.js'
+import { baseError, missingBaseError, needsBase } from './errors.js'
 import { BaseSeeder, type SeedResult } from './seeder.js'
 import { peekStreamHeader, replay } from './stream-header.js'
 
@@ -98,10 +98,6 @@ export async function* baseBytes(chain: readonly string[], o: BaseOptions = {}):
   dec.finish()
 }
 
-function baseError(what: string): ProtocolError {
-  return new ProtocolError('BASE_MISMATCH', `xbzrle: ${what}`)
-}
-
 /** Runs the base's bytes through a seeder; a base that cannot be read is a one-line error naming `expected`. */
 async function seedFrom<T extends PageDeltaEncoder | PageDeltaDecoder>(
   chain: readonly string[],
@@ -132,9 +128,8 @@ export async function prepareDecoderBase(
 ): Promise<DecoderBase> {
   const req = baseRequirementOf(header)
   if (!req) throw new Error('prepareDecoderBase: the stream does not depend on a base')
-  const needs = `; the stream needs base ${describeBaseRequirement(req)}`
-  if (chain.length === 0)
-    throw baseError(`this stream was encoded against a base image; give it with --base FILE${needs}`)
+  const needs = needsBase(req)
+  if (chain.length === 0) throw missingBaseError(req)
   const max = o.maxCacheBytes ?? DEFAULT_MAX_DECODER_CACHE
   if (header.cache.cacheBytes > max)
     throw baseError(`the stream needs a ${header.cache.cacheBytes}-byte cache, more than --max-cache ${max}`)

@@ -5,7 +5,6 @@ import {
   baseFingerprint,
   baseRequirementOf,
   crc32,
-  describeBaseRequirement,
   describeNotXbzrle,
   type EndFrame,
   FrameReader,
@@ -15,6 +14,7 @@ import {
   verifyEndTotals,
 } from '@xbzrle/protocol'
 import type { DecoderBase } from '../base/base-image.js'
+import { baseError, missingBaseError, needsBase } from '../base/errors.js'
 import {
   type PassCounters,
   PassDetector,
@@ -321,12 +321,7 @@ export class XbzrleDecoder {
     const req = baseRequirementOf(h)
     const base = this.options.base
     if (!req) return false
-    const needs = describeBaseRequirement(req)
-    if (!base)
-      throw new ProtocolError(
-        'BASE_MISMATCH',
-        `xbzrle: this stream was encoded against a base image; give it with --base FILE; the stream needs base ${needs}`,
-      )
+    if (!base) throw missingBaseError(req)
     const p = base.target.parameters
     if (
       baseFingerprint(base.requirement) !== baseFingerprint(req) ||
@@ -335,10 +330,7 @@ export class XbzrleDecoder {
       p.ways !== h.cache.ways ||
       p.policy !== h.cache.policy
     )
-      throw new ProtocolError(
-        'BASE_MISMATCH',
-        `xbzrle: the base cache given was prepared for another stream; the stream needs base ${needs}`,
-      )
+      throw baseError(`the base cache given was prepared for another stream${needsBase(req)}`)
     this.codec = base.target
     return true
   }
