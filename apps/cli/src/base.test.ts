@@ -77,3 +77,47 @@ describe('xbzrle encode/decode --base', () => {
     expect(v2.stderr).toMatch(/--base needs format version 3/)
   })
 })
+
+describe('xbzrle rebase', () => {
+  it('--flatten: a standalone stream whose decoded bytes equal those of the no-base encoding', async () => {
+    const r = await runCli([
+      'rebase',
+      f('second.xbz'),
+      '--base',
+      f('first.save'),
+      '--flatten',
+      '-o',
+      f('flat.xbz'),
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    const i = await runCli(['inspect', f('flat.xbz')])
+    expect(i.stdout.toString()).not.toMatch(/depends on base/)
+    const flat = await runCli(['decode', f('flat.xbz')])
+    expect(flat.code, flat.stderr).toBe(0)
+    const alone = await runCli(['encode', f('second.save')])
+    const aloneBack = await runCli(['decode'], alone.stdout)
+    expect(flat.stdout.equals(aloneBack.stdout)).toBe(true)
+    expect(flat.stdout.equals(readFileSync(f('second.save')))).toBe(true)
+  })
+
+  it('--onto another base; a wrong --base leaves no output file; no --base is a usage error', async () => {
+    const r = await runCli([
+      'rebase',
+      f('second.xbz'),
+      '--base',
+      f('first.save'),
+      '--onto',
+      f('other.save'),
+      '-o',
+      f('onto.xbz'),
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    const d = await runCli(['decode', f('onto.xbz'), '--base', f('other.save')])
+    expect(d.code, d.stderr).toBe(0)
+    expect(d.stdout.equals(readFileSync(f('second.save')))).toBe(true)
+    const bad = await runCli(['rebase', f('second.xbz'), '--base', f('other.save'), '-o', f('bad.xbz')])
+    expect(bad.code).toBe(3)
+    expect(existsSync(f('bad.xbz'))).toBe(false)
+    expect((await runCli(['rebase', f('second.xbz')])).code).toBe(2)
+  })
+})

@@ -6,7 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
 import { runQemuDemo } from './commands/demo-qemu.js'
-import { runDecode, runEncode } from './commands/filter.js'
+import { runDecode, runEncode, runRebase } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { runReceive, runSend } from './commands/ws.js'
@@ -260,6 +260,43 @@ export function buildProgram(): Command {
       ...observeOf(o),
     })
   })
+
+  program
+    .command('rebase')
+    .description(
+      'turn a stream encoded against a base image into a standalone one (--flatten, the default) or re-base it (--onto)',
+    )
+    .argument('<stream>', 'the based xbzrle stream (FILE or - for stdin)')
+    .requiredOption(
+      '--base <file>',
+      'the base image the stream was encoded against; repeat it for the bases that one depends on',
+      collectArg,
+    )
+    .option('--flatten', 'write a standalone stream that needs no base (the default)')
+    .option('--onto <file>', 'encode against this base image instead (repeat it for a chain)', collectArg)
+    .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
+    .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
+    .option('--cache-size <bytes>', 'cache of the new stream (default: guest RAM, up to 1 GiB)', sizeArg)
+    .addOption(formatVersionOption())
+    .addOption(compressOption())
+    .option('--stats', 'print a summary on stderr at the end')
+    .addHelpText(
+      'after',
+      '\nExample:\n  xbzrle rebase vm.2.xbz --base vm.1.save -o vm.2.full.xbz   # vm.1.save may now be deleted\n',
+    )
+    .action(async (stream: string, o) => {
+      if (o.flatten && o.onto) throw new CliError('--flatten and --onto exclude each other', ExitCode.USAGE)
+      await runRebase(stream, {
+        output: o.output,
+        base: o.base,
+        onto: o.onto,
+        maxCache: o.maxCache,
+        cacheSize: o.cacheSize,
+        formatVersion: o.formatVersion,
+        compression: compressionOf(o),
+        stats: o.stats,
+      })
+    })
 
   program
     .command('inspect')

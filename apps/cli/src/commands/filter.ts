@@ -12,7 +12,7 @@ import {
   replay,
 } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
-import { baseRequirementOf } from '@xbzrle/protocol'
+import { baseRequirementOf, type StreamHeader } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
@@ -58,7 +58,7 @@ export function hitRate(s: EncoderStats): number | undefined {
 async function filterToOutput(
   input: string | undefined,
   output: string | undefined,
-  transform: Readable & Writable,
+  transform: (Readable & Writable) | (Readable & Writable)[],
   startProgress: () => Progress | undefined,
   check: () => void,
   source?: Readable,
@@ -71,7 +71,8 @@ async function filterToOutput(
     else out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
     progress = startProgress()
     try {
-      await pipeline(source ?? openInput(input), transform, out ? out.stream : process.stdout)
+      const steps = Array.isArray(transform) ? transform : [transform]
+      await pipeline([source ?? openInput(input), ...steps, out ? out.stream : process.stdout])
     } finally {
       progress?.stop()
     }
@@ -201,15 +202,16 @@ export interface DecodeCommandOptions extends ObserveCommandOptions {
 async function decoderBase(
   input: string | undefined,
   o: DecodeCommandOptions,
-): Promise<{ source: Readable; base: DecoderBase | undefined }> {
+): Promise<{ source: Readable; base: DecoderBase | undefined; header: StreamHeader }> {
   const it = openInput(input)[Symbol.asyncIterator]()
   const peeked = await peekStreamHeader(it)
   const source = Readable.from(replay(peeked.head, it), { objectMode: false })
   if (!baseRequirementOf(peeked.header)) {
     process.stderr.write('xbzrle decode: note: the stream does not depend on a base image; --base ignored\n')
-    return { source, base: undefined }
+    return { source, base: undefined, header: peeked.header }
   }
-  return { source, base: await prepareDecoderBase(o.base!, peeked.header, { maxCacheBytes: o.maxCache }) }
+  const base = await prepareDecoderBase(o.base!, peeked.header, { maxCacheBytes: o.maxCache })
+  return { source, base, header: peeked.header }
 }
 
 export async function runDecode(input: string | undefined, o: DecodeCommandOptions): Promise<void> {
@@ -258,4 +260,49 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
         passTable(dec.decoder.passes),
     )
   }
+}
+
+export interface RebaseCommandOptions {
+  output?: string
+  /** The base the stream was encoded against (then the bases that one depends on). */
+  base: string[]
+  /** Re-encode against this base instead of writing a standalone stream. */
+  onto?: string[]
+  maxCache?: number
+  cacheSize?: number
+  ways?: number
+  mode?: 'canonical' | 'compact'
+  formatVersion?: number
+  compression?: Compression
+  stats?: boolean
+}
+
+/**
+ * `xbzrle rebase`: decodes a based stream against its base (verified first) and encodes the decoded bytes again,
+ * standalone (flatten: the old image can then be dropped) or against another base (--onto). Memory: the two
+ * caches plus a batch or two in flight; nothing is written unless the whole stream decoded and verified (-o).
+ */
+export async function runRebase(input: string, o: RebaseCommandOptions): Promise<void> {
+  const started = process.hrtime.bigint()
+  const based = await decoderBase(input, { base: o.base, maxCache: o.maxCache })
+  const mode = o.mode ?? based.header.mode
+  const onto = o.onto?.length ? await encoderBase({ ...o, mode, base: o.onto }) : undefined
+  const dec = new DecodeStream({ maxCacheBytes: o.maxCache, base: based.base })
+  const enc = new EncodeStream({
+    cacheBytes: o.cacheSize,
+    ways: o.ways,
+    mode,
+    formatVersion: o.formatVersion,
+    compression: o.compression,
+    base: onto,
+  })
+  await filterToOutput(
+    input,
+    o.output,
+    [dec, enc],
+    () => undefined,
+    () => {},
+    based.source,
+  )
+  if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started))
 }
