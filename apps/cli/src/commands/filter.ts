@@ -262,19 +262,13 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   }
 }
 
-export interface RebaseCommandOptions {
-  output?: string
+/** The encode options plus the based stream's own base; `onto` is the new base (absent: flatten). */
+export interface RebaseCommandOptions extends Omit<EncodeCommandOptions, 'base' | 'strict'> {
   /** The base the stream was encoded against (then the bases that one depends on). */
   base: string[]
   /** Re-encode against this base instead of writing a standalone stream. */
   onto?: string[]
   maxCache?: number
-  cacheSize?: number
-  ways?: number
-  mode?: 'canonical' | 'compact'
-  formatVersion?: number
-  compression?: Compression
-  stats?: boolean
 }
 
 /**
