@@ -1,4 +1,5 @@
 // `--base` (issue #15) through the built CLI: encode/decode against an earlier image, refusals, inspect.
+import type { ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,7 +9,7 @@ import {
   changedImage,
   saveLikeImage,
 } from '../../../packages/adapter-libvirt/src/base/test-images.js'
-import { runCli } from './test-cli.js'
+import { freePort, runCli, startCliReceiver } from './test-cli.js'
 
 let dir: string
 let first: Buffer
@@ -26,7 +27,11 @@ beforeAll(async () => {
   const e = await runCli(['encode', f('second.save'), '--base', f('first.save'), '-o', f('second.xbz')])
   expect(e.code, e.stderr).toBe(0)
 })
-afterAll(() => rmSync(dir, { recursive: true, force: true }))
+const children: ChildProcess[] = []
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+})
 
 describe('xbzrle encode/decode --base', () => {
   it('the second save encoded against the first is much smaller and decodes byte-exactly', async () => {
@@ -119,5 +124,46 @@ describe('xbzrle rebase', () => {
     expect(bad.code).toBe(3)
     expect(existsSync(f('bad.xbz'))).toBe(false)
     expect((await runCli(['rebase', f('second.xbz')])).code).toBe(2)
+  })
+})
+
+describe('xbzrle send / receive --base', () => {
+  /** Sends second.save to a receiver holding `held`; returns the sender's stderr and the receiver's. */
+  async function migrate(held: string, out: string) {
+    const port = await freePort()
+    const rx = await startCliReceiver(
+      ['--listen', `127.0.0.1:${port}`, '--base', f(held), '-o', f(out), '--once', '--stats'],
+      {},
+      children,
+    )
+    const tx = await runCli([
+      'send',
+      `ws://127.0.0.1:${port}/vm1`,
+      f('second.save'),
+      '--base',
+      f('first.save'),
+      '--stats',
+    ])
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(await rx.exit).toBe(0)
+    expect(readFileSync(f(out)).equals(readFileSync(f('second.save')))).toBe(true)
+    const m = /([\d.]+) (B|KiB|MiB|GiB) sent to/.exec(tx.stderr)
+    expect(m, tx.stderr).not.toBeNull()
+    const sent = Number(m![1]) * 1024 ** ['B', 'KiB', 'MiB', 'GiB'].indexOf(m![2]!)
+    return { tx: tx.stderr, rx: rx.stderr(), sent }
+  }
+
+  it('the peers hold the same base: the stream is encoded against it (far fewer bytes on the wire)', async () => {
+    const same = await migrate('first.save', 'rx-same.save')
+    expect(same.tx).toMatch(/the receiver holds our base sha256:[0-9a-f]{64}: encoding against it/)
+    const other = await migrate('other.save', 'rx-other.save')
+    // different bases: a logged line on each side, and the migration goes through without a base
+    expect(other.tx).toMatch(
+      /the receiver holds base sha256:[0-9a-f]{64}, not ours \(sha256:[0-9a-f]{64}\): sending without a base/,
+    )
+    expect(other.rx).toMatch(
+      /the sender's base sha256:[0-9a-f]{64} is not ours \(sha256:[0-9a-f]{64}\): it sends without a base/,
+    )
+    expect(same.sent).toBeLessThan(other.sent * 0.2)
   })
 })

@@ -345,6 +345,11 @@ export function buildProgram(): Command {
     .option('--max-rate <bytes>', 'cap the bandwidth, bytes per second (e.g. 100M)', sizeArg)
     .option('--migration-id <id>', 'name of this migration on the receiver (default: random)')
     .option('--encoded', 'the input is already an xbzrle stream: send it as it is')
+    .option(
+      '--base <file>',
+      'an earlier image of this VM that the receiver may hold: encode against it if the receiver holds the same (repeat for its own bases)',
+      collectArg,
+    )
     .option('--cache-size <bytes>', 'page cache budget (default: guest RAM, up to 1 GiB)', sizeArg)
     .addOption(
       new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
@@ -378,6 +383,11 @@ export function buildProgram(): Command {
       "hand each decoded stream to a destination QEMU's -incoming unix: socket",
     )
     .option('--once', 'exit after the first migration (implied when writing to stdout)')
+    .option(
+      '--base <file>',
+      'an earlier image of the incoming VM held here (named in the handshake; a sender holding the same encodes against it)',
+      collectArg,
+    )
     .option('--max-memory <bytes>', 'global memory cap for all sessions', sizeArg)
     .option('--max-cache <bytes>', 'largest cache one stream may ask for', sizeArg)
     .option(

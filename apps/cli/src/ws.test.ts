@@ -20,7 +20,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { outputPath, qemuSocketSink } from './commands/ws.js'
-import { CLI, CLI_SH, freePort, runCli } from './test-cli.js'
+import { CLI, CLI_SH, freePort, runCli, startCliReceiver } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -40,28 +40,9 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true })
 })
 
-/** Starts `xbzrle receive` and resolves once it listens. */
-function startReceiver(
-  args: string[],
-  extraEnv: NodeJS.ProcessEnv = env,
-): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, 'receive', ...args], { env: { ...process.env, ...extraEnv } })
-  children.push(child)
-  let err = ''
-  child.stderr.on('data', (b) => (err += b))
-  const exit = new Promise<number | null>((r) => child.on('close', r))
-  return new Promise((resolve, reject) => {
-    const t = setInterval(() => {
-      if (/listening on/.test(err)) {
-        clearInterval(t)
-        resolve({ child, stderr: () => err, exit })
-      }
-    }, 20)
-    child.on('close', (code) => {
-      clearInterval(t)
-      reject(new Error(`receiver exited ${code}: ${err}`))
-    })
-  })
+/** Starts `xbzrle receive` and resolves once it listens (killed after the tests). */
+function startReceiver(args: string[], extraEnv: NodeJS.ProcessEnv = env) {
+  return startCliReceiver(args, extraEnv, children)
 }
 
 /** A TCP proxy that cuts every connection after `cutAfter` bytes from the client, `cuts` times in all. */

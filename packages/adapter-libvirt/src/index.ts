@@ -1,3 +1,4 @@
+export { BaseGate } from './base/base-gate.js'
 export {
   type BaseOptions,
   baseBytes,

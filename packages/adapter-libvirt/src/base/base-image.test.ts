@@ -2,11 +2,15 @@ import { Buffer } from 'node:buffer'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { PageDeltaDecoder, PageDeltaEncoder } from '@xbzrle/codec'
 import { baseRequirementOf, FrameReader, ProtocolError } from '@xbzrle/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { XbzrleDecoder } from '../filter/decoder.js'
-import { prepareEncoderBase } from './base-image.js'
+import { DecodeStream } from '../filter/streams.js'
+import { BaseGate } from './base-gate.js'
+import { prepareDecoderBase, prepareEncoderBase } from './base-image.js'
 import { BaseSeeder } from './seeder.js'
 import { ACCEPTED_CRITICAL } from './stream-header.js'
 import { asSaveImage, changedImage, decodeWithBase, encodeWithBase, saveLikeImage } from './test-images.js'
@@ -174,5 +178,34 @@ describe('bases that are save images or xbzrle streams', () => {
     await expect(decodeWithBase(c3, chain.slice(0, 2))).rejects.toThrow(
       /c1\.xbz cannot be used .*needs base sha256:/,
     )
+  })
+})
+
+describe('BaseGate (a pipeline that learns the base from the header, e.g. a receiver)', () => {
+  async function throughGate(encoded: Uint8Array, chain: string[]): Promise<Buffer> {
+    const dec = new DecodeStream()
+    const gate = new BaseGate(dec.decoder, (h) => prepareDecoderBase(chain, h))
+    const out: Buffer[] = []
+    const chunks = [0, 1000, 70_000, encoded.length].map((n, i, a) => encoded.subarray(a[i - 1] ?? 0, n))
+    await pipeline(
+      Readable.from(chunks.filter((c) => c.length > 0).map((c) => Buffer.from(c))),
+      gate,
+      dec,
+      new Writable({
+        write(c, _e, cb) {
+          out.push(c)
+          cb()
+        },
+      }),
+    )
+    return Buffer.concat(out)
+  }
+
+  it('seeds the decoder from the base before the first batch; streams without a base pass', async () => {
+    const based = await encodeWithBase(second, [path('first.mig')])
+    expect((await throughGate(based, [path('first.mig')])).equals(second)).toBe(true)
+    const plain = await encodeWithBase(second, undefined)
+    expect((await throughGate(plain, [])).equals(second)).toBe(true)
+    await expect(throughGate(based, [path('other.mig')])).rejects.toThrow(/not this stream's base/)
   })
 })

@@ -110,6 +110,8 @@ export class XbzrleDecoder {
   private other = 0
   /** The batch being decoded had a page frame already. */
   private batchHasPage = false
+  /** The seeded cache of the stream's base image (options.base, or setBase before the header). */
+  private base: DecoderBase | undefined
 
   constructor(
     private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
@@ -117,6 +119,16 @@ export class XbzrleDecoder {
   ) {
     this.reader = new FrameReader({ acceptCritical: [BASE_IMAGE_EXTENSION] })
     this.recorder = new PassRecorder(options.passListener)
+    this.base = options.base
+  }
+
+  /**
+   * Gives the seeded base cache after construction (a pipeline that learns the stream's base only from its
+   * header: BaseGate). Must come before the header reaches this decoder.
+   */
+  setBase(base: DecoderBase): void {
+    if (this.s.header) throw new Error('XbzrleDecoder.setBase after the stream header')
+    this.base = base
   }
 
   get stats(): DecoderStats {
@@ -319,7 +331,7 @@ export class XbzrleDecoder {
    */
   private useBase(h: StreamHeader): boolean {
     const req = baseRequirementOf(h)
-    const base = this.options.base
+    const base = this.base
     if (!req) return false
     if (!base) throw missingBaseError(req)
     const p = base.target.parameters
