@@ -14,6 +14,7 @@ import {
   captureMigration,
   compareGuestRam,
   installTestkitHooks,
+  migrateThrough,
   requireQemu,
   requireTool,
   shellQuote,
@@ -22,7 +23,7 @@ import {
   tmpDir,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { CLI_SH, runCli } from './test-cli.js'
+import { CLI_SH, freePort, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -99,5 +100,54 @@ describe('base images with a real guest', () => {
     const last = await guest.lastPass()
     await dest.cont()
     await dest.waitForPass(last + 2, 60_000)
+  })
+
+  it('live migration to a destination holding a save from 10 s earlier: ≤ 0.5x the wire bytes, RAM identical', {
+    timeout: 600_000,
+  }, async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const dir = tmpDir('xbzrle-base-live-')
+    const first = join(dir, 'first.mig')
+    const source = await startGuest({
+      memMiB: 288,
+      append: { workload: 'sparse', mem: 256, rate: 20000, period: 500 },
+    })
+    await source.waitForReady(120_000)
+    await source.waitForPass(1, 60_000)
+    await source.stop()
+    await captureMigration({ guest: source, out: first })
+    await source.cont()
+    await sleep(10_000)
+    /** One live migration over WebSocket; returns the payload bytes the sender put on the wire. */
+    const migrate = async (base: boolean) => {
+      const port = await freePort()
+      const b = base ? ` --base ${shellQuote(first)}` : ''
+      const { dest, stats, encode, decode } = await migrateThrough({
+        source,
+        encode: `XBZRLE_TOKEN=t0ken ${CLI_SH} send ws://127.0.0.1:${port}/vm --stats${b}`,
+        decode: `XBZRLE_TOKEN=t0ken ${CLI_SH} receive --listen 127.0.0.1:${port}${b}`,
+        parameters: { 'max-bandwidth': 64 << 20, 'downtime-limit': 1 },
+        forceConvergeAfterSyncs: 4,
+        timeoutMs: 300_000,
+      })
+      expect(stats.status).toBe('completed')
+      expect(encode.exitCode, encode.stderr).toBe(0)
+      expect(decode.exitCode, decode.stderr).toBe(0)
+      expect(await compareGuestRam(source, dest)).toBeNull()
+      const m = /([\d.]+) (B|KiB|MiB|GiB) sent to/.exec(encode.stderr)
+      expect(m, encode.stderr).not.toBeNull()
+      const wire = Number(m![1]) * 1024 ** ['B', 'KiB', 'MiB', 'GiB'].indexOf(m![2]!)
+      await dest.close({ graceful: false })
+      return { wire, stats, stderr: encode.stderr }
+    }
+    const based = await migrate(true)
+    expect(based.stderr).toMatch(/the receiver holds our base sha256:[0-9a-f]{64}: encoding against it/)
+    await source.cont()
+    const plain = await migrate(false)
+    console.log(
+      `[base-live] wire bytes with --base ${based.wire} (QEMU sent ${based.stats.ramTransferred}, ${based.stats.dirtySyncCount} syncs), ` +
+        `without ${plain.wire} (QEMU sent ${plain.stats.ramTransferred}, ${plain.stats.dirtySyncCount} syncs); ratio ${(based.wire / plain.wire).toFixed(4)}`,
+    )
+    expect(based.wire).toBeLessThanOrEqual(0.5 * plain.wire)
   })
 })
