@@ -1,6 +1,6 @@
 // `--base` (issue #15) through the built CLI: encode/decode against an earlier image, refusals, inspect.
 import type { ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -165,5 +165,53 @@ describe('xbzrle send / receive --base', () => {
       /the sender's base sha256:[0-9a-f]{64} is not ours \(sha256:[0-9a-f]{64}\): it sends without a base/,
     )
     expect(same.sent).toBeLessThan(other.sent * 0.2)
+  })
+})
+
+describe('the libvirt save flow: encode/decode --base-store DIR (keyed by the domain UUID)', () => {
+  it('each save is encoded against the previous one of its domain; decode finds the chain; a broken chain is refused', async () => {
+    const store = f('store')
+    mkdirSync(store)
+    const vm = '6f1c9a52-0b7e-4c1e-9d0a-3a5b7c9e1f20'
+    const third = changedImage(second, 0.05, 10)
+    const saves = [first, second, third].map((img, i) => {
+      writeFileSync(f(`vm-${i}.save`), asSaveImage(img, vm))
+      return readFileSync(f(`vm-${i}.save`))
+    })
+    const sizes: number[] = []
+    for (let i = 0; i < 3; i++) {
+      const e = await runCli(['encode', f(`vm-${i}.save`), '--base-store', store, '-o', f(`vm-${i}.xbz`)])
+      expect(e.code, e.stderr).toBe(0)
+      expect(e.stderr).toMatch(
+        i === 0 ? /no previous save in the store/ : /encoding against the previous save/,
+      )
+      sizes.push(readFileSync(f(`vm-${i}.xbz`)).length)
+    }
+    expect(sizes[2]!).toBeLessThan(sizes[0]! * 0.2)
+    // the dependency is visible: vm-2.xbz needs the save that vm-1.xbz holds
+    const i2 = await runCli(['inspect', f('vm-2.xbz')])
+    expect(i2.stdout.toString()).toMatch(
+      /depends on base image sha256:[0-9a-f]{64}, \d+ bytes, was vm-1\.xbz/,
+    )
+    for (const i of [2, 1, 0]) {
+      const d = await runCli(['decode', f(`vm-${i}.xbz`), '--base-store', store])
+      expect(d.code, d.stderr).toBe(0)
+      expect(d.stdout.equals(saves[i]!)).toBe(true)
+    }
+    // another domain has its own chain
+    writeFileSync(f('vm2.save'), asSaveImage(third, '00000000-1111-2222-3333-444444444444'))
+    const o = await runCli(['encode', f('vm2.save'), '--base-store', store, '-o', f('vm2.xbz')])
+    expect(o.stderr).toMatch(/no previous save in the store/)
+    // a link removed from the chain: the saves after it are refused, one line, no output
+    renameSync(f('vm-0.xbz'), f('moved.xbz'))
+    const broken = await runCli(['decode', f('vm-2.xbz'), '--base-store', store])
+    expect(broken.code).toBe(3)
+    expect(broken.stdout.length).toBe(0)
+    expect(broken.stderr).toMatch(/^xbzrle: xbzrle base: base image .*vm-1\.xbz cannot be used .*\n$/)
+    // and the next save starts a new chain instead of depending on it
+    writeFileSync(f('vm-3.save'), asSaveImage(changedImage(third, 0.05, 11), vm))
+    const next = await runCli(['encode', f('vm-3.save'), '--base-store', store, '-o', f('vm-3.xbz')])
+    expect(next.code, next.stderr).toBe(0)
+    expect(next.stderr).toMatch(/vm-0\.xbz of the chain is gone: this save starts a new chain/)
   })
 })

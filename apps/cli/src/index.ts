@@ -213,6 +213,15 @@ export function buildProgram(): Command {
       'encode against an earlier image of the same VM (QEMU stream, save image or xbzrle stream); repeat it for the bases an xbzrle base depends on',
       collectArg,
     )
+    .option(
+      '--base-store <dir>',
+      'libvirt save flow: encode a save image against the previous save of its domain (by UUID) kept in DIR, and record this one (-o required)',
+    )
+    .option(
+      '--max-chain <n>',
+      'with --base-store: saves per chain before a standalone one (default 4)',
+      intArg(1, 64),
+    )
     .option('--stats', 'print a summary and a per-pass table on stderr at the end')
     .option(
       '--strict',
@@ -231,6 +240,8 @@ export function buildProgram(): Command {
       stats: o.stats,
       strict: o.strict,
       base: o.base,
+      baseStore: o.baseStore,
+      maxChain: o.maxChain,
       ...observeOf(o),
     })
   })
@@ -246,6 +257,7 @@ export function buildProgram(): Command {
       'the base image the stream was encoded against (verified by SHA-256 first); repeat it for a chain of bases',
       collectArg,
     )
+    .option('--base-store <dir>', 'find the base in the libvirt save flow directory (encode --base-store)')
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',
@@ -257,6 +269,7 @@ export function buildProgram(): Command {
       maxCache: o.maxCache,
       stats: o.stats,
       base: o.base,
+      baseStore: o.baseStore,
       ...observeOf(o),
     })
   })

@@ -1,4 +1,6 @@
-import { Readable, type Writable } from 'node:stream'
+import { createHash } from 'node:crypto'
+import { resolve } from 'node:path'
+import { PassThrough, Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
   type DecoderBase,
@@ -12,8 +14,22 @@ import {
   replay,
 } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
-import { baseRequirementOf, type StreamHeader } from '@xbzrle/protocol'
+import {
+  baseFingerprint,
+  baseRequirementOf,
+  describeBaseRequirement,
+  ProtocolError,
+  type StreamHeader,
+} from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
+import {
+  basesFor,
+  basesForNewSave,
+  DEFAULT_MAX_CHAIN,
+  domainUuidOf,
+  readChain,
+  writeChain,
+} from '../base-store.js'
 import { CliError, ExitCode } from '../errors.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
@@ -43,6 +59,10 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   strict?: boolean
   /** Encode against this base image (and, for an xbzrle base, the bases it depends on, in order). */
   base?: string[]
+  /** The libvirt save flow: encode against the previous save of the same domain kept in this directory. */
+  baseStore?: string
+  /** Longest chain of saves in the store (default DEFAULT_MAX_CHAIN). */
+  maxChain?: number
 }
 
 export function hitRate(s: EncoderStats): number | undefined {
@@ -90,6 +110,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
   if (lv && isHelperImage(lv)) throw new CliError(describeLibvirtImage(lv, input!), ExitCode.BAD_INPUT)
   const started = process.hrtime.bigint()
+  const store = o.baseStore ? await storeForEncode(input, o) : undefined
   const base = o.base?.length ? await encoderBase(o) : undefined
   const obs = await startObservation('encode', o, o.output)
   const enc = new EncodeStream({
@@ -109,7 +130,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
         })
       : undefined
   await obs.run(() =>
-    filterToOutput(input, o.output, enc, progress, () => {
+    filterToOutput(input, o.output, store ? [store.hasher, enc] : enc, progress, () => {
       const problem = inputProblem(enc.encoder.stats)
       if (problem === undefined) return
       if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
@@ -117,7 +138,45 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
       process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
     }),
   )
+  store?.record()
   if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
+}
+
+/**
+ * `--base-store DIR` (the libvirt save flow): finds the chain of the save image's domain, sets `o.base` to it, and
+ * returns a pass-through that hashes the save and `record()`, which adds the new save to the chain once the
+ * output is complete.
+ */
+async function storeForEncode(input: string | undefined, o: EncodeCommandOptions) {
+  if (input === undefined || input === '-')
+    throw new CliError('--base-store needs the save image as a FILE argument', ExitCode.USAGE)
+  if (o.output === undefined || o.output === '-')
+    throw new CliError('--base-store needs -o FILE (the store refers to it)', ExitCode.USAGE)
+  if (o.base?.length) throw new CliError('--base-store and --base exclude each other', ExitCode.USAGE)
+  const dir = o.baseStore!
+  const uuid = await domainUuidOf(input)
+  const say = (s: string) => process.stderr.write(`xbzrle encode: domain ${uuid}: ${s}\n`)
+  const chain = readChain(dir, uuid)
+  o.base = basesForNewSave(chain, o.maxChain ?? DEFAULT_MAX_CHAIN, say)
+  say(
+    o.base.length
+      ? `encoding against the previous save ${o.base[0]} (${o.base.length} in the chain)`
+      : 'no previous save in the store: encoding standalone',
+  )
+  const hash = createHash('sha256')
+  let bytes = 0
+  const hasher = new PassThrough({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk)
+      bytes += chunk.length
+      cb(null, chunk)
+    },
+  })
+  const record = () => {
+    const entry = { fingerprint: `sha256:${hash.digest('hex')}`, bytes, path: resolve(o.output!) }
+    writeChain(dir, uuid, [entry, ...(o.base!.length ? chain : [])])
+  }
+  return { hasher, record }
 }
 
 /**
@@ -193,6 +252,20 @@ export interface DecodeCommandOptions extends ObserveCommandOptions {
   stats?: boolean
   /** The base image the stream was encoded against (then the bases it depends on, in order). */
   base?: string[]
+  /** Find the base in this directory of the libvirt save flow (encode --base-store). */
+  baseStore?: string
+}
+
+/** The bases of a stream from the save flow's directory; none found is a one-line refusal (exit 3). */
+function chainFromStore(dir: string, header: StreamHeader): string[] {
+  const req = baseRequirementOf(header)!
+  const chain = basesFor(dir, baseFingerprint(req))
+  if (!chain)
+    throw new ProtocolError(
+      'BASE_MISMATCH',
+      `xbzrle base: the base store ${dir} has no save with ${describeBaseRequirement(req)} (deleted, or another store)`,
+    )
+  return chain
 }
 
 /**
@@ -210,7 +283,8 @@ async function decoderBase(
     process.stderr.write('xbzrle decode: note: the stream does not depend on a base image; --base ignored\n')
     return { source, base: undefined, header: peeked.header }
   }
-  const base = await prepareDecoderBase(o.base!, peeked.header, { maxCacheBytes: o.maxCache })
+  const chain = o.base?.length ? o.base : chainFromStore(o.baseStore!, peeked.header)
+  const base = await prepareDecoderBase(chain, peeked.header, { maxCacheBytes: o.maxCache })
   return { source, base, header: peeked.header }
 }
 
@@ -236,7 +310,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
     return
   }
   const started = process.hrtime.bigint()
-  const based = o.base?.length ? await decoderBase(input, o) : undefined
+  const based = o.base?.length || o.baseStore ? await decoderBase(input, o) : undefined
   const obs = await startObservation('decode', o, o.output)
   const dec = new DecodeStream({
     maxCacheBytes: o.maxCache,
