@@ -104,6 +104,9 @@ export function writeReport(inp: Inputs): string {
   if (live) md.push(...renderLive(live, ctx))
   if (compress) md.push(...renderCompress(compress))
   if (libvirt) md.push(...renderLibvirt(libvirt))
+  // Sections measured outside this harness (real-QEMU tests), kept verbatim across regenerations.
+  const handWritten = join(ROOT, 'bench/base-images.md')
+  if (existsSync(handWritten)) md.push(readFileSync(handWritten, 'utf8').trimEnd(), '')
 
   // ------------------------------------------------------------------------------------------------ packages
   md.push('## Codec table', '')

@@ -6,7 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { runBench } from './commands/bench.js'
 import { runDemo } from './commands/demo.js'
 import { runQemuDemo } from './commands/demo-qemu.js'
-import { runDecode, runEncode } from './commands/filter.js'
+import { runDecode, runEncode, runRebase } from './commands/filter.js'
 import { runInspect } from './commands/inspect.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { registerProxyCommand, SilentExit } from './commands/proxy.js'
@@ -43,6 +43,11 @@ Exit codes: 0 ok, 2 usage, 3 bad or corrupt input, 4 I/O error, 5 network peer, 
 128 + the signal number when interrupted (130 SIGINT, 143 SIGTERM, 129 SIGHUP). An -o FILE is replaced only by a
 complete output: after any error or signal the old file is left as it was.
 `
+
+/** A repeatable option: every value, in order. */
+function collectArg(v: string, prev: string[] | undefined): string[] {
+  return [...(prev ?? []), v]
+}
 
 function sizeArg(v: string): number {
   try {
@@ -204,6 +209,20 @@ export function buildProgram(): Command {
     )
     .addOption(formatVersionOption())
     .addOption(compressOption())
+    .option(
+      '--base <file>',
+      'encode against an earlier image of the same VM (QEMU stream, save image or xbzrle stream); repeat it for the bases an xbzrle base depends on',
+      collectArg,
+    )
+    .option(
+      '--base-store <dir>',
+      'libvirt save flow: encode a save image against the previous save of its domain (by UUID) kept in DIR, and record this one (-o required)',
+    )
+    .option(
+      '--max-chain <n>',
+      'with --base-store: saves per chain before a standalone one (default 4)',
+      intArg(1, 64),
+    )
     .option('--stats', 'print a summary and a per-pass table on stderr at the end')
     .option(
       '--strict',
@@ -221,6 +240,9 @@ export function buildProgram(): Command {
       compression: compressionOf(o),
       stats: o.stats,
       strict: o.strict,
+      base: o.base,
+      baseStore: o.baseStore,
+      maxChain: o.maxChain,
       ...observeOf(o),
     })
   })
@@ -231,14 +253,64 @@ export function buildProgram(): Command {
     .argument('[input]', 'input file (default: stdin)')
     .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
     .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
+    .option(
+      '--base <file>',
+      'the base image the stream was encoded against (verified by SHA-256 first); repeat it for a chain of bases',
+      collectArg,
+    )
+    .option('--base-store <dir>', 'find the base in the libvirt save flow directory (encode --base-store)')
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',
       "\nExample:\n  xbzrle decode vm.save.xbz -o vm.save\n  qemu-system-x86_64 ... -incoming 'exec:xbzrle decode /srv/mig.xbz'\n",
     )
   addObserveOptions(decode).action(async (input: string | undefined, o) => {
-    await runDecode(input, { output: o.output, maxCache: o.maxCache, stats: o.stats, ...observeOf(o) })
+    await runDecode(input, {
+      output: o.output,
+      maxCache: o.maxCache,
+      stats: o.stats,
+      base: o.base,
+      baseStore: o.baseStore,
+      ...observeOf(o),
+    })
   })
+
+  program
+    .command('rebase')
+    .description(
+      'turn a stream encoded against a base image into a standalone one (--flatten, the default) or re-base it (--onto)',
+    )
+    .argument('<stream>', 'the based xbzrle stream (FILE or - for stdin)')
+    .requiredOption(
+      '--base <file>',
+      'the base image the stream was encoded against; repeat it for the bases that one depends on',
+      collectArg,
+    )
+    .option('--flatten', 'write a standalone stream that needs no base (the default)')
+    .option('--onto <file>', 'encode against this base image instead (repeat it for a chain)', collectArg)
+    .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
+    .option('--max-cache <bytes>', 'refuse streams that need a bigger cache (default 4G)', sizeArg)
+    .option('--cache-size <bytes>', 'cache of the new stream (default: guest RAM, up to 1 GiB)', sizeArg)
+    .addOption(formatVersionOption())
+    .addOption(compressOption())
+    .option('--stats', 'print a summary on stderr at the end')
+    .addHelpText(
+      'after',
+      '\nExample:\n  xbzrle rebase vm.2.xbz --base vm.1.save -o vm.2.full.xbz   # vm.1.save may now be deleted\n',
+    )
+    .action(async (stream: string, o) => {
+      if (o.flatten && o.onto) throw new CliError('--flatten and --onto exclude each other', ExitCode.USAGE)
+      await runRebase(stream, {
+        output: o.output,
+        base: o.base,
+        onto: o.onto,
+        maxCache: o.maxCache,
+        cacheSize: o.cacheSize,
+        formatVersion: o.formatVersion,
+        compression: compressionOf(o),
+        stats: o.stats,
+      })
+    })
 
   program
     .command('inspect')
@@ -287,6 +359,11 @@ export function buildProgram(): Command {
     .option('--max-rate <bytes>', 'cap the bandwidth, bytes per second (e.g. 100M)', sizeArg)
     .option('--migration-id <id>', 'name of this migration on the receiver (default: random)')
     .option('--encoded', 'the input is already an xbzrle stream: send it as it is')
+    .option(
+      '--base <file>',
+      'an earlier image of this VM that the receiver may hold: encode against it if the receiver holds the same (repeat for its own bases)',
+      collectArg,
+    )
     .option('--cache-size <bytes>', 'page cache budget (default: guest RAM, up to 1 GiB)', sizeArg)
     .addOption(
       new Option('--mode <mode>', 'delta encoding').choices(['canonical', 'compact']).default('canonical'),
@@ -320,6 +397,11 @@ export function buildProgram(): Command {
       "hand each decoded stream to a destination QEMU's -incoming unix: socket",
     )
     .option('--once', 'exit after the first migration (implied when writing to stdout)')
+    .option(
+      '--base <file>',
+      'an earlier image of the incoming VM held here (named in the handshake; a sender holding the same encodes against it)',
+      collectArg,
+    )
     .option('--max-memory <bytes>', 'global memory cap for all sessions', sizeArg)
     .option('--max-cache <bytes>', 'largest cache one stream may ask for', sizeArg)
     .option(

@@ -1,5 +1,5 @@
 // Test-only helpers: run the built CLI as a child process, the way users and QEMU's exec: run it.
-import { execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -42,6 +42,31 @@ export function runCli(args: string[], input?: Uint8Array, env: NodeJS.ProcessEn
     )
     if (input) child.stdin.end(input)
     else child.stdin.end()
+  })
+}
+
+/** Starts `xbzrle receive` and resolves once it listens; the child is added to `children` (kill them after). */
+export function startCliReceiver(
+  args: string[],
+  extraEnv: NodeJS.ProcessEnv,
+  children: ChildProcess[],
+): Promise<{ child: ChildProcess; stderr: () => string; exit: Promise<number | null> }> {
+  const child = spawn(process.execPath, [CLI, 'receive', ...args], { env: { ...process.env, ...extraEnv } })
+  children.push(child)
+  let err = ''
+  child.stderr.on('data', (b) => (err += b))
+  const exit = new Promise<number | null>((r) => child.on('close', r))
+  return new Promise((resolve, reject) => {
+    const t = setInterval(() => {
+      if (/listening on/.test(err)) {
+        clearInterval(t)
+        resolve({ child, stderr: () => err, exit })
+      }
+    }, 20)
+    child.on('close', (code) => {
+      clearInterval(t)
+      reject(new Error(`receiver exited ${code}: ${err}`))
+    })
   })
 }
 

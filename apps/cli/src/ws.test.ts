@@ -22,7 +22,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { outputPath, qemuSocketSink } from './commands/ws.js'
-import { CLI, CLI_SH, runCli } from './test-cli.js'
+import { CLI, CLI_SH, runCli, startCliReceiver } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
@@ -56,25 +56,7 @@ async function startReceiver(
 ): Promise<Receiver> {
   const port = opts.port ?? (await freePort())
   const listen = ['--listen', `${opts.host ?? '127.0.0.1'}:${port}`]
-  const child = spawn(process.execPath, [CLI, 'receive', ...listen, ...args], {
-    env: { ...process.env, ...(opts.env ?? env) },
-  })
-  children.push(child)
-  let err = ''
-  child.stderr.on('data', (b) => (err += b))
-  const exit = new Promise<number | null>((r) => child.on('close', r))
-  return new Promise((resolve, reject) => {
-    const t = setInterval(() => {
-      if (/listening on/.test(err)) {
-        clearInterval(t)
-        resolve({ port, child, stderr: () => err, exit })
-      }
-    }, 20)
-    child.on('close', (code) => {
-      clearInterval(t)
-      reject(new Error(`receiver exited ${code}: ${err}`))
-    })
-  })
+  return { port, ...(await startCliReceiver([...listen, ...args], opts.env ?? env, children)) }
 }
 
 /** `xbzrle send ws://127.0.0.1:PORT/PATH FILE ARGS…` with the token in the environment (`extraEnv`). */

@@ -1,3 +1,16 @@
+export { BaseGate } from './base/base-gate.js'
+export {
+  type BaseOptions,
+  baseBytes,
+  DEFAULT_MAX_AUTO_BASE_CACHE,
+  type DecoderBase,
+  type EncoderBase,
+  type EncoderBaseOptions,
+  prepareDecoderBase,
+  prepareEncoderBase,
+} from './base/base-image.js'
+export { BaseSeeder, type SeedResult, type SeedTarget } from './base/seeder.js'
+export { ACCEPTED_CRITICAL, type PeekedHeader, peekStreamHeader, replay } from './base/stream-header.js'
 export {
   DEFAULT_MAX_DECODER_CACHE,
   type DecoderOptions,

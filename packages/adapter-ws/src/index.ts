@@ -12,6 +12,8 @@ export {
 export { CloseCode, type CloseCodeName, closeCodeName, FATAL_CLOSE_CODES, SessionRefusal } from './codes.js'
 export { decodeMessage, encodeMessage, HEADER_BYTES, KIND_DATA, KIND_END } from './frame.js'
 export {
+  type BaseOffer,
+  BaseOfferSchema,
   parseControl,
   type WsAck,
   WsAckSchema,

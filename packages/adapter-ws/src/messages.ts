@@ -11,6 +11,8 @@
  *   hello.secretAware        true in every hello of a sender that keeps the secret: only a session started by
  *                            such a hello
  *                            insists on it (a sender older than the secret can still resume its own session)
+ *   hello.base / welcome.base  the base image each side holds (issue #15: `{ fingerprint: 'sha256:…', bytes }`):
+ *                            the sender encodes against its base only when the welcome names the same one
  * Older peers ignore fields they do not know (zod strips them), so these stay compatible with the v1 release.
  */
 import {
@@ -26,13 +28,22 @@ import { z } from 'zod'
 
 const uint = AckSchema.shape.seq
 
+/** A base image one side holds: its fingerprint (SHA-256 of its original bytes) and length. */
+export const BaseOfferSchema = z.object({
+  fingerprint: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  bytes: uint,
+})
+export type BaseOffer = z.infer<typeof BaseOfferSchema>
+
 export const WsHelloSchema = HelloSchema.extend({
+  base: BaseOfferSchema.optional(),
   token: RefuseSchema.shape.message.optional(),
   returnFromSeq: uint.optional(),
   sessionSecret: RefuseSchema.shape.message.optional(),
   secretAware: z.boolean().optional(),
 })
 export const WsWelcomeSchema = WelcomeSchema.extend({
+  base: BaseOfferSchema.optional(),
   maxMessageBytes: uint.optional(),
   sessionSecret: RefuseSchema.shape.message.optional(),
 })

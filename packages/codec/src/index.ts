@@ -10,6 +10,7 @@ export {
   DEFAULT_CACHE_PAGE_SIZE,
   DEFAULT_CACHE_POLICY,
   DEFAULT_WAYS,
+  emptyStats,
   hashKey,
   isCachePolicy,
   MAX_CACHE_WAYS,

@@ -188,4 +188,21 @@ describe('PageCache lazy fill slots', () => {
     expect(off + 64 <= c.spareOffset() || off >= c.spareOffset() + 64).toBe(true)
     expect(off).toBeGreaterThanOrEqual(c.deltaOffset + c.deltaCapacity)
   })
+
+  it('seedSlot (base images): the age rule does not apply, the least recently seeded page of a full set goes', () => {
+    const c = new PageCache({ cacheBytes: 8 * 4096, ways: 8 }) // one set of 8 ways
+    for (let i = 0; i < 8; i++) c.writePage(c.seedSlot(0, i), new Uint8Array(4096).fill(i))
+    // a normal insert now is refused (every way was used within the age window)…
+    expect(c.lookup(0, 100)).toBe(-1)
+    expect(c.insertMissing(0, 100)).toBe(-1)
+    // …a seeded page replaces the oldest one (page 0), and re-seeding a cached key keeps its slot
+    const s = c.seedSlot(0, 8)
+    expect(c.find(0, 0)).toBe(-1)
+    expect(s).toBeGreaterThanOrEqual(0)
+    expect(c.seedSlot(0, 3)).toBe(c.find(0, 3))
+    expect(c.seedSlot(0, 9)).toBe(c.find(0, 9))
+    expect(c.find(0, 1)).toBe(-1) // page 1 was the oldest after 0; 3 was refreshed
+    expect(c.find(0, 3)).toBeGreaterThanOrEqual(0)
+    expect(c.stats.hits + c.stats.misses).toBe(1) // only the lookup counted
+  })
 })

@@ -272,6 +272,33 @@ export class PageCache {
     return victim
   }
 
+  /**
+   * Claims the key's slot while seeding the cache from a base image (issue #15; part of the format, SPEC.md
+   * §12.7): the slot already holding the key, else the set's lowest empty way, else the set's least recently
+   * used page is evicted — the age rule does not apply, so a base bigger than the cache keeps its most recent
+   * pages. Advances the clock and stamps the slot like a lookup hit; counts neither a hit nor a miss (an
+   * eviction is counted). The caller writes the page (writePage or setFill).
+   */
+  seedSlot(blockId: number, pageIndex: number): number {
+    let s = this.find(blockId, pageIndex)
+    this.tick++
+    if (s < 0) {
+      const base = this.lastBase
+      const keys = this.keys
+      const stamps = this.stamps
+      for (let w = 0; w < this.ways && s < 0; w++) if (keys[base + w] === EMPTY) s = base + w
+      if (s < 0) {
+        s = base
+        for (let v = base + 1, end = base + this.ways; v < end; v++) if (stamps[v]! < stamps[s]!) s = v
+        this.stats.evictions++
+      }
+      keys[s] = blockId * BLOCK_MUL + pageIndex
+    }
+    this.stamps[s] = this.tick
+    this.fills[s] = NOT_LAZY
+    return s
+  }
+
   /** Forgets the key; returns whether it was cached. */
   invalidate(blockId: number, pageIndex: number): boolean {
     const s = this.find(blockId, pageIndex)

@@ -17,6 +17,7 @@ export type ProtocolErrorCode =
   | 'OUTPUT_MISMATCH'
   | 'NO_COMMON_VERSION'
   | 'COMPRESSOR_UNAVAILABLE'
+  | 'BASE_MISMATCH'
 
 /** The parts of a stream error's message, `xbzrle stream: <what> at offset <offset> (<hint>)`. */
 export interface ProtocolErrorDetails {
@@ -70,6 +71,7 @@ export const ERROR_HINTS: Readonly<Record<ProtocolErrorCode, string>> = Object.f
   OUTPUT_MISMATCH: 'decoder cache out of sync with the encoder, or corrupted input',
   NO_COMMON_VERSION: 'upgrade the older side',
   COMPRESSOR_UNAVAILABLE: 'install the compressor package the stream needs',
+  BASE_MISMATCH: 'give the base image the stream was encoded against with --base',
 })
 
 /** Builds the canonical one-line message: `xbzrle stream: <what> at offset <n> (<hint>)`. */

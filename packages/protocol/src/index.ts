@@ -47,6 +47,7 @@ export {
   isCompressorAvailable,
   PayloadEncoding,
 } from './v2/index.js'
+export * from './v3/base-image.js'
 export { STREAM_ID_BYTES, type StreamHeader, streamBinding } from './v3/index.js'
 export { CURRENT_VERSION, formatVersions, negotiateVersion, SUPPORTED_VERSIONS } from './versions.js'
 export { crc32, crc32Byte } from './wire/crc32.js'

@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
+  ACCEPTED_CRITICAL,
   type EncoderStats,
   parseSaveImageHeader,
   SAVE_HEADER_SIZE,
@@ -10,7 +11,16 @@ import {
   XbzrleDecoder,
   XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt'
-import { type EndFrame, FrameReader, isXbzrleStream, type StreamHeader } from '@xbzrle/protocol'
+import {
+  type BaseRequirement,
+  baseFingerprint,
+  baseRequirementOf,
+  describeBaseRequirement,
+  type EndFrame,
+  FrameReader,
+  isXbzrleStream,
+  type StreamHeader,
+} from '@xbzrle/protocol'
 import { formatBytes, openInput } from '../io.js'
 import { describeLibvirtImage, isHelperImage, readLibvirtImage } from '../libvirt-helper/image.js'
 import { passTable } from '../observe/run.js'
@@ -56,8 +66,18 @@ function passJson(p: PassStatsJson): PassStatsJson {
   return hitRate === undefined ? rest : { ...rest, hitRate }
 }
 
+/** A stream's base requirement as `inspect` reports it. */
+function baseJson(r: BaseRequirement) {
+  return {
+    fingerprint: baseFingerprint(r),
+    bytes: r.baseBytes,
+    name: r.name,
+    seededPages: r.seededPages,
+  }
+}
+
 async function inspectXbzrle(path: string) {
-  const reader = new FrameReader()
+  const reader = new FrameReader({ acceptCritical: ACCEPTED_CRITICAL })
   // The per-pass view needs QEMU's stream: decode it and run it through an encoder with the stream's cache
   // parameters (pages by kind and re-sends are the stream's; bytes out are those of that re-encode).
   let encoder: XbzrleEncoder | undefined
@@ -75,6 +95,7 @@ async function inspectXbzrle(path: string) {
     encoder.push(c)
   })
   let header: StreamHeader | undefined
+  let base: BaseRequirement | undefined
   let version = 0
   let end: EndFrame | undefined
   let batches = 0
@@ -85,6 +106,7 @@ async function inspectXbzrle(path: string) {
       if (item.type === 'header') {
         header = item.header
         version = item.version
+        base = baseRequirementOf(item.header)
       } else if (item.type === 'batch') {
         batches++
         for (const f of item.batch.frames()) frames[f.kind] = (frames[f.kind] ?? 0) + 1
@@ -94,15 +116,26 @@ async function inspectXbzrle(path: string) {
   await drain(path, (c) => {
     bytes += c.length
     reader.push(c)
-    decoder.push(c)
     take()
+    // A based stream decodes only with its base: no per-pass view of the decoded stream then.
+    if (!base) decoder.push(c)
   })
   reader.finish()
-  decoder.finish()
+  if (!base) decoder.finish()
   take()
   encoder?.finish()
   const passes = (encoder?.passes ?? []).map(passJson)
-  return { kind: 'xbzrle' as const, bytes, version, header, batches, frames, end, passes }
+  return {
+    kind: 'xbzrle' as const,
+    bytes,
+    version,
+    header,
+    base: base ? baseJson(base) : undefined,
+    batches,
+    frames,
+    end,
+    passes,
+  }
 }
 
 async function inspectQemu(path: string, cacheSize: number | undefined) {
@@ -189,6 +222,11 @@ function human(r: Record<string, unknown>): string {
     if (h) {
       lines.push(`  source: ${h.source}, page size ${h.pageSize}, mode ${h.mode}`)
       lines.push(`  cache: ${formatBytes(h.cache.cacheBytes)}, ${h.cache.ways}-way, ${h.cache.policy}`)
+      const base = baseRequirementOf(h)
+      if (base)
+        lines.push(
+          `  depends on base image ${describeBaseRequirement(base)} (decode needs --base FILE; \`xbzrle rebase --flatten\` removes the dependency)`,
+        )
     }
     lines.push(`  batches: ${r.batches}`)
     lines.push(

@@ -1,11 +1,24 @@
+import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { constants as osConstants } from 'node:os'
 import { dirname, isAbsolute, relative, resolve } from 'node:path'
 import { PassThrough, type Readable, Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream, IO_CHUNK } from '@xbzrle/adapter-libvirt'
 import {
+  ACCEPTED_CRITICAL,
+  BaseGate,
+  baseBytes,
+  DEFAULT_MAX_DECODER_CACHE,
+  DecodeStream,
+  type EncoderBase,
+  EncodeStream,
+  IO_CHUNK,
+  prepareDecoderBase,
+  prepareEncoderBase,
+} from '@xbzrle/adapter-libvirt'
+import {
+  type BaseOffer,
   createReceiver,
   createSender,
   isSafeMigrationId,
@@ -16,6 +29,7 @@ import {
   sendStream,
 } from '@xbzrle/adapter-ws'
 import {
+  baseFingerprint,
   type Compression,
   FrameReader,
   headerToJson,
@@ -61,6 +75,37 @@ export interface SendCommandOptions extends ObserveCommandOptions {
   zeroMask?: boolean
   compression?: Compression
   stats?: boolean
+  /** A base image the receiver may hold (then the bases it depends on): used only if the receiver holds it. */
+  base?: string[]
+}
+
+/** How a base is named in the handshake. */
+function offerOf(base: EncoderBase): BaseOffer {
+  return { fingerprint: baseFingerprint(base.requirement), bytes: base.requirement.baseBytes }
+}
+
+/**
+ * The sender's side of the base comparison (issue #15): encode against our base only when the receiver's welcome
+ * names the same one (and the format has base images); otherwise say why, once, and send without a base.
+ */
+function agreedBase(
+  ours: EncoderBase | undefined,
+  theirs: BaseOffer | undefined,
+  version: number,
+  stats: boolean | undefined,
+): EncoderBase | undefined {
+  if (!ours) return undefined
+  const fp = offerOf(ours).fingerprint
+  let why: string | undefined
+  if (version < 3) why = `the receiver speaks format v${version}, which has no base images`
+  else if (!theirs) why = 'the receiver holds no base image (or predates them)'
+  else if (theirs.fingerprint !== fp) why = `the receiver holds base ${theirs.fingerprint}, not ours (${fp})`
+  if (why) {
+    process.stderr.write(`xbzrle send: ${why}: sending without a base\n`)
+    return undefined
+  }
+  if (stats) process.stderr.write(`xbzrle send: the receiver holds our base ${fp}: encoding against it\n`)
+  return ours
 }
 
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
@@ -78,6 +123,10 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
   // An already-encoded stream offers exactly its own version (and announces its header). Otherwise the
   // encoder starts only once the receiver has chosen a version, so an older receiver gets a stream it reads.
   const header = o.encoded ? await peekHeader(source) : undefined
+  const base =
+    o.base?.length && !o.encoded
+      ? await prepareEncoderBase(o.base, { cacheBytes: o.cacheSize, mode: o.mode })
+      : undefined
   const versions = header ? [header.version] : [...SUPPORTED_VERSIONS]
   const feed = new PassThrough({ highWaterMark: IO_CHUNK })
   let enc: EncodeStream | undefined
@@ -87,7 +136,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
   feed.on('data', (c: Buffer) => {
     sent += c.length
   })
-  const start = (version: number) => {
+  const start = (version: number, receiverBase: BaseOffer | undefined) => {
     started = true
     enc = o.encoded
       ? undefined
@@ -97,6 +146,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
           formatVersion: version,
           compression: o.compression,
           passListener: obs.observer.listener,
+          base: agreedBase(base, receiverBase, version, o.stats),
         })
     const e = enc
     obs.observer.attach(e ? encoderSource(e.encoder) : bytesSource(() => ({ bytesIn: sent, bytesOut: sent })))
@@ -110,12 +160,13 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     token,
     header,
     versions,
+    ...(base ? { base: offerOf(base) } : {}),
     ca: o.ca ? readFileSync(o.ca) : undefined,
     maxRate: o.maxRate,
     migrationId: o.migrationId,
     zeroMask: o.zeroMask,
     onEvent: (e) => {
-      if (e.type === 'connected' && !started) start(e.version)
+      if (e.type === 'connected' && !started) start(e.version, e.base)
       else if (e.type === 'connected') obs.observer.resumed()
       else if (e.type === 'warning') process.stderr.write(`xbzrle send: warning: ${e.message}\n`)
     },
@@ -189,6 +240,8 @@ async function peekHeader(stream: Readable): Promise<StreamHeaderJson | undefine
 
 export interface ReceiveCommandOptions extends ObserveCommandOptions {
   listen: string
+  /** The base image this destination holds (then the bases it depends on), offered in every welcome. */
+  base?: string[]
   tokenFile?: string
   tokenEnv?: string
   tlsCert?: string
@@ -243,7 +296,7 @@ export function outputPath(template: string, migrationId: string): string {
  * allocated, before that check.
  */
 export function headerGate(admittedCacheBytes: number, declared: StreamHeaderJson | undefined): Transform {
-  const reader = new FrameReader()
+  const reader = new FrameReader({ acceptCritical: ACCEPTED_CRITICAL })
   const held: Buffer[] = []
   let heldBytes = 0
   let open = false
@@ -389,11 +442,43 @@ export function qemuSocketSink(
 
 interface SinkContext {
   observers: SessionObservers
+  /** The base this receiver holds, as named in the welcome. */
+  base: BaseOffer | undefined
   o: ReceiveCommandOptions
   /** Destination (resolved file, '-' for stdout, unix:path) → the migration writing it. */
   busy: Map<string, string>
   /** Exit code for a failed migration, when the sink knows it. */
   failureCodes: Map<string, ExitCodeValue>
+}
+
+/**
+ * The stage before the decoder that gives it this receiver's base once the stream's header names one (BaseGate;
+ * the base is verified before the first batch). Logs when the sender offered another base than ours.
+ */
+function baseStage(
+  ctx: SinkContext,
+  session: SessionInfo,
+  decode: DecodeStream,
+  admitted: number,
+): Transform {
+  const chain = ctx.o.base ?? []
+  const theirs = session.base?.fingerprint
+  if (theirs && theirs !== ctx.base?.fingerprint)
+    process.stderr.write(
+      `xbzrle receive: migration ${session.migrationId}: the sender's base ${theirs} is not ours (${ctx.base?.fingerprint ?? 'none'}): it sends without a base\n`,
+    )
+  return new BaseGate(decode.decoder, (h) => prepareDecoderBase(chain, h, { maxCacheBytes: admitted }))
+}
+
+/** The fingerprint of the base a receiver holds: SHA-256 of its original bytes (read once, at start). */
+async function baseOffer(chain: string[]): Promise<BaseOffer> {
+  const h = createHash('sha256')
+  let bytes = 0
+  for await (const b of baseBytes(chain)) {
+    h.update(b)
+    bytes += b.length
+  }
+  return { fingerprint: `sha256:${h.digest('hex')}`, bytes }
 }
 
 /** Where one decoded migration goes: stdout, a file (atomically), or the unix socket of a destination QEMU. */
@@ -420,6 +505,7 @@ async function sink(
     const observer = ctx.observers.begin('receive', id)
     const decode = new DecodeStream({ maxCacheBytes: admitted, passListener: observer.listener })
     observer.attach(decoderSource(decode.decoder))
+    const based = baseStage(ctx, session, decode, admitted)
     const track = (p: Promise<void>) => {
       p.then(
         () => {
@@ -439,16 +525,17 @@ async function sink(
       return p
     }
     if (o.connect) {
-      gate.on('error', (e) => decode.destroy(e))
-      gate.pipe(decode)
+      gate.on('error', (e) => based.destroy(e))
+      based.on('error', (e) => decode.destroy(e))
+      gate.pipe(based).pipe(decode)
       const done = qemuSocketSink(o.connect.replace(/^unix:/, ''), decode, session)
       return { writable: gate, done: track(done) }
     }
-    if (!o.output) return { writable: gate, done: track(pipeline(gate, decode, process.stdout)) }
+    if (!o.output) return { writable: gate, done: track(pipeline(gate, based, decode, process.stdout)) }
     const out = await createAtomicOutput(dest)
     const done = (async () => {
       try {
-        await pipeline(gate, decode, out.stream)
+        await pipeline(gate, based, decode, out.stream)
         await out.commit() // the END frame was verified: only now does the file appear under its name
       } catch (e) {
         await out.abort()
@@ -474,10 +561,12 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
   let failures = 0
   let completed = 0
   const observers = await startSessionObservers(o, toStdout ? undefined : 'network')
-  const ctx: SinkContext = { o, observers, busy: new Map(), failureCodes: new Map() }
+  const base = o.base?.length ? await baseOffer(o.base) : undefined
+  const ctx: SinkContext = { o, observers, base, busy: new Map(), failureCodes: new Map() }
   const pipelines = new Set<Promise<unknown>>()
   const receiver = createReceiver({
     token,
+    ...(base ? { base } : {}),
     allowInsecureNoToken: o.allowInsecureNoToken,
     tls: o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined,
     // A session needs its cache (from the announced header) plus buffers; the global cap bounds them all. The

@@ -74,7 +74,6 @@ export function bytesSource(stats: () => { bytesIn: number; bytesOut: number }):
   }
 }
 
-
 export function totalsOf(c: FilterCounters, passes: number, wallMs: number): Totals {
   const total = c.full + c.delta + c.same + c.zero + c.foreign + c.other
   const t: Totals = {

@@ -1,6 +1,9 @@
 import { CACHE_POLICIES, type CacheParameters, isCachePolicy, PageDeltaDecoder } from '@xbzrle/codec'
 import {
+  BASE_IMAGE_EXTENSION,
   type Batch,
+  baseFingerprint,
+  baseRequirementOf,
   crc32,
   describeNotXbzrle,
   type EndFrame,
@@ -10,6 +13,8 @@ import {
   verifyBatchOutput,
   verifyEndTotals,
 } from '@xbzrle/protocol'
+import type { DecoderBase } from '../base/base-image.js'
+import { baseError, missingBaseError, needsBase } from '../base/errors.js'
 import {
   type PassCounters,
   PassDetector,
@@ -27,6 +32,11 @@ export interface DecoderOptions {
    * the encoder's.
    */
   passListener?: PassListener
+  /**
+   * The seeded cache of the base image the stream was encoded against (prepareDecoderBase, issue #15). A stream
+   * that names a base is refused without it; it must be the one prepared from this stream's header.
+   */
+  base?: DecoderBase
 }
 
 export interface DecoderStats {
@@ -100,13 +110,25 @@ export class XbzrleDecoder {
   private other = 0
   /** The batch being decoded had a page frame already. */
   private batchHasPage = false
+  /** The seeded cache of the stream's base image (options.base, or setBase before the header). */
+  private base: DecoderBase | undefined
 
   constructor(
     private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
     private readonly options: DecoderOptions = {},
   ) {
-    this.reader = new FrameReader()
+    this.reader = new FrameReader({ acceptCritical: [BASE_IMAGE_EXTENSION] })
     this.recorder = new PassRecorder(options.passListener)
+    this.base = options.base
+  }
+
+  /**
+   * Gives the seeded base cache after construction (a pipeline that learns the stream's base only from its
+   * header: BaseGate). Must come before the header reaches this decoder.
+   */
+  setBase(base: DecoderBase): void {
+    if (this.s.header) throw new Error('XbzrleDecoder.setBase after the stream header')
+    this.base = base
   }
 
   get stats(): DecoderStats {
@@ -275,6 +297,12 @@ export class XbzrleDecoder {
       )
     }
     const { cacheBytes, ways, policy } = h.cache
+    if (this.useBase(h)) {
+      this.s.header = h
+      this.s.version = version
+      this.detector = new PassDetector(true, Math.max(MIN_TRACKED_PAGES, Math.ceil(cacheBytes / h.pageSize)))
+      return
+    }
     if (!isCachePolicy(policy)) {
       throw new ProtocolError(
         'UNSUPPORTED_VERSION',
@@ -297,6 +325,28 @@ export class XbzrleDecoder {
     // One stamp per cache page at least: a stream cannot make pass detection outgrow its own cache by much.
     this.detector = new PassDetector(true, Math.max(MIN_TRACKED_PAGES, Math.ceil(cacheBytes / h.pageSize)))
   }
+  /**
+   * A stream that names a base image decodes only with that base's seeded cache (checked by fingerprint and
+   * cache parameters: the seeding already verified the base's bytes). Returns whether the base cache is used.
+   */
+  private useBase(h: StreamHeader): boolean {
+    const req = baseRequirementOf(h)
+    const base = this.base
+    if (!req) return false
+    if (!base) throw missingBaseError(req)
+    const p = base.target.parameters
+    if (
+      baseFingerprint(base.requirement) !== baseFingerprint(req) ||
+      p.pageSize !== h.pageSize ||
+      p.cacheBytes !== h.cache.cacheBytes ||
+      p.ways !== h.cache.ways ||
+      p.policy !== h.cache.policy
+    )
+      throw baseError(`the base cache given was prepared for another stream${needsBase(req)}`)
+    this.codec = base.target
+    return true
+  }
+
   private batch(batch: Batch): Uint8Array {
     const codec = this.codec!
     const out = new Uint8Array(batch.outputLength)

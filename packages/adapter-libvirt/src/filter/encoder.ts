@@ -1,5 +1,6 @@
 import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
 import {
+  baseRequirementExtension,
   type Compression,
   FrameWriter,
   type FrameWriterOptions,
@@ -7,6 +8,7 @@ import {
   type SourceKind,
   type StreamHeader,
 } from '@xbzrle/protocol'
+import type { EncoderBase } from '../base/base-image.js'
 import {
   parseSaveImageHeader,
   SAVE_HEADER_SIZE,
@@ -43,6 +45,11 @@ export interface EncoderOptions {
   encoderName?: string
   /** Told when a QEMU pass (the pages between two dirty-bitmap syncs) starts and ends; see pass-stats.ts. */
   passListener?: PassListener
+  /**
+   * Encode against a base image (issue #15): its seeded cache (prepareEncoderBase) replaces the empty one, pages
+   * are keyed by the base's RAM block ids (matched by name), and the header names the base (format v3 only).
+   */
+  base?: EncoderBase
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -95,6 +102,8 @@ export class XbzrleEncoder {
   private blocksKnown = 0
   /** The RAM END section (QEMU's completion) was seen. */
   private completed = false
+  /** With a base: cache block id per reader block id (the base's id for a name it has, new ids after). */
+  private readonly keyIds: number[] = []
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -256,17 +265,19 @@ export class XbzrleEncoder {
     const o = this.options
     const isQemu = this.reader.stats.passthrough?.reason !== 'not-qemu' && this.reader.stats.bytes > 0
     const ram = this.reader.ramBytes
-    let cacheBytes = o.cacheBytes
+    let cacheBytes = o.base?.target.parameters.cacheBytes ?? o.cacheBytes
     if (cacheBytes === undefined) {
       cacheBytes =
         isQemu && ram > 0
           ? Math.min(nextPow2(ram), o.maxAutoCacheBytes ?? DEFAULT_MAX_AUTO_CACHE)
           : MIN_CACHE_BYTES
     }
-    this.codec = new PageDeltaEncoder({
-      cache: { pageSize: this.pageSize, cacheBytes, ways: o.ways },
-      mode: o.mode ?? 'canonical',
-    })
+    this.codec =
+      o.base?.target ??
+      new PageDeltaEncoder({
+        cache: { pageSize: this.pageSize, cacheBytes, ways: o.ways },
+        mode: o.mode ?? 'canonical',
+      })
     const p = this.codec.parameters
     this.cacheBytes = p.cacheBytes
     const header: StreamHeader = {
@@ -276,7 +287,14 @@ export class XbzrleEncoder {
       source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
       encoder: o.encoderName,
       ...(this.writer.version >= 2 && o.compression ? { compression: o.compression } : {}),
+      ...(o.base ? { extensions: [baseRequirementExtension(o.base.requirement)] } : {}),
     }
+    if (o.base && this.writer.version < 3)
+      throw new RangeError(`a base image needs format version 3 (asked for ${this.writer.version})`)
+    if (o.base && p.pageSize !== this.pageSize)
+      throw new RangeError(
+        `the base was seeded with ${p.pageSize}-byte pages, the stream has ${this.pageSize}`,
+      )
     this.writer.header(header)
     for (const b of this.early) this.writer.verbatim(b)
     this.early = []
@@ -295,6 +313,19 @@ export class XbzrleEncoder {
     if (this.earlyBytes > MAX_EARLY_BYTES) this.start()
   }
 
+  /** The cache block id of a reader block: with a base, the base's id for the same RAM block name. */
+  private keyId(r: PageRecord): number {
+    const base = this.options.base
+    if (!base) return r.blockId
+    let id = this.keyIds[r.blockId]
+    if (id === undefined) {
+      const known = base.blockNames.indexOf(r.blockName)
+      id = known >= 0 ? known : base.blockNames.length + r.blockId
+      this.keyIds[r.blockId] = id
+    }
+    return id
+  }
+
   private onPage(r: PageRecord): void {
     this.start()
     const codec = this.codec!
@@ -307,33 +338,34 @@ export class XbzrleEncoder {
     if (det.isRepeat(r.blockId, r.pageIndex)) this.cutPass()
     det.mark(r.blockId, r.pageIndex)
     this.emitted += r.header.length + r.body.length
+    const blockId = this.keyId(r)
     switch (r.kind) {
       case 'page': {
         if (r.body.length !== this.pageSize) break
-        const res = codec.encodePage(r.blockId, r.pageIndex, r.body)
+        const res = codec.encodePage(blockId, r.pageIndex, r.body)
         if (res.kind === 'delta') {
-          w.pageDelta(r.blockId, r.pageIndex, r.header, res.delta, r.body)
+          w.pageDelta(blockId, r.pageIndex, r.header, res.delta, r.body)
           this.counts.delta++
         } else if (res.kind === 'same') {
-          w.pageSame(r.blockId, r.pageIndex, r.header, r.body)
+          w.pageSame(blockId, r.pageIndex, r.header, r.body)
           this.counts.same++
         } else {
-          w.pageFull(r.blockId, r.pageIndex, r.header, r.body)
+          w.pageFull(blockId, r.pageIndex, r.header, r.body)
           this.counts.full++
         }
         return
       }
       case 'zero': {
         const fill = r.body[0]!
-        codec.applyZero(r.blockId, r.pageIndex, fill)
-        w.pageZero(r.blockId, r.pageIndex, r.header, fill)
+        codec.applyZero(blockId, r.pageIndex, fill)
+        w.pageZero(blockId, r.pageIndex, r.header, fill)
         this.counts.zero++
         return
       }
       case 'xbzrle': {
         // QEMU's own delta: passed through as it is; both caches apply it to their copy of the page.
-        codec.applyForeignDelta(r.blockId, r.pageIndex, r.body.subarray(3))
-        w.pageForeign(r.blockId, r.pageIndex, r.header, r.body)
+        codec.applyForeignDelta(blockId, r.pageIndex, r.body.subarray(3))
+        w.pageForeign(blockId, r.pageIndex, r.header, r.body)
         this.counts.foreign++
         return
       }
@@ -341,8 +373,8 @@ export class XbzrleEncoder {
         break
     }
     // Anything else changes the page in a way we do not model: forget the cached copy on both sides.
-    codec.invalidate(r.blockId, r.pageIndex)
-    w.invalidate(r.blockId, r.pageIndex)
+    codec.invalidate(blockId, r.pageIndex)
+    w.invalidate(blockId, r.pageIndex)
     w.verbatim(r.header)
     w.verbatim(r.body)
     this.counts.compress++

@@ -25,6 +25,7 @@ export interface ReceiverConfig {
   readonly ackDelayMs: number
   readonly estimate: (hello: WsHello) => number
   readonly pathPrefix: string
+  readonly base: ReceiverOptions['base']
 }
 
 export function resolveConfig(options: ReceiverOptions): ReceiverConfig {
@@ -51,5 +52,6 @@ export function resolveConfig(options: ReceiverOptions): ReceiverConfig {
       options.estimateSessionBytes ??
       ((h) => (h.header?.cache.cacheBytes ?? 0) + 2 * windowBytes + 4 * (maxMsg + HEADER_BYTES)),
     pathPrefix: options.pathPrefix ?? '/',
+    base: options.base,
   }
 }

@@ -152,6 +152,7 @@ export class Connection {
       resumeFromSeq,
       maxMessageBytes: this.ctx.config.maxMsg + HEADER_BYTES,
       ...(secret !== undefined ? { sessionSecret: secret } : {}),
+      ...(this.ctx.config.base ? { base: this.ctx.config.base } : {}),
     }
     return JSON.stringify(w)
   }
@@ -194,6 +195,7 @@ export class Connection {
       id,
       version,
       header: hello.header,
+      base: hello.base,
       path: this.path,
       remoteAddress: this.remoteAddress,
       memoryBytes,

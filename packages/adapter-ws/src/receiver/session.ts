@@ -9,7 +9,7 @@ import type { StreamHeaderJson } from '@xbzrle/protocol'
 import type WebSocket from 'ws'
 import { ReliableChannel } from '../channel.js'
 import { CloseCode, type CloseCodeName, SessionRefusal } from '../codes.js'
-import type { WsAck } from '../messages.js'
+import type { BaseOffer, WsAck } from '../messages.js'
 import { wsTransport } from '../transport.js'
 import type { EndedSessionView, LiveSessionView } from './admission.js'
 import type { ReceiverConfig } from './config.js'
@@ -33,6 +33,7 @@ export interface SessionParams {
   readonly id: string
   readonly version: number
   readonly header: StreamHeaderJson | undefined
+  readonly base?: BaseOffer
   readonly path: string
   readonly remoteAddress: string | undefined
   readonly memoryBytes: number
@@ -120,11 +121,12 @@ export class Session implements LiveSessionView {
 
   /** Creates the pipeline. A throw (e.g. a SessionRefusal) leaves the session 'starting' for the caller. */
   async start(factory: PipelineFactory): Promise<void> {
-    const { id, version, header, path, remoteAddress, memoryBytes } = this.params
+    const { id, version, header, base, path, remoteAddress, memoryBytes } = this.params
     const info: SessionInfo = {
       migrationId: id,
       version,
       header,
+      ...(base ? { base } : {}),
       path,
       remoteAddress,
       memoryBytes,

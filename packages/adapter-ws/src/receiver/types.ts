@@ -4,7 +4,7 @@ import type { Server as HttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Writable } from 'node:stream'
 import type { StreamHeaderJson } from '@xbzrle/protocol'
-import type { WsHello } from '../messages.js'
+import type { BaseOffer, WsHello } from '../messages.js'
 
 /** What the pipeline factory learns about a migration. */
 export interface SessionInfo {
@@ -13,6 +13,8 @@ export interface SessionInfo {
   readonly version: number
   /** Stream parameters declared by the sender, if any. */
   readonly header: StreamHeaderJson | undefined
+  /** The base image the sender holds (hello.base, issue #15), if it offered one. */
+  readonly base?: BaseOffer
   /** URL path of the connection that created the session. */
   readonly path: string
   readonly remoteAddress: string | undefined
@@ -35,6 +37,11 @@ export type PipelineFactory = (session: SessionInfo) => Pipeline | Promise<Pipel
 
 export interface ReceiverOptions {
   createPipeline: PipelineFactory
+  /**
+   * The base image this receiver holds (issue #15), named in every welcome: a sender that offered the same base
+   * encodes against it, any other sender sends without a base.
+   */
+  base?: BaseOffer
   /** Shared secret expected as `Authorization: Bearer …` or `hello.token`. */
   token?: string
   /** Allow listening on a non-loopback address without a token. Default false. */

@@ -183,6 +183,7 @@ export class Attempt {
       migrationId: m.migrationId,
       versions: m.versions,
       header: m.options.header,
+      base: m.options.base,
       token: m.options.tokenInHello ? m.options.token : undefined,
       resuming: m.helloSent,
       sessionSecret: m.sessionSecret,
@@ -216,7 +217,13 @@ export class Attempt {
       welcomed()
       this.to('welcomed')
       m.channel.attach(wsTransport(this.ws), msg.resumeFromSeq)
-      m.emit({ type: 'connected', attempt: this.n, resumeFromSeq: msg.resumeFromSeq, version: m.version })
+      m.emit({
+        type: 'connected',
+        attempt: this.n,
+        resumeFromSeq: msg.resumeFromSeq,
+        version: m.version,
+        ...(msg.base ? { base: msg.base } : {}),
+      })
       m.wake()
     } else if (msg.type === 'ack') {
       if (!inSession) return this.protocolFail('ack before welcome')

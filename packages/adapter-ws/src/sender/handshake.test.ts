@@ -61,3 +61,13 @@ test('welcome checks: id, offered version, no version switch on resume, a resume
   )
   ch.dispose()
 })
+
+test('a sender holding a base image names it in every hello (issue #15)', () => {
+  const base = { fingerprint: `sha256:${'ab'.repeat(32)}`, bytes: 123 }
+  const h = buildHello(input({ base }))
+  expect(h.base).toEqual(base)
+  expect(WsHelloSchema.safeParse(h).success).toBe(true)
+  expect(buildHello(input()).base).toBeUndefined()
+  // a malformed fingerprint is not a valid hello
+  expect(WsHelloSchema.safeParse({ ...h, base: { fingerprint: 'md5:00', bytes: 1 } }).success).toBe(false)
+})

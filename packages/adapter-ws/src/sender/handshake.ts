@@ -6,6 +6,8 @@ export interface HelloInput {
   readonly migrationId: string
   readonly versions: readonly number[]
   readonly header: WsHello['header']
+  /** The base image this sender can encode against (issue #15). */
+  readonly base?: WsHello['base']
   /** Token for peers that cannot read the Authorization header (only with `tokenInHello`). */
   readonly token: string | undefined
   /** A hello went out before: this one resumes. */
@@ -23,6 +25,7 @@ export function buildHello(h: HelloInput): WsHello {
     returnFromSeq: h.channel.nextExpected,
   }
   if (h.header) hello.header = h.header
+  if (h.base) hello.base = h.base
   if (h.resuming) {
     hello.resume = { fromSeq: h.channel.oldestHeld }
     // only a resume carries the secret: it proves we are the sender that started the session

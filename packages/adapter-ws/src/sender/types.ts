@@ -1,6 +1,7 @@
 /** The sender's public types (re-exported by `sender.ts` and the package index). */
 import type { Readable } from 'node:stream'
 import type { StreamHeaderJson } from '@xbzrle/protocol'
+import type { BaseOffer } from '../messages.js'
 import type { TokenBucket } from '../rate.js'
 
 export interface ReconnectPolicy {
@@ -27,6 +28,11 @@ export interface SenderOptions {
   migrationId?: string
   /** Stream parameters declared in the hello; the receiver sizes its memory budget from `cache.cacheBytes`. */
   header?: StreamHeaderJson
+  /**
+   * The base image the sender can encode against (issue #15), offered in the hello; the `connected` event says
+   * which base the receiver holds, and the caller encodes against ours only if it is the same.
+   */
+  base?: BaseOffer
   /** Versions offered (default: SUPPORTED_VERSIONS). */
   versions?: readonly number[]
   /** Largest payload per binary message (default 1 MiB; lowered to what the receiver accepts). */
@@ -56,7 +62,8 @@ export interface SenderOptions {
 }
 
 export type SenderEvent =
-  | { type: 'connected'; attempt: number; resumeFromSeq: number; version: number }
+  /** `base`: the base image the receiver holds, when it holds one. */
+  | { type: 'connected'; attempt: number; resumeFromSeq: number; version: number; base?: BaseOffer }
   | { type: 'disconnected'; code: number; reason: string }
   | { type: 'reconnecting'; attempt: number; delayMs: number }
   | { type: 'ack'; seq: number; bytes: number }

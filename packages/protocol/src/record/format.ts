@@ -36,8 +36,11 @@ export interface ReadFormat {
   readonly batchExtra: number
   /** Bytes a stored END body may hold beyond the (configured) v1 END limit. */
   readonly endExtra: number
-  /** Parses the header body (`c` covers exactly it); throws ProtocolError. */
-  readHeader(c: Cursor): StreamReading
+  /**
+   * Parses the header body (`c` covers exactly it); throws ProtocolError. `acceptCritical`: critical extension
+   * types the caller understands (FrameReaderOptions); versions before 3 ignore it.
+   */
+  readHeader(c: Cursor, acceptCritical?: readonly number[]): StreamReading
 }
 
 /** Writing one stream of a version, once its header is known. */

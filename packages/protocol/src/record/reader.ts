@@ -100,12 +100,14 @@ export class RecordReader<Item extends object = ReaderItem> {
   private pendingLen = 0
   /** The format version of the stream, once its prelude was read. */
   version: number | undefined
+  private readonly acceptCritical: readonly number[] | undefined
 
   constructor(
     opts: FrameReaderOptions,
     private readonly select: (version: number) => ReadFormat,
   ) {
     this.limits = resolveLimits(opts.limits)
+    this.acceptCritical = opts.acceptCritical
   }
 
   push(chunk: Uint8Array): void {
@@ -231,7 +233,10 @@ export class RecordReader<Item extends object = ReaderItem> {
     const bodyEnd = bodyStart + len
     if (readU32le(rec, bodyEnd) !== crc32(rec.subarray(0, bodyEnd)))
       throw streamError('CHECKSUM', 'header checksum mismatch', headAt)
-    const stream = this.format.readHeader(new Cursor(rec, bodyStart, bodyEnd, q.offset, 'header'))
+    const stream = this.format.readHeader(
+      new Cursor(rec, bodyStart, bodyEnd, q.offset, 'header'),
+      this.acceptCritical,
+    )
     this.stream = stream
     this.pageSize = stream.header.pageSize
     q.consume(total)

@@ -85,9 +85,10 @@ export function writeHeaderBody(w: ByteWriter, h: StreamHeader): void {
 
 /**
  * Parses a v1 header body; the cursor covers exactly the body. `version`: the format version whose header embeds
- * this body (named when a critical extension is refused).
+ * this body (named when a critical extension is refused). `acceptCritical`: critical types the caller handles
+ * (kept in `extensions`; only later versions pass any).
  */
-export function readHeaderBody(c: Cursor, version = 1): StreamHeader {
+export function readHeaderBody(c: Cursor, version = 1, acceptCritical?: readonly number[]): StreamHeader {
   const pageSizeAt = c.offset
   const pageSize = c.varint('pageSize')
   if (!isValidPageSize(pageSize))
@@ -140,7 +141,7 @@ export function readHeaderBody(c: Cursor, version = 1): StreamHeader {
       } catch {
         c.fail('encoder extension is not valid UTF-8', lenAt)
       }
-    } else if (critical) {
+    } else if (critical && !acceptCritical?.includes(type)) {
       throw streamError(
         'CRITICAL_EXTENSION',
         `header carries critical extension ${type}, unknown to this reader (format version ${version})`,

@@ -69,6 +69,12 @@ export interface FrameReaderOptions {
   maxVersion?: number
   /** Lower the spec limits (never raise them). */
   limits?: Partial<Limits>
+  /**
+   * Critical header extension types the caller understands (v3 streams only; e.g. the base-image extension, type
+   * 2): they are returned in `header.extensions` instead of being refused with CRITICAL_EXTENSION. The caller
+   * then MUST act on them before using the stream.
+   */
+  acceptCritical?: readonly number[]
 }
 
 export interface FrameWriterOptions {

@@ -18,11 +18,14 @@ export function writeHeaderBodyV3(
   writeHeaderBody(w, h)
 }
 
-/** Parses a v3 header body; the cursor covers exactly the body. */
-export function readHeaderBodyV3(c: Cursor): StreamHeader {
+/**
+ * Parses a v3 header body; the cursor covers exactly the body. `acceptCritical`: critical extension types the
+ * caller understands (returned in `extensions` instead of refused).
+ */
+export function readHeaderBodyV3(c: Cursor, acceptCritical?: readonly number[]): StreamHeader {
   const compression = readCompression(c)
   const streamId = c.bytes(STREAM_ID_BYTES, 'stream id').slice()
-  const header: StreamHeader = readHeaderBody(c, VERSION)
+  const header: StreamHeader = readHeaderBody(c, VERSION, acceptCritical)
   header.compression = compression
   header.streamId = streamId
   return header

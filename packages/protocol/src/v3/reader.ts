@@ -20,8 +20,8 @@ export const V3_READ: ReadFormat = {
   version: VERSION,
   batchExtra: 1 + BINDING_BYTES,
   endExtra: BINDING_BYTES,
-  readHeader(c) {
-    const header = readHeaderBodyV3(c)
+  readHeader(c, acceptCritical) {
+    const header = readHeaderBodyV3(c, acceptCritical)
     const binding = streamBinding(header.streamId!)
     return {
       header,

@@ -180,3 +180,64 @@ describe('format v3', () => {
     expect(r.version).toBe(3)
   })
 })
+
+describe('base-image extension (type 2, issue #15)', () => {
+  const req: v3.BaseRequirement = {
+    algorithm: 'sha256',
+    digest: Uint8Array.from({ length: 32 }, (_, i) => i * 7),
+    baseBytes: 268_435_456 + 12345,
+    seedRule: v3.BASE_SEED_LAST_VERSION,
+    cache: { cacheBytes: 1 << 29, ways: 8, policy: 'lru-age-v1' },
+    seededPages: 65_000,
+    name: 'vm-2026-11-29.save',
+  }
+  function withBase(): Uint8Array {
+    const { w, bytes } = collect(8192, 3, id(1))
+    w.header({ ...HEADER, extensions: [v3.baseRequirementExtension(req)] })
+    w.verbatim(new Uint8Array([1, 2, 3]))
+    w.end({})
+    return bytes()
+  }
+
+  it('round-trips through a header, for a reader that accepts it', () => {
+    const r = new FrameReader({ acceptCritical: [v3.BASE_IMAGE_EXTENSION] })
+    r.push(withBase())
+    const item = r.next()
+    expect(item?.type).toBe('header')
+    if (item?.type !== 'header') return
+    expect(v3.baseRequirementOf(item.header)).toEqual(req)
+    expect(v3.baseFingerprint(req)).toBe(`sha256:${Buffer.from(req.digest).toString('hex')}`)
+    expect(v3.describeBaseRequirement(req)).toContain('268447801 bytes, was vm-2026-11-29.save')
+  })
+
+  it('a reader that does not accept it refuses the stream with CRITICAL_EXTENSION, as older releases do', () => {
+    const r = new FrameReader()
+    r.push(withBase())
+    expect(() => r.next()).toThrow(
+      /header carries critical extension 2, unknown to this reader \(format version 3\)/,
+    )
+  })
+
+  it('v1 and v2 readers never accept it (the extension is defined for v3 only)', () => {
+    const { w, bytes } = collect(8192, 2)
+    w.header({ ...HEADER, extensions: [v3.baseRequirementExtension(req)] })
+    w.end({})
+    const r = new FrameReader({ acceptCritical: [v3.BASE_IMAGE_EXTENSION] })
+    r.push(bytes())
+    expect(() => r.next()).toThrow(/critical extension 2/)
+  })
+
+  it('malformed data is a one-line MALFORMED error', () => {
+    const data = v3.baseRequirementExtension(req).data
+    for (const bad of [
+      data.subarray(0, 20),
+      Uint8Array.of(9, ...data.subarray(1)),
+      Uint8Array.of(...data, 0),
+    ]) {
+      const h = { ...HEADER, extensions: [{ type: 2, critical: true, data: bad }] }
+      expect(() => v3.baseRequirementOf(h)).toThrow(
+        /xbzrle stream: base-image extension: .* \(corrupted header\)$/,
+      )
+    }
+  })
+})
