@@ -7,6 +7,7 @@ import {
   compareGuestRam,
   freePort,
   installTestkitHooks,
+  iteratingMigration,
   type MigrateThroughResult,
   migrateThrough,
   requireQemu,
@@ -23,7 +24,6 @@ import { type ProgressEvent, ProgressEventSchema, type StatsReport, StatsReportS
 
 installTestkitHooks({ afterEach, afterAll })
 
-const MiB = 1024 * 1024
 /** The migrated guest: 4000 of its 32 MiB dirtied every 200 ms, so that QEMU iterates. */
 const SOURCE_GUEST = { memMiB: 64, append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 } } as const
 
@@ -38,13 +38,7 @@ async function observedMigration(encodeArgs: string[], xbzrle = false): Promise<
     source,
     encode: `${CLI_SH} encode ${encodeArgs.join(' ')}`,
     decode: `${CLI_SH} decode`,
-    capabilities: xbzrle ? { xbzrle: true } : {},
-    parameters: {
-      'max-bandwidth': 32 * MiB,
-      'downtime-limit': 1,
-      ...(xbzrle ? { 'xbzrle-cache-size': 64 * MiB } : {}),
-    },
-    forceConvergeAfterSyncs: 5,
+    ...iteratingMigration({ xbzrle, syncs: 5 }),
   })
 }
 
@@ -201,8 +195,7 @@ async function receivedMigration(
     source,
     encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/${migrationId} --migration-id ${migrationId} --stats-json ${sendStats}`,
     decode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} receive --listen 127.0.0.1:${port} ${receiveArgs.join(' ')}`,
-    parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1 },
-    forceConvergeAfterSyncs: 5,
+    ...iteratingMigration({ syncs: 5 }),
   })
 }
 
