@@ -249,14 +249,20 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   let wrapper: string
   let fakeLog: string
   let env: NodeJS.ProcessEnv
+  /** An executable wrapper helper/FILE standing in for `program`, reading the settings `conf` (then in NAME.conf). */
+  const makeWrapper = (file: string, program: 'lzop' | 'zstd', conf?: { name: string; text: string }) => {
+    const confFile = join(dir, conf ? conf.name : 'helper.conf')
+    if (conf) writeFileSync(confFile, conf.text)
+    const path = join(dir, 'helper', file)
+    writeFileSync(path, wrapperScript(program, XBZRLE, confFile))
+    chmodSync(path, 0o755)
+    return path
+  }
   beforeAll(() => {
     dir = tmpDir('xbzrle-lvh-proc-')
     mkdirSync(join(dir, 'helper'))
     mkdirSync(join(dir, 'real'))
-    wrapper = join(dir, 'helper/lzop')
-    writeFileSync(wrapper, wrapperScript('lzop', XBZRLE, join(dir, 'helper.conf')))
-    chmodSync(wrapper, 0o755)
-    writeFileSync(join(dir, 'helper.conf'), 'cache_size = "4M"\n')
+    wrapper = makeWrapper('lzop', 'lzop', { name: 'helper.conf', text: 'cache_size = "4M"\n' })
     fakeLog = join(dir, 'real.log')
     // a stand-in for the real lzop: records its argv, copies stdin to stdout, exits 7
     script(join(dir, 'real/lzop'), `echo "$0 $*" > ${fakeLog}\ncat\nexit 7`)
@@ -295,10 +301,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     expect(c.code).toBe(7)
     expect(c.stdout.toString()).toBe(text.toString())
     // encode = false: new saves go to the real program, QEMU stream or not
-    writeFileSync(join(dir, 'off.conf'), 'encode = false\n')
-    const off = join(dir, 'helper/lzop-off')
-    writeFileSync(off, wrapperScript('lzop', XBZRLE, join(dir, 'off.conf')))
-    chmodSync(off, 0o755)
+    const off = makeWrapper('lzop-off', 'lzop', { name: 'off.conf', text: 'encode = false\n' })
     const o = await runWrapper(off, ['-c'], qemuStream, env)
     expect(o.code).toBe(7)
     expect(sha(o.stdout)).toBe(sha(qemuStream))
@@ -326,9 +329,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
 
   it('stands in for zstd the same way (libvirt >= 10.4 runs zstd -c / zstd -dc)', async (ctx) => {
     if (!requireTool(ctx, '/usr/bin/zstd', 'zstd')) return
-    const z = join(dir, 'helper/zstd')
-    writeFileSync(z, wrapperScript('zstd', XBZRLE, join(dir, 'helper.conf')))
-    chmodSync(z, 0o755)
+    const z = makeWrapper('zstd', 'zstd')
     const zenv = { PATH: `${join(dir, 'helper')}:/usr/bin:/bin` }
     const enc = await runWrapper(z, ['-c'], qemuStream, zenv)
     expect(enc.code, enc.stderr).toBe(0)
@@ -342,10 +343,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   })
 
   it('a bad config, a corrupt stream and a lookup loop each give one line and a non-zero exit', async () => {
-    writeFileSync(join(dir, 'bad.conf'), 'cache_size = "lots"\n')
-    const badWrapper = join(dir, 'helper/lzop-bad')
-    writeFileSync(badWrapper, wrapperScript('lzop', XBZRLE, join(dir, 'bad.conf')))
-    chmodSync(badWrapper, 0o755)
+    const badWrapper = makeWrapper('lzop-bad', 'lzop', { name: 'bad.conf', text: 'cache_size = "lots"\n' })
     const b = await runWrapper(badWrapper, ['-c'], qemuStream, env)
     expect(b.code).toBe(2)
     expect(b.stderr.trim()).toMatch(/^xbzrle \(lzop helper\): .*bad\.conf: cache_size: not a size/)
@@ -361,10 +359,10 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     expect(sha(d.stdout)).not.toBe(sha(qemuStream))
 
     // real_lzop pointing back at the helper: refused, not an endless chain of helpers
-    writeFileSync(join(dir, 'loop.conf'), `real_lzop = "${wrapper}"\n`)
-    const loopWrapper = join(dir, 'helper/lzop-loop')
-    writeFileSync(loopWrapper, wrapperScript('lzop', XBZRLE, join(dir, 'loop.conf')))
-    chmodSync(loopWrapper, 0o755)
+    const loopWrapper = makeWrapper('lzop-loop', 'lzop', {
+      name: 'loop.conf',
+      text: `real_lzop = "${wrapper}"\n`,
+    })
     const l = await runWrapper(loopWrapper, ['-V'], Buffer.alloc(0), env)
     expect(l.code).toBe(2)
     expect(l.stderr).toMatch(/configured real lzop .* the helper itself/)

@@ -3,6 +3,7 @@
 import {
   compareGuestRam,
   installTestkitHooks,
+  iteratingMigration,
   migrateThrough,
   requireQemu,
   startRunningGuest,
@@ -11,8 +12,6 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { CLI_SH, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
-
-const MiB = 1024 * 1024
 
 /** Numbers from `--stats` on stderr. */
 function statsOf(stderr: string) {
@@ -42,14 +41,8 @@ describe('live migration: source QEMU → xbzrle encode → xbzrle decode → de
       source,
       encode: `${CLI_SH} encode --stats`,
       decode: `${CLI_SH} decode --stats`,
-      capabilities: xbzrle ? { xbzrle: true } : {},
       // Capped bandwidth and a tiny downtime limit make QEMU iterate and re-send dirty pages.
-      parameters: {
-        'max-bandwidth': 32 * MiB,
-        'downtime-limit': 1,
-        ...(xbzrle ? { 'xbzrle-cache-size': 64 * MiB } : {}),
-      },
-      forceConvergeAfterSyncs: 4,
+      ...iteratingMigration({ xbzrle, syncs: 4 }),
     })
     expect(stats.status).toBe('completed')
     expect(encode.exitCode).toBe(0)

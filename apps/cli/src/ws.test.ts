@@ -13,6 +13,7 @@ import {
   compareGuestRam,
   freePort,
   installTestkitHooks,
+  iteratingMigration,
   migrateThrough,
   migrateWithUris,
   requireQemu,
@@ -175,8 +176,7 @@ describe('real QEMU live migration over WebSocket', () => {
           source,
           encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${proxy.port}/vm --stats`,
           decode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} receive --listen 127.0.0.1:${port}`,
-          parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
-          forceConvergeAfterSyncs: 3,
+          ...iteratingMigration({ syncs: 3 }),
         })
         expect(stats.status).toBe('completed')
         expect(encode.exitCode, encode.stderr).toBe(0)
@@ -305,8 +305,7 @@ describe('xbzrle receive --connect unix: (decoded straight into a destination QE
       source,
       incomingUri: `unix:${dstSock}`,
       uri: `exec:XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/vm`,
-      parameters: { 'max-bandwidth': 32 << 20, 'downtime-limit': 1 },
-      forceConvergeAfterSyncs: 3,
+      ...iteratingMigration({ syncs: 3 }),
       beforeMigrate: async () => {
         rx = await startReceiver(['--connect', `unix:${dstSock}`, '--once', '--stats'], { port })
       },

@@ -3,6 +3,7 @@ import { rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { GuestWorkload } from './guest.js'
 import type { StartGuestOptions } from './guest-options.js'
+import { iteratingMigration } from './migrate.js'
 import { type MigrationStats, migrationWaitOptions } from './migration-stats.js'
 import { type QemuProcess, startGuest } from './qemu-process.js'
 import { shellQuote, wrapCommand, wrappedResult } from './shell.js'
@@ -61,9 +62,8 @@ export async function captureMigration(options: CaptureOptions = {}): Promise<Ca
 }
 
 /**
- * captureMigration of a migration that iterates: a 48 MiB guest dirtying its 24 MiB under `workload` (4000 pages
- * every 200 ms) behind a 32 MiB/s bandwidth cap and a 1 ms downtime limit, forced to converge after `syncs` dirty
- * syncs; with QEMU's own XBZRLE when `xbzrle`. The stream of a real live migration with re-sent pages.
+ * captureMigration of a migration that iterates (iteratingMigration): a 48 MiB guest dirtying its 24 MiB under
+ * `workload` (4000 pages every 200 ms). The stream of a real live migration with re-sent pages.
  */
 export function captureIteratingMigration(o: {
   workload: GuestWorkload
@@ -73,9 +73,7 @@ export function captureIteratingMigration(o: {
   return captureMigration({
     memMiB: 48,
     append: { workload: o.workload, mem: 24, rate: 4000, period: 200 },
-    capabilities: o.xbzrle ? { xbzrle: true } : {},
-    parameters: { 'max-bandwidth': 32 * 1024 * 1024, 'downtime-limit': 1 },
-    forceConvergeAfterSyncs: o.syncs,
+    ...iteratingMigration(o),
   })
 }
 

@@ -46,6 +46,7 @@ export {
   waitForLibvirt,
 } from './libvirt.js'
 export {
+  iteratingMigration,
   type MigrateThroughOptions,
   type MigrateThroughResult,
   type MigrateWithUrisOptions,

@@ -27,6 +27,27 @@ export interface MigrationRunOptions {
   timeoutMs?: number
 }
 
+/**
+ * Options that make a live migration of the test guest iterate (several dirty-bitmap passes, pages sent again): a
+ * 32 MiB/s bandwidth cap and a 1 ms downtime limit, convergence forced after `syncs` syncs; QEMU's own XBZRLE with a
+ * 64 MiB cache when `xbzrle`. Spread them into the options of migrateThrough, migrateWithUris or captureMigration.
+ */
+export function iteratingMigration(o: {
+  syncs: number
+  xbzrle?: boolean
+}): Pick<MigrationRunOptions, 'capabilities' | 'parameters' | 'forceConvergeAfterSyncs'> {
+  const MiB = 1024 * 1024
+  return {
+    ...(o.xbzrle ? { capabilities: { xbzrle: true } } : {}),
+    parameters: {
+      'max-bandwidth': 32 * MiB,
+      'downtime-limit': 1,
+      ...(o.xbzrle ? { 'xbzrle-cache-size': 64 * MiB } : {}),
+    },
+    forceConvergeAfterSyncs: o.syncs,
+  }
+}
+
 export interface MigrateWithUrisOptions extends MigrationRunOptions {
   /** URI for the destination's migrate-incoming, e.g. 'unix:/tmp/x/dst.sock' or 'exec:...'. */
   incomingUri: string

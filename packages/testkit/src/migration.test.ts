@@ -6,6 +6,7 @@ import {
   captureMigration,
   compareGuestRam,
   installTestkitHooks,
+  iteratingMigration,
   migrateThrough,
   migrateWithUris,
   requireQemu,
@@ -52,10 +53,8 @@ describe('live migration between two QEMU processes', () => {
 
     const { dest, stats } = await migrateThrough({
       source,
-      capabilities: { xbzrle: true },
       // a tiny downtime limit keeps the migration iterating; forceConvergeAfterSyncs then lets it finish
-      parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1, 'xbzrle-cache-size': 64 * MiB },
-      forceConvergeAfterSyncs: 4,
+      ...iteratingMigration({ xbzrle: true, syncs: 4 }),
     })
     expect(stats.dirtySyncCount).toBeGreaterThanOrEqual(4)
     expect(stats.xbzrle?.pages).toBeGreaterThan(0)

@@ -7,6 +7,7 @@ import {
   compareGuestRam,
   freePort,
   installTestkitHooks,
+  iteratingMigration,
   type MigrateThroughResult,
   migrateThrough,
   requireQemu,
@@ -23,9 +24,11 @@ import { type ProgressEvent, ProgressEventSchema, type StatsReport, StatsReportS
 
 installTestkitHooks({ afterEach, afterAll })
 
-const MiB = 1024 * 1024
 /** The migrated guest: 4000 of its 32 MiB dirtied every 200 ms, so that QEMU iterates. */
 const SOURCE_GUEST = { memMiB: 64, append: { workload: 'sparse', mem: 32, rate: 4000, period: 200 } } as const
+/** A `--stats-json` file, checked against the schema. */
+const readReport = (file: string): StatsReport =>
+  StatsReportSchema.parse(JSON.parse(readFileSync(file, 'utf8')))
 
 /**
  * A live migration of the test guest through `exec:` with the xbzrle encoder observed (`encodeArgs` added to
@@ -38,13 +41,7 @@ async function observedMigration(encodeArgs: string[], xbzrle = false): Promise<
     source,
     encode: `${CLI_SH} encode ${encodeArgs.join(' ')}`,
     decode: `${CLI_SH} decode`,
-    capabilities: xbzrle ? { xbzrle: true } : {},
-    parameters: {
-      'max-bandwidth': 32 * MiB,
-      'downtime-limit': 1,
-      ...(xbzrle ? { 'xbzrle-cache-size': 64 * MiB } : {}),
-    },
-    forceConvergeAfterSyncs: 5,
+    ...iteratingMigration({ xbzrle, syncs: 5 }),
   })
 }
 
@@ -96,7 +93,7 @@ describe('--progress json during a real QEMU live migration', () => {
       expect(events.filter((e) => e.event === 'trend')).toHaveLength(syncs)
       const last = events.at(-1)!
       expect(last).toMatchObject({ event: 'end', status: 'ok', exitCode: 0 })
-      const report = StatsReportSchema.parse(JSON.parse(readFileSync(statsFile, 'utf8')))
+      const report = readReport(statsFile)
       expect(report.passes).toEqual(ends)
       if (xbzrle) expect(report.totals.pages.foreign).toBeGreaterThan(0)
     },
@@ -183,6 +180,25 @@ async function finalScrape(prom: Prometheus, id: string, role: 'encode' | 'recei
   return last
 }
 
+/**
+ * The CLI's metrics as Prometheus last scraped them (run `id`, `role`) equal its `--stats-json` report: bytes in and
+ * out, ratio, passes, and one completed migration.
+ */
+async function expectScrapedReport(
+  prom: Prometheus,
+  id: string,
+  role: 'encode' | 'receive',
+  report: StatsReport,
+) {
+  const last = await finalScrape(prom, id, role)
+  expect(await last('xbzrle_migration_bytes_in')).toBe(report.totals.bytesIn)
+  expect(await last('xbzrle_migration_bytes_out')).toBe(report.totals.bytesOut)
+  expect(await last('xbzrle_migration_ratio')).toBeCloseTo(report.totals.ratio, 12)
+  expect(await last('xbzrle_migration_passes')).toBe(report.passes.length)
+  expect(await lastValue(prom, `xbzrle_migrations_completed_total{role="${role}"}`)).toBe(1)
+  return last
+}
+
 const TOKEN = 'observe-qemu-test-token'
 
 /**
@@ -201,8 +217,7 @@ async function receivedMigration(
     source,
     encode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} send ws://127.0.0.1:${port}/${migrationId} --migration-id ${migrationId} --stats-json ${sendStats}`,
     decode: `XBZRLE_TOKEN=${TOKEN} ${CLI_SH} receive --listen 127.0.0.1:${port} ${receiveArgs.join(' ')}`,
-    parameters: { 'max-bandwidth': 32 * MiB, 'downtime-limit': 1 },
-    forceConvergeAfterSyncs: 5,
+    ...iteratingMigration({ syncs: 5 }),
   })
 }
 
@@ -229,19 +244,14 @@ describe('metrics scraped by a real Prometheus', () => {
         statsFile,
       ])
       expect(run.stats.status).toBe('completed')
-      const report: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(statsFile, 'utf8')))
+      const report = readReport(statsFile)
       // The encoder exited after a scrape of its final values; the series are stale now, so read the last value.
-      const last = await finalScrape(prom, id, 'encode')
-      expect(await last('xbzrle_migration_bytes_in')).toBe(report.totals.bytesIn)
-      expect(await last('xbzrle_migration_bytes_out')).toBe(report.totals.bytesOut)
-      expect(await last('xbzrle_migration_ratio')).toBeCloseTo(report.totals.ratio, 12)
-      expect(await last('xbzrle_migration_passes')).toBe(report.passes.length)
+      const last = await expectScrapedReport(prom, id, 'encode', report)
       expect(report.passes.length).toBe(run.stats.dirtySyncCount)
       expect(await last('xbzrle_migration_pages')).toBeUndefined() // one series per kind
       expect(await lastValue(prom, `xbzrle_migration_pages{id="${id}",kind="full"}`)).toBe(
         report.totals.pages.full,
       )
-      expect(await lastValue(prom, 'xbzrle_migrations_completed_total{role="encode"}')).toBe(1)
     } finally {
       await prom.stop()
     }
@@ -271,8 +281,8 @@ describe('metrics scraped by a real Prometheus', () => {
       expect(run.encode.exitCode, run.encode.stderr).toBe(0)
       expect(run.decode.exitCode, run.decode.stderr).toBe(0)
       expect(await compareGuestRam(run.source, run.dest)).toBeNull()
-      const rx: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(rxFile, 'utf8')))
-      const tx: StatsReport = StatsReportSchema.parse(JSON.parse(readFileSync(txFile, 'utf8')))
+      const rx = readReport(rxFile)
+      const tx = readReport(txFile)
       expect(rx).toMatchObject({ command: 'receive', passDetection: 'decoder' })
       // What crossed the wire, seen from both ends: the receiver's bytes are the sender's, mirrored.
       expect(rx.totals.bytesIn).toBe(tx.totals.bytesOut)
@@ -285,16 +295,11 @@ describe('metrics scraped by a real Prometheus', () => {
       expect(rx.passes.length).toBeGreaterThanOrEqual(2)
       expect(rx.passes.length).toBeLessThanOrEqual(syncs - 1)
       expect(rx.totals.passes).toBe(rx.passes.length)
-      const last = await finalScrape(prom, id, 'receive')
-      expect(await last('xbzrle_migration_bytes_in')).toBe(rx.totals.bytesIn)
-      expect(await last('xbzrle_migration_bytes_out')).toBe(rx.totals.bytesOut)
-      expect(await last('xbzrle_migration_ratio')).toBeCloseTo(rx.totals.ratio, 12)
-      expect(await last('xbzrle_migration_passes')).toBe(rx.passes.length)
+      const last = await expectScrapedReport(prom, id, 'receive', rx)
       expect(await last('xbzrle_migration_pass')).toBe(rx.passes.length)
       expect(await lastValue(prom, `xbzrle_migration_pages{id="${id}",kind="delta"}`)).toBe(
         rx.totals.pages.delta,
       )
-      expect(await lastValue(prom, 'xbzrle_migrations_completed_total{role="receive"}')).toBe(1)
       process.stderr.write(
         `receive passes: dirty-sync-count ${syncs}, send ${tx.passes.map((p) => p.pages.total).join('/')}, receive ${rx.passes.map((p) => p.pages.total).join('/')}\n`,
       )
