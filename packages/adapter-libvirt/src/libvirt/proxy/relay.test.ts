@@ -2,7 +2,7 @@
 // delivered first, the second one closes the relay, and the return path's SHUT decides the verdict.
 import { createHash } from 'node:crypto'
 import type { Socket } from 'node:net'
-import { PassThrough } from 'node:stream'
+import { Duplex, PassThrough } from 'node:stream'
 import { installTestkitHooks, tmpDir, waitFor } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { Relay, RelayState } from './relay.js'
@@ -101,5 +101,59 @@ describe('Relay', () => {
 
     const b = await relay({ idleTimeoutMs: 100 })
     expect(await b.r.result).toMatchObject({ ok: false, error: 'no data in either direction for 100 ms' })
+  })
+
+  describe('a peer that closes while forward bytes are on their way (EPIPE)', () => {
+    const epipe = () => Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })
+
+    /** A destination relay whose `to` (QEMU) already sent EOF and holds every write until `release`. */
+    async function destination(o: { failLastWrite: boolean; failFin: boolean }) {
+      const dir = tmpDir('xbzrle-relay-')
+      const [from, peer] = await socketPair(dir, 'a.sock')
+      const held: { size: number; cb: (e?: Error | null) => void }[] = []
+      const to = new Duplex({
+        read() {},
+        write(chunk: Buffer, _enc, cb) {
+          held.push({ size: chunk.length, cb })
+        },
+        final(cb) {
+          cb(o.failFin ? epipe() : null)
+        },
+      })
+      to.push(null) // QEMU's side of the return path is over (no return path in this migration)
+      const filter = new PassThrough()
+      const r = new Relay(
+        1,
+        { from, to, fromName: 'peer', toName: 'QEMU', filter, qemuIs: 'to' },
+        zeroProxyCounters(),
+        { idleTimeoutMs: 0, halfCloseTimeoutMs: 0, digest: false },
+      )
+      peer.on('data', () => {})
+      peer.end(Buffer.alloc(5000, 1))
+      await waitFor(() => filter.readableEnded && held.length > 0, 'the filter handed everything over')
+      // Complete the held writes in order (each completion lets the next buffered write through); the one that
+      // carries the stream's last byte fails when asked to.
+      let released = 0
+      while (released < 5000) {
+        await waitFor(() => held.length > 0, 'the next write')
+        const w = held.shift()!
+        released += w.size
+        w.cb(o.failLastWrite && released === 5000 ? epipe() : null)
+      }
+      return r.result
+    }
+
+    it('the last write fails after the filter ended: failed, with the bytes QEMU took (was reported ok)', async () => {
+      const res = await destination({ failLastWrite: true, failFin: false })
+      expect(res.ok).toBe(false)
+      expect(res.error).toMatch(
+        /^QEMU closed the connection before it took the whole stream \(\d+ of 5000 bytes\)$/,
+      )
+    })
+
+    it('every write completed and only our FIN meets EPIPE: delivered, ok', async () => {
+      const res = await destination({ failLastWrite: false, failFin: true })
+      expect(res).toMatchObject({ ok: true, forwardOut: 5000 })
+    })
   })
 })

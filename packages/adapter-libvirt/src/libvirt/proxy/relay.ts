@@ -63,6 +63,8 @@ export class Relay {
   private readonly t0 = Date.now()
   private forwardIn = 0
   private forwardOut = 0
+  /** Forward bytes whose write into `to` completed without error (handed to the kernel, for a socket). */
+  private forwardAccepted = 0
   private returnPath = 0
   private lastActivity = Date.now()
   private idleTimer: NodeJS.Timeout | undefined
@@ -113,8 +115,25 @@ export class Relay {
       this.forwardOut += c.length
       this.counters.forwardOut += c.length
     })
+    this.countAcceptedWrites(to)
     from.pipe(filter).pipe(to)
     to.on('finish', () => this.delivered('forward'))
+  }
+
+  /**
+   * Counts the forward bytes `to` really accepted. pipe() writes without a callback, and a peer that closes early
+   * makes a write fail (EPIPE) after the filter has already handed everything over: the bytes of that write are
+   * lost. Only a write that completed counts, so an early close is told apart from an EPIPE on our FIN alone.
+   */
+  private countAcceptedWrites(to: Duplex): void {
+    const write = to.write.bind(to) as (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean
+    to.write = ((chunk: Buffer, encoding?: unknown, cb?: unknown) => {
+      const done = typeof encoding === 'function' ? encoding : cb
+      return write(chunk, typeof encoding === 'function' ? undefined : encoding, (e?: Error | null) => {
+        if (!e) this.forwardAccepted += chunk.length
+        if (typeof done === 'function') done(e)
+      })
+    }) as Duplex['write']
   }
 
   private wireReturnPath(): void {
@@ -146,10 +165,14 @@ export class Relay {
     // A peer that already sent EOF may refuse our last bytes / our FIN (EPIPE): harmless once everything that
     // direction carries has been handed over (upstream ended).
     const onSocketError =
-      (side: Duplex, name: string, direction: 'forward' | 'return', upstreamEnded: () => boolean) =>
+      (side: Duplex, name: string, direction: 'forward' | 'return', allHandedOver: () => boolean) =>
       (e: Error) => {
         const code = (e as NodeJS.ErrnoException).code ?? ''
-        if (PEER_GONE.has(code) && side.readableEnded && upstreamEnded()) this.delivered(direction)
+        if (PEER_GONE.has(code) && side.readableEnded && allHandedOver()) this.delivered(direction)
+        else if (PEER_GONE.has(code) && direction === 'forward' && filter.readableEnded)
+          this.fail(
+            `${name} closed the connection before it took the whole stream (${this.forwardAccepted} of ${this.forwardOut} bytes)`,
+          )
         else this.fail(`${name}: ${oneLine(e)}`)
       }
     from.on(
@@ -158,7 +181,12 @@ export class Relay {
     )
     to.on(
       'error',
-      onSocketError(to, toName, 'forward', () => filter.readableEnded),
+      onSocketError(
+        to,
+        toName,
+        'forward',
+        () => filter.readableEnded && this.forwardAccepted === this.forwardOut,
+      ),
     )
     filter.on('error', (e) => this.fail(oneLine(e)))
     const onClose = (side: Duplex, name: string, direction: 'forward' | 'return') => () => {
