@@ -198,6 +198,11 @@ describe('the libvirt save flow: encode/decode --base-store DIR (keyed by the do
       expect(d.code, d.stderr).toBe(0)
       expect(d.stdout.equals(saves[i]!)).toBe(true)
     }
+    // a standalone copy from the store's chain
+    const flat = await runCli(['rebase', f('vm-2.xbz'), '--base-store', store, '-o', f('vm-2.full.xbz')])
+    expect(flat.code, flat.stderr).toBe(0)
+    const flatBack = await runCli(['decode', f('vm-2.full.xbz')])
+    expect(flatBack.stdout.equals(saves[2]!)).toBe(true)
     // another domain has its own chain
     writeFileSync(f('vm2.save'), asSaveImage(third, '00000000-1111-2222-3333-444444444444'))
     const o = await runCli(['encode', f('vm2.save'), '--base-store', store, '-o', f('vm2.xbz')])

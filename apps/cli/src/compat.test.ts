@@ -25,6 +25,8 @@ let app: string
 let oldCli: string
 let input: string
 let original: Buffer
+/** An earlier image of the same simulated VM (its first pass only): the base of the `current-v3-base` writer. */
+let base: string
 
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), 'xbzrle-compat-'))
@@ -73,6 +75,8 @@ try {
   input = join(scratch, 'in.mig')
   original = Buffer.concat([...new SimulatedGuest({ memMiB: 4, passes: 2, seed: 8 }).stream()])
   writeFileSync(input, original)
+  base = join(scratch, 'base.mig')
+  writeFileSync(base, Buffer.concat([...new SimulatedGuest({ memMiB: 4, passes: 0, seed: 8 }).stream()]))
 }, 600_000)
 
 afterAll(() => {
@@ -80,15 +84,17 @@ afterAll(() => {
   rmSync(scratch, { recursive: true, force: true })
 })
 
-type Side = 'v1-release' | 'current-v1' | 'current-v2' | 'current-v3'
+type Side = 'v1-release' | 'current-v1' | 'current-v2' | 'current-v3' | 'current-v3-base'
 const cliOf = (s: Side) => (s === 'v1-release' ? oldCli : `${process.execPath} ${CLI}`)
 const encodeArgs = (s: Side) =>
   s === 'current-v1'
     ? 'encode --format-version 1'
     : s === 'current-v2'
       ? 'encode --format-version 2'
-      : 'encode'
-const versionOf = (s: Side) => s.replace(/^current-v/, 'version ')
+      : s === 'current-v3-base'
+        ? `encode --base ${base}`
+        : 'encode'
+const versionOf = (s: Side) => s.replace(/^current-v(\d).*/, 'version $1')
 
 function run(cmd: string, env: NodeJS.ProcessEnv = {}): { code: number; stderr: string } {
   try {
@@ -143,9 +149,12 @@ const CELLS: Array<{ writer: Side; reader: 'v1-release' | 'current'; works: bool
   { writer: 'current-v1', reader: 'current', works: true },
   { writer: 'current-v2', reader: 'current', works: true },
   { writer: 'current-v3', reader: 'current', works: true },
+  // Encoded against a base image (issue #15): the current reader given the base decodes it.
+  { writer: 'current-v3-base', reader: 'current', works: true },
   // An old reader refuses a newer format with a clear message, and writes nothing.
   { writer: 'current-v2', reader: 'v1-release', works: false },
   { writer: 'current-v3', reader: 'v1-release', works: false },
+  { writer: 'current-v3-base', reader: 'v1-release', works: false },
 ]
 
 describe('compatibility matrix (file and pipe)', () => {
@@ -154,10 +163,12 @@ describe('compatibility matrix (file and pipe)', () => {
       it(`${cell.writer} → ${cell.reader} over a ${transport}: ${cell.works ? 'works' : 'clear refusal'}`, () => {
         const out = join(scratch, `out-${cell.writer}-${cell.reader}-${transport}.mig`)
         const enc = `${cliOf(cell.writer)} ${encodeArgs(cell.writer)} < ${input}`
-        const dec = `${cliOf(cell.reader === 'current' ? 'current-v3' : 'v1-release')} decode`
+        const withBase =
+          cell.writer === 'current-v3-base' && cell.reader === 'current' ? ` --base ${base}` : ''
+        const dec = `${cliOf(cell.reader === 'current' ? 'current-v3' : 'v1-release')} decode${withBase}`
         const r =
           transport === 'file'
-            ? run(`${enc} > ${out}.xbz && ${dec} ${out}.xbz > ${out}`)
+            ? run(`${enc} 2>${out}.encode.log > ${out}.xbz && ${dec} ${out}.xbz > ${out}`) // the reader's stderr only
             : run(`${enc} 2>/dev/null | ${dec} > ${out}`) // the writer may die of EPIPE: the reader's verdict counts
         if (cell.works) {
           expect(r.code, r.stderr).toBe(0)
@@ -220,6 +231,18 @@ describe('compatibility matrix (WebSocket: the peers negotiate the format)', () 
       says: /sent format v1/,
     },
     { name: 'current sender → current receiver: v3', rx: newReceiver, tx: newSender, says: /format v3/ },
+    {
+      name: 'current sender with --base → v1-release receiver: v1, without a base (one logged line)',
+      rx: oldReceiver,
+      tx: (port: number) => [...newSender(port), '--base', base],
+      says: /format v1, which has no base images: sending without a base[\s\S]*format v1/,
+    },
+    {
+      name: 'current sender and receiver holding the same base: v3 against it',
+      rx: (port: number, out: string) => [...newReceiver(port, out), '--base', base],
+      tx: (port: number) => [...newSender(port), '--base', base],
+      says: /receiver holds our base sha256:[0-9a-f]{64}: encoding against it[\s\S]*format v3/,
+    },
   ])('$name, byte-exact', async ({ rx, tx, says }) => {
     const port = await freePort()
     const out = join(scratch, `ws-${port}.mig`)

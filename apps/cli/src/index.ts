@@ -21,6 +21,12 @@ Typical setups:
     virsh save vm vm.save && xbzrle encode vm.save -o vm.save.xbz
     xbzrle decode vm.save.xbz -o vm.save && virsh restore vm.save
 
+  A save against the previous save of the same VM (only the differences are stored; the base is verified):
+    xbzrle encode vm.2.save --base vm.1.save -o vm.2.xbz
+    xbzrle decode vm.2.xbz --base vm.1.save -o vm.2.save
+    xbzrle rebase vm.2.xbz --base vm.1.save -o vm.2.full.xbz     (standalone again)
+    per domain, automatically: xbzrle encode DOM.save --base-store DIR -o OUT / xbzrle decode OUT --base-store DIR
+
   Live migration over WebSocket (TLS + token):
     destination:  qemu-system-x86_64 ... -incoming 'exec:xbzrle receive --listen 0.0.0.0:8443 --token-file T --tls-cert C --tls-key K'
     source (QMP): migrate "exec:xbzrle send wss://dst:8443/vm1 --token-file T --ca CA"
@@ -281,11 +287,12 @@ export function buildProgram(): Command {
       'turn a stream encoded against a base image into a standalone one (--flatten, the default) or re-base it (--onto)',
     )
     .argument('<stream>', 'the based xbzrle stream (FILE or - for stdin)')
-    .requiredOption(
+    .option(
       '--base <file>',
       'the base image the stream was encoded against; repeat it for the bases that one depends on',
       collectArg,
     )
+    .option('--base-store <dir>', 'or find the base in the libvirt save flow directory (encode --base-store)')
     .option('--flatten', 'write a standalone stream that needs no base (the default)')
     .option('--onto <file>', 'encode against this base image instead (repeat it for a chain)', collectArg)
     .option('-o, --output <file>', 'output file, replaced only once complete (default: stdout)')
@@ -303,6 +310,7 @@ export function buildProgram(): Command {
       await runRebase(stream, {
         output: o.output,
         base: o.base,
+        baseStore: o.baseStore,
         onto: o.onto,
         maxCache: o.maxCache,
         cacheSize: o.cacheSize,

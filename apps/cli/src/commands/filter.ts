@@ -337,9 +337,11 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
 }
 
 /** The encode options plus the based stream's own base; `onto` is the new base (absent: flatten). */
-export interface RebaseCommandOptions extends Omit<EncodeCommandOptions, 'base' | 'strict'> {
+export interface RebaseCommandOptions extends Omit<EncodeCommandOptions, 'base' | 'strict' | 'baseStore'> {
   /** The base the stream was encoded against (then the bases that one depends on). */
-  base: string[]
+  base?: string[]
+  /** Or find it in the libvirt save flow's directory. */
+  baseStore?: string
   /** Re-encode against this base instead of writing a standalone stream. */
   onto?: string[]
   maxCache?: number
@@ -352,7 +354,12 @@ export interface RebaseCommandOptions extends Omit<EncodeCommandOptions, 'base' 
  */
 export async function runRebase(input: string, o: RebaseCommandOptions): Promise<void> {
   const started = process.hrtime.bigint()
-  const based = await decoderBase(input, { base: o.base, maxCache: o.maxCache })
+  if (!o.base?.length && !o.baseStore)
+    throw new CliError(
+      "rebase needs --base FILE or --base-store DIR (where the stream's base is)",
+      ExitCode.USAGE,
+    )
+  const based = await decoderBase(input, { base: o.base, baseStore: o.baseStore, maxCache: o.maxCache })
   const mode = o.mode ?? based.header.mode
   const onto = o.onto?.length ? await encoderBase({ ...o, mode, base: o.onto }) : undefined
   const dec = new DecodeStream({ maxCacheBytes: o.maxCache, base: based.base })

@@ -9,7 +9,7 @@
  */
 import { createReadStream } from 'node:fs'
 import { basename } from 'node:path'
-import { type EncodeMode, PageDeltaDecoder, PageDeltaEncoder } from '@xbzrle/codec'
+import { type EncodeMode, isCachePolicy, PageDeltaDecoder, PageDeltaEncoder } from '@xbzrle/codec'
 import {
   BASE_SEED_LAST_VERSION,
   type BaseRequirement,
@@ -139,13 +139,21 @@ export async function prepareDecoderBase(
       'MALFORMED',
       'xbzrle stream: the base-image extension names other cache parameters than the header (corrupted header)',
     )
-  const seeder = new BaseSeeder(
-    () =>
-      new PageDeltaDecoder({
-        cache: { pageSize: header.pageSize, cacheBytes, ways, policy: policy as 'lru-age-v1' },
-      }),
-    { targetPageSize: header.pageSize },
-  )
+  if (!isCachePolicy(policy))
+    throw new ProtocolError(
+      'UNSUPPORTED_VERSION',
+      `xbzrle stream: unknown cache policy ${JSON.stringify(policy)} (upgrade xbzrle to read this stream)`,
+    )
+  let target: PageDeltaDecoder
+  try {
+    target = new PageDeltaDecoder({ cache: { pageSize: header.pageSize, cacheBytes, ways, policy } })
+  } catch (e) {
+    throw new ProtocolError(
+      'MALFORMED',
+      `xbzrle stream: its cache parameters are impossible: ${(e as Error).message} (corrupted or foreign input)`,
+    )
+  }
+  const seeder = new BaseSeeder(() => target, { targetPageSize: header.pageSize })
   const r = await seedFrom(chain, seeder, o, needs)
   const got = baseFingerprint(r)
   if (r.bytes !== req.baseBytes || got !== baseFingerprint(req)) {

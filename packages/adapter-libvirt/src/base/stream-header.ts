@@ -2,6 +2,7 @@ import {
   BASE_IMAGE_EXTENSION,
   FrameReader,
   type FrameReaderOptions,
+  ProtocolError,
   type StreamHeader,
 } from '@xbzrle/protocol'
 
@@ -30,7 +31,7 @@ export async function peekStreamHeader(
     const r = await input.next()
     if (r.done) {
       reader.finish() // throws: the stream ended before its header
-      throw new Error('xbzrle stream: input ended before the header')
+      throw new ProtocolError('TRUNCATED', 'xbzrle stream: input ended before the header (incomplete input)')
     }
     head.push(r.value)
     reader.push(r.value)
