@@ -122,6 +122,51 @@ describe('proxy arguments', () => {
   })
 })
 
+describe('proxy --base', () => {
+  it('is repeatable on both roles (a base, then the bases it depends on)', async () => {
+    expect(
+      (
+        await parse([
+          'source',
+          '--listen',
+          '/s.sock',
+          '--connect',
+          '4000',
+          '--base',
+          'b.xbz',
+          '--base',
+          'a.save',
+        ])
+      ).base,
+    ).toEqual(['b.xbz', 'a.save'])
+    expect(
+      (await parse(['destination', '--listen', '4000', '--qemu-socket', '/q.sock', '--base', 'a.save'])).base,
+    ).toEqual(['a.save'])
+    expect(
+      (await parse(['destination', '--listen', '4000', '--qemu-socket', '/q.sock'])).base,
+    ).toBeUndefined()
+  })
+
+  it('a base that cannot be read stops the proxy before it listens (exit 4, one line)', async () => {
+    const r = await runCli([
+      'proxy',
+      'source',
+      '--listen',
+      '/nonexistent/s.sock',
+      '--connect',
+      '4000',
+      '--base',
+      '/nonexistent/base.save',
+    ])
+    expect(r.code).toBe(4)
+    expect(r.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(
+        /^xbzrle: proxy source: .*base image \/nonexistent\/base.save cannot be used \(no such file\)/,
+      ),
+    ])
+  })
+})
+
 describe('xbzrle proxy (built CLI)', () => {
   it('a destination beyond loopback without a token exits 2; a missing token file exits 4', async () => {
     const d = tmpDir('xbzrle-proxy-args-')

@@ -55,13 +55,16 @@ export {
   startSourceProxy,
 } from './libvirt/proxy.js'
 export {
+  agreeOnBase,
   clientHandshake,
   HandshakeRefused,
   HandshakeStatus,
   isLoopbackHost,
   loadProxyToken,
+  type PeerBase,
   PROXY_HANDSHAKE_MAGIC,
   PROXY_HANDSHAKE_VERSION,
+  type ProxyBaseOffer,
   serverHandshake,
   TOKEN_ENV,
 } from './libvirt/proxy-auth.js'

@@ -6,16 +6,19 @@
  */
 import { readFileSync } from 'node:fs'
 import {
+  type EncoderBase,
   isLoopbackHost,
   loadProxyToken,
   type MigrationProxy,
   type ProxyOptions,
   type ProxySessionObserver,
+  prepareEncoderBase,
   startProxy,
   type TlsClientOptions,
   TOKEN_ENV,
   tcpConnector,
 } from '@xbzrle/adapter-libvirt'
+import { baseFingerprint } from '@xbzrle/protocol'
 import { type Command, InvalidArgumentError } from 'commander'
 import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
 import { parseSize } from '../io.js'
@@ -25,6 +28,7 @@ import {
   type SessionObservers,
   startSessionObservers,
 } from '../observe/run.js'
+import { baseOffer } from './ws.js'
 
 export const PROXY_DESCRIPTION = `Relays one live migration at a time between two unix sockets over TCP: the source half encodes QEMU's stream,
 the destination half decodes it; QEMU's return path (destination -> source) is relayed raw in the other
@@ -43,6 +47,10 @@ With libvirt (same socket path on both hosts; destination first, then source, th
   src# virsh migrate --live --p2p --verbose DOM qemu+ssh://DST/system \\
          --migrateuri unix:///var/lib/libvirt/qemu/xbz.sock
   (not with --tunnelled, --tls, --parallel or --compressed; postcopy works as the return path is relayed)
+
+With a base (the destination holds an earlier save of the same VM; both halves must name the same file):
+  dst# xbzrle proxy destination ... --base /var/lib/xbz/DOM.1.save
+  src# xbzrle proxy source ... --base /var/lib/xbz/DOM.1.save
 
 With plain QEMU:
   dst: qemu-system-x86_64 ... -incoming unix:/run/xbz-dst.sock
@@ -79,6 +87,8 @@ export interface ProxyArgs {
   tls: boolean
   /** Destination: allow a non-loopback --listen without a token. */
   allowInsecureNoToken: boolean
+  /** --base: an earlier image of the VM, then the bases it depends on (used only when both halves hold it). */
+  base?: string[]
 }
 
 /** The options commander hands the action (before checks). */
@@ -104,6 +114,7 @@ export interface ProxyFlags extends ObserveCommandOptions {
   tls?: boolean
   allowInsecureNoToken?: boolean
   stats?: boolean
+  base?: string[]
 }
 
 const usage = (message: string) =>
@@ -157,6 +168,7 @@ export function proxyArgs(role: string | undefined, f: ProxyFlags): ProxyArgs {
     allowInsecureNoToken: f.allowInsecureNoToken === true,
   }
   if (f.tokenFile !== undefined) args.tokenFile = f.tokenFile
+  if (f.base?.length) args.base = f.base
   if (role === 'source') {
     if (!f.connect) throw usage('proxy source needs --connect HOST:PORT')
     args.connect = parseHostPort(f.connect)
@@ -214,11 +226,40 @@ function readPem(path: string, what: string): Buffer {
   }
 }
 
+/**
+ * The base of a source proxy: seeded once at start (so that the first migration starts at once and the base's
+ * fingerprint is known for the handshake), seeded again for each further migration that uses it.
+ */
+async function sourceBase(args: ProxyArgs): Promise<SourceBase> {
+  const seed = () => prepareEncoderBase(args.base!, { cacheBytes: args.cacheBytes, mode: args.mode })
+  let ready: EncoderBase | undefined = await seed()
+  const r = ready.requirement
+  return {
+    offer: { fingerprint: baseFingerprint(r), bytes: r.baseBytes },
+    prepare: async () => {
+      const b = ready ?? (await seed())
+      ready = undefined
+      return b
+    },
+  }
+}
+
+type SourceBase = NonNullable<Extract<ProxyOptions, { role: 'source' }>['base']>
+type DestinationBase = NonNullable<Extract<ProxyOptions, { role: 'destination' }>['base']>
+
+/** What --base gives the proxy: the source's seeded base, or the destination's chain and its fingerprint. */
+export async function proxyBase(args: ProxyArgs): Promise<SourceBase | DestinationBase | undefined> {
+  if (!args.base?.length) return undefined
+  if (args.role === 'source') return sourceBase(args)
+  return { offer: await baseOffer(args.base), chain: args.base }
+}
+
 /** The `startProxy` options for `args` (reads the TLS files; throws a one-line error when one is unreadable). */
 export function proxyOptions(
   args: ProxyArgs,
   token: string | undefined,
   hooks: Pick<ProxyOptions, 'log' | 'observeSession' | 'onRefused'>,
+  base?: SourceBase | DestinationBase,
 ): ProxyOptions {
   const common = {
     ...hooks,
@@ -240,6 +281,7 @@ export function proxyOptions(
         ...(args.mode !== undefined ? { mode: args.mode } : {}),
       },
       socketMode: args.socketMode,
+      ...(base && 'prepare' in base ? { base } : {}),
     }
   }
   return {
@@ -254,6 +296,7 @@ export function proxyOptions(
         : undefined,
     handshakeTimeoutMs: args.handshakeTimeoutMs,
     allowRemoteWithoutToken: args.allowInsecureNoToken,
+    ...(base && 'chain' in base ? { base } : {}),
   }
 }
 
@@ -281,14 +324,20 @@ export async function runProxyCommand(args: ProxyArgs, o: ProxyFlags = {}): Prom
     const warning = proxySecurityWarning(args, token)
     if (warning) err(warning)
     const observe = proxySessionObservers(observers, observerRole, o)
+    const base = await proxyBase(args)
     proxy = await startProxy(
-      proxyOptions(args, token, {
-        log: (l) => {
-          if (!args.quiet || l.includes(' failed: ')) err(l)
+      proxyOptions(
+        args,
+        token,
+        {
+          log: (l) => {
+            if (!args.quiet || l.includes(' failed: ')) err(l)
+          },
+          observeSession: (id): ProxySessionObserver => observe(id),
+          onRefused: (reason) => observers.refused(observerRole, reason),
         },
-        observeSession: (id): ProxySessionObserver => observe(id),
-        onRefused: (reason) => observers.refused(observerRole, reason),
-      }),
+        base,
+      ),
     )
   } catch (e) {
     await observers.close()
@@ -382,6 +431,11 @@ export function registerProxyCommand(
     .option(
       '--digest',
       'log a SHA-256 of the QEMU stream per migration (equal on both halves = byte-exact end to end; costs CPU)',
+    )
+    .option(
+      '--base <file>',
+      'an earlier image of this VM (QEMU stream, save image or xbzrle stream; repeat for the bases it depends on): named in the handshake, used only when the other half holds the same (else one log line and no base)',
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
     .option('--quiet', 'only errors')
     .option('--stats', 'print the per-pass table of each migration on stderr')

@@ -471,7 +471,7 @@ function baseStage(
 }
 
 /** The fingerprint of the base a receiver holds: SHA-256 of its original bytes (read once, at start). */
-async function baseOffer(chain: string[]): Promise<BaseOffer> {
+export async function baseOffer(chain: string[]): Promise<BaseOffer> {
   const h = createHash('sha256')
   let bytes = 0
   for await (const b of baseBytes(chain)) {

@@ -16,6 +16,8 @@
  */
 import { createServer, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { BaseGate } from '../base/base-gate.js'
+import { type EncoderBase, prepareDecoderBase } from '../base/base-image.js'
 import type { DecoderOptions, XbzrleDecoder } from '../filter/decoder.js'
 import type { EncoderOptions, XbzrleEncoder } from '../filter/encoder.js'
 import type { PassListener } from '../filter/pass-stats.js'
@@ -39,10 +41,13 @@ import {
 } from './proxy/transport.js'
 import { bindUnixServer, connectUnix, unlinkIfOurs } from './proxy/unix-socket.js'
 import {
+  agreeOnBase,
   clientHandshake,
   HandshakeRefused,
   HandshakeStatus,
   isLoopbackHost,
+  type PeerBase,
+  type ProxyBaseOffer,
   serverHandshake,
 } from './proxy-auth.js'
 
@@ -113,6 +118,12 @@ export interface SourceProxyOptions extends ProxyCommonOptions {
   encoder?: EncoderOptions
   /** Mode of the socket file (default 0o660: libvirtd runs as root; QEMU started by hand may need 0o666). */
   socketMode?: number
+  /**
+   * A base image the destination may hold (issue #15): `offer` is named in the handshake; when the destination
+   * holds the same base, `prepare()` gives the seeded encoder state for this migration (a fresh one each time:
+   * a migration consumes it). Otherwise the migration runs without a base (one log line).
+   */
+  base?: { offer: ProxyBaseOffer; prepare: () => Promise<EncoderBase> }
 }
 
 export interface DestinationProxyOptions extends ProxyCommonOptions {
@@ -130,6 +141,12 @@ export interface DestinationProxyOptions extends ProxyCommonOptions {
    * Default 10000 ms.
    */
   handshakeTimeoutMs?: number
+  /**
+   * The base image this destination holds (then the bases it depends on), named in the handshake by `offer`
+   * (SHA-256 of its original bytes). A stream whose header names a base is decoded against it after the base
+   * was verified against the header, before a byte reaches QEMU (BaseGate); a mismatch fails the migration.
+   */
+  base?: { offer: ProxyBaseOffer; chain: readonly string[] }
   /** Unauthenticated connections held at once (more are dropped at once). Default 16. */
   maxPendingHandshakes?: number
   /**
@@ -205,21 +222,36 @@ interface SessionPlan {
   openTimeoutMs?: number
   /** The failure when `inbound` went away while `open` ran. */
   inboundGone: string
-  /** The filter's options: the source encodes, the destination decodes. */
-  filter: { encoder: EncoderOptions } | { decoder: DecoderOptions }
+  /**
+   * The filter's options: the source encodes, the destination decodes. Read after `open` resolved (the
+   * handshake decides the source's base). `base` (destination): the chain a BaseGate seeds the decoder from.
+   */
+  filter: () => { encoder: EncoderOptions } | { decoder: DecoderOptions; base?: readonly string[] }
 }
 
-/** The session's filter, with the observer's pass listener, handed to the observer before its first byte. */
-function makeFilter(plan: SessionPlan, observer: ProxySessionObserver | undefined): RelayEnds['filter'] {
+/**
+ * The session's filter, with the observer's pass listener, handed to the observer before its first byte; on the
+ * destination with a base, the BaseGate that seeds and verifies the decoder's base from the stream header.
+ */
+function makeFilter(
+  f: ReturnType<SessionPlan['filter']>,
+  observer: ProxySessionObserver | undefined,
+): Pick<RelayEnds, 'filter' | 'gate'> {
   const listen = observer?.passListener ? { passListener: observer.passListener } : {}
-  if ('encoder' in plan.filter) {
-    const enc = new EncodeStream({ ...plan.filter.encoder, ...listen })
+  if ('encoder' in f) {
+    const enc = new EncodeStream({ ...f.encoder, ...listen })
     observer?.attach?.({ encoder: enc.encoder })
-    return enc
+    return { filter: enc }
   }
-  const dec = new DecodeStream({ ...plan.filter.decoder, ...listen })
+  const dec = new DecodeStream({ ...f.decoder, ...listen })
   observer?.attach?.({ decoder: dec.decoder })
-  return dec
+  const chain = f.base
+  if (!chain) return { filter: dec }
+  const maxCacheBytes = f.decoder.maxCacheBytes
+  return {
+    filter: dec,
+    gate: new BaseGate(dec.decoder, (h) => prepareDecoderBase(chain, h, { maxCacheBytes })),
+  }
 }
 
 /** Takes the slot, opens the far end, then relays. Resolves nothing: the registry gets the result. */
@@ -268,7 +300,7 @@ function runSession(registry: SessionRegistry, options: ProxyCommonOptions, plan
       }
       inbound.removeAllListeners('error')
       out.removeAllListeners('error')
-      const filter = makeFilter(plan, observer)
+      const f = plan.filter()
       const relay = new Relay(
         s.id,
         {
@@ -276,9 +308,9 @@ function runSession(registry: SessionRegistry, options: ProxyCommonOptions, plan
           to: out,
           fromName: plan.inboundName,
           toName: plan.outboundName,
-          filter,
+          ...makeFilter(f, observer),
           // the encoder reads QEMU's stream, the decoder writes it
-          qemuIs: 'encoder' in plan.filter ? 'from' : 'to',
+          qemuIs: 'encoder' in f ? 'from' : 'to',
         },
         registry.counters,
         {
@@ -310,6 +342,7 @@ async function sourceDoor(options: SourceProxyOptions, registry: SessionRegistry
   }
   const start = (qemu: Socket) => {
     if (!admit(qemu)) return
+    let base: EncoderBase | undefined
     runSession(registry, options, {
       inbound: qemu,
       inboundName: 'source QEMU',
@@ -317,12 +350,13 @@ async function sourceDoor(options: SourceProxyOptions, registry: SessionRegistry
       open: async (track) => {
         const transport = await options.connect()
         track(transport)
-        await clientHandshake(transport, options.token)
+        const peer = await clientHandshake(transport, options.token, options.base?.offer)
+        if (decideBase(registry, 'source', options.base?.offer, peer)) base = await options.base!.prepare()
         return transport
       },
       openTimeoutMs: connectTimeoutMs,
       inboundGone: 'source QEMU closed the connection early',
-      filter: { encoder: options.encoder ?? {} },
+      filter: () => ({ encoder: base ? { ...options.encoder, base } : (options.encoder ?? {}) }),
     })
   }
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (qemu) => {
@@ -348,6 +382,18 @@ async function sourceDoor(options: SourceProxyOptions, registry: SessionRegistry
   }
 }
 
+/** The base comparison of one migration (agreeOnBase), logged in one line; true when the base is used. */
+function decideBase(
+  registry: SessionRegistry,
+  role: ProxyRole,
+  ours: ProxyBaseOffer | undefined,
+  peer: PeerBase,
+): boolean {
+  const { use, line } = agreeOnBase(role, ours, peer)
+  if (line) registry.log(`xbzrle proxy ${role}: ${line}`)
+  return use
+}
+
 const REFUSAL_OF: Partial<Record<HandshakeStatus, ProxyRefusal>> = {
   [HandshakeStatus.AuthFailed]: 'AUTH_FAILED',
   [HandshakeStatus.UnsupportedVersion]: 'UNSUPPORTED_VERSION',
@@ -371,7 +417,8 @@ async function destinationDoor(options: DestinationProxyOptions, registry: Sessi
     listener = await listenTcp({ ...options.listen, tls: options.tls, handshakeTimeoutMs })
   }
   const pending = new Set<Duplex>()
-  const start = (transport: Duplex) =>
+  const start = (transport: Duplex, peer: PeerBase) => {
+    decideBase(registry, 'destination', options.base?.offer, peer)
     runSession(registry, options, {
       inbound: transport,
       inboundName: 'transport',
@@ -382,8 +429,13 @@ async function destinationDoor(options: DestinationProxyOptions, registry: Sessi
         return qemu
       },
       inboundGone: 'the transport closed before QEMU was reached',
-      filter: { decoder: options.decoder ?? {} },
+      // With a base held here, a stream that names one is checked against it whatever the handshake said.
+      filter: () => ({
+        decoder: options.decoder ?? {},
+        ...(options.base ? { base: options.base.chain } : {}),
+      }),
     })
+  }
   listener.onConnection((transport) => {
     if (registry.closed || pending.size >= maxPending) {
       if (!registry.closed) registry.refusedQuietly('TOO_MANY_PENDING')
@@ -399,7 +451,7 @@ async function destinationDoor(options: DestinationProxyOptions, registry: Sessi
       timedOut = true
       transport.destroy()
     }, handshakeTimeoutMs)
-    serverHandshake(transport, options.token).then(
+    serverHandshake(transport, options.token, options.base?.offer).then(
       (hs) => {
         clearTimeout(timer)
         pending.delete(transport)
@@ -415,7 +467,7 @@ async function destinationDoor(options: DestinationProxyOptions, registry: Sessi
         }
         hs.accept()
         transport.pause()
-        start(transport)
+        start(transport, hs.peer)
       },
       (e: unknown) => {
         clearTimeout(timer)

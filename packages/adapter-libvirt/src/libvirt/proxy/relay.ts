@@ -35,6 +35,8 @@ export interface RelayEnds {
   toName: string
   /** EncodeStream (source) or DecodeStream (destination). */
   filter: Transform
+  /** A stage before the filter (the destination's BaseGate): holds the stream until the decoder has its base. */
+  gate?: Transform
   /** Which side is QEMU (for the digest: the QEMU stream is `from`'s input or `filter`'s output). */
   qemuIs: 'from' | 'to'
 }
@@ -103,7 +105,7 @@ export class Relay {
   }
 
   private wireForward(): void {
-    const { from, to, filter, qemuIs } = this.ends
+    const { from, to, filter, gate, qemuIs } = this.ends
     from.on('data', (c: Buffer) => {
       if (qemuIs === 'from') this.hash?.update(c)
       this.forwardIn += c.length
@@ -116,7 +118,8 @@ export class Relay {
       this.counters.forwardOut += c.length
     })
     this.countAcceptedWrites(to)
-    from.pipe(filter).pipe(to)
+    if (gate) from.pipe(gate).pipe(filter).pipe(to)
+    else from.pipe(filter).pipe(to)
     to.on('finish', () => this.delivered('forward'))
   }
 
@@ -189,6 +192,7 @@ export class Relay {
       ),
     )
     filter.on('error', (e) => this.fail(oneLine(e)))
+    this.ends.gate?.on('error', (e) => this.fail(oneLine(e)))
     const onClose = (side: Duplex, name: string, direction: 'forward' | 'return') => () => {
       if (this.state === RelayState.Closed) return
       if (side.readableEnded && (this.isDelivered(direction) || side.writableFinished)) return
@@ -222,6 +226,7 @@ export class Relay {
     const { from, to, filter } = this.ends
     from.destroy()
     to.destroy()
+    this.ends.gate?.destroy()
     filter.destroy()
     const r: ProxySessionResult = {
       id: this.id,
