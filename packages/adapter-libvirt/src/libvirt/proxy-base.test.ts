@@ -1,10 +1,14 @@
 // Base images in the proxy handshake (issue #15): the optional BASE sections behind flag bit 1, compatible with
 // peers that predate them, and the decision each half takes from them.
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { socketPair } from './proxy/test-peers.js'
+import { prepareEncoderBase } from '../base/base-image.js'
+import { changedImage, saveLikeImage } from '../base/test-images.js'
+import { fakeDestinationQemu, socketPair } from './proxy/test-peers.js'
+import { startProxy, tcpConnector } from './proxy.js'
 import {
   agreeOnBase,
   clientHandshake,
@@ -164,5 +168,73 @@ describe('base sections in the proxy handshake', () => {
     const answer = await readExactly(src, 2)
     expect(answer[0]).toBe(4)
     src.destroy()
+  })
+})
+
+describe('startProxy with a base (fake QEMU on both ends)', () => {
+  const A = join(dir, 'a.mig')
+  const B = join(dir, 'b.mig')
+  const baseA = saveLikeImage(1)
+  writeFileSync(A, baseA)
+  writeFileSync(B, saveLikeImage(2))
+  const stream = changedImage(baseA, 0.05, 3)
+  const offerOf = async (chain: string[]) => {
+    const r = (await prepareEncoderBase(chain)).requirement
+    return { fingerprint: `sha256:${Buffer.from(r.digest).toString('hex')}`, bytes: r.baseBytes }
+  }
+
+  /** One migration of `stream` from a fake source QEMU; the destination holds A, the source's base is given. */
+  async function run(source: { offer: ProxyBaseOffer; chain: string[] } | undefined) {
+    const tag = `p${n++}`
+    const qemu = await fakeDestinationQemu(join(dir, `${tag}-dst.sock`))
+    const lines: string[] = []
+    const dst = await startProxy({
+      role: 'destination',
+      listen: { host: '127.0.0.1', port: 0 },
+      qemuSocket: join(dir, `${tag}-dst.sock`),
+      base: { offer: await offerOf([A]), chain: [A] },
+      log: (l) => lines.push(l),
+    })
+    const port = Number(dst.address.split(':').pop())
+    const src = await startProxy({
+      role: 'source',
+      listen: join(dir, `${tag}-src.sock`),
+      connect: tcpConnector({ host: '127.0.0.1', port }),
+      log: (l) => lines.push(l),
+      ...(source ? { base: { offer: source.offer, prepare: () => prepareEncoderBase(source.chain) } } : {}),
+    })
+    const c = connect({ path: join(dir, `${tag}-src.sock`), allowHalfOpen: true })
+    c.on('data', () => {})
+    c.on('error', () => {})
+    c.end(stream)
+    const [s, d] = await Promise.all([src.nextSession(), dst.nextSession()])
+    await Promise.all([src.close(), dst.close()])
+    qemu.server.close()
+    return { s, d, lines, received: Buffer.concat(qemu.received) }
+  }
+
+  it('same base: the source encodes against it, the destination QEMU gets the stream byte for byte', async () => {
+    const based = await run({ offer: await offerOf([A]), chain: [A] })
+    const plain = await run(undefined)
+    expect(based.d.ok && plain.d.ok, `${based.d.error} ${plain.d.error}`).toBe(true)
+    expect(based.received.equals(stream)).toBe(true)
+    expect(plain.received.equals(stream)).toBe(true)
+    expect(based.lines.filter((l) => /both halves hold base/.test(l))).toHaveLength(2)
+    // the link: the based stream carries only the changed pages
+    expect(based.s.forwardOut).toBeLessThan(0.5 * plain.s.forwardOut)
+  })
+
+  it('different base: one line on each half, no base, still byte for byte', async () => {
+    const r = await run({ offer: await offerOf([B]), chain: [B] })
+    expect(r.d.ok, r.d.error).toBe(true)
+    expect(r.received.equals(stream)).toBe(true)
+    expect(r.lines.filter((l) => /migrating without a base/.test(l))).toHaveLength(2)
+  })
+
+  it('a source that names base A but encodes against B: refused before a byte reaches QEMU', async () => {
+    const r = await run({ offer: await offerOf([A]), chain: [B] })
+    expect(r.d.ok).toBe(false)
+    expect(r.d.error).toMatch(/base image .*a\.mig is not this stream's base/)
+    expect(r.received.length).toBe(0)
   })
 })
