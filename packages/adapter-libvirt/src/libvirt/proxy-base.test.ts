@@ -184,7 +184,7 @@ describe('startProxy with a base (fake QEMU on both ends)', () => {
   }
 
   /** One migration of `stream` from a fake source QEMU; the destination holds A, the source's base is given. */
-  async function run(source: { offer: ProxyBaseOffer; chain: string[] } | undefined) {
+  async function run(source: { offer: ProxyBaseOffer; chain: string[] } | undefined, migrations = 1) {
     const tag = `p${n++}`
     const qemu = await fakeDestinationQemu(join(dir, `${tag}-dst.sock`))
     const lines: string[] = []
@@ -203,14 +203,18 @@ describe('startProxy with a base (fake QEMU on both ends)', () => {
       log: (l) => lines.push(l),
       ...(source ? { base: { offer: source.offer, prepare: () => prepareEncoderBase(source.chain) } } : {}),
     })
-    const c = connect({ path: join(dir, `${tag}-src.sock`), allowHalfOpen: true })
-    c.on('data', () => {})
-    c.on('error', () => {})
-    c.end(stream)
-    const [s, d] = await Promise.all([src.nextSession(), dst.nextSession()])
+    const results = []
+    for (let i = 0; i < migrations; i++) {
+      const c = connect({ path: join(dir, `${tag}-src.sock`), allowHalfOpen: true })
+      c.on('data', () => {})
+      c.on('error', () => {})
+      c.end(stream)
+      results.push(await Promise.all([src.nextSession(), dst.nextSession()]))
+    }
     await Promise.all([src.close(), dst.close()])
     qemu.server.close()
-    return { s, d, lines, received: Buffer.concat(qemu.received) }
+    const [s, d] = results[0]!
+    return { s, d, results, lines, received: Buffer.concat(qemu.received) }
   }
 
   it('same base: the source encodes against it, the destination QEMU gets the stream byte for byte', async () => {
@@ -222,6 +226,14 @@ describe('startProxy with a base (fake QEMU on both ends)', () => {
     expect(based.lines.filter((l) => /both halves hold base/.test(l))).toHaveLength(2)
     // the link: the based stream carries only the changed pages
     expect(based.s.forwardOut).toBeLessThan(0.5 * plain.s.forwardOut)
+  })
+
+  it('two migrations one after another through the same pair: each gets a freshly seeded base', async () => {
+    const r = await run({ offer: await offerOf([A]), chain: [A] }, 2)
+    const plain = await run(undefined)
+    expect(r.results.map(([, d]) => d.ok)).toEqual([true, true])
+    expect(r.received.equals(Buffer.concat([stream, stream]))).toBe(true)
+    for (const [s] of r.results) expect(s.forwardOut).toBeLessThan(0.5 * plain.s.forwardOut)
   })
 
   it('different base: one line on each half, no base, still byte for byte', async () => {

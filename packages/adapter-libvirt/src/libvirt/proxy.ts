@@ -218,6 +218,11 @@ interface SessionPlan {
    * the connection as soon as it exists (so that an abort destroys it); it throws when the session was aborted.
    */
   open(track: (outbound: Duplex) => void): Promise<Duplex>
+  /**
+   * Runs after `open`, outside its time limit (seeding a base can take longer than a connect); a rejection fails
+   * the session with its message.
+   */
+  prepare?: () => Promise<void>
   /** A limit on `open` enforced here (undefined: `open` has its own). */
   openTimeoutMs?: number
   /** The failure when `inbound` went away while `open` ran. */
@@ -290,9 +295,16 @@ function runSession(registry: SessionRegistry, options: ProxyCommonOptions, plan
     }
   }
   plan.open(track).then(
-    (out) => {
+    async (out) => {
       clearTimeout(timer)
       outbound = out
+      try {
+        await plan.prepare?.()
+      } catch (e) {
+        destroyBoth()
+        settle(failedResult(s.id, aborted ?? oneLine(e), t0))
+        return
+      }
       if (aborted !== undefined || inbound.destroyed) {
         out.destroy()
         settle(failedResult(s.id, aborted ?? plan.inboundGone, t0))
@@ -342,6 +354,7 @@ async function sourceDoor(options: SourceProxyOptions, registry: SessionRegistry
   }
   const start = (qemu: Socket) => {
     if (!admit(qemu)) return
+    let agreed = false
     let base: EncoderBase | undefined
     runSession(registry, options, {
       inbound: qemu,
@@ -351,8 +364,11 @@ async function sourceDoor(options: SourceProxyOptions, registry: SessionRegistry
         const transport = await options.connect()
         track(transport)
         const peer = await clientHandshake(transport, options.token, options.base?.offer)
-        if (decideBase(registry, 'source', options.base?.offer, peer)) base = await options.base!.prepare()
+        agreed = decideBase(registry, 'source', options.base?.offer, peer)
         return transport
+      },
+      prepare: async () => {
+        if (agreed) base = await options.base!.prepare()
       },
       openTimeoutMs: connectTimeoutMs,
       inboundGone: 'source QEMU closed the connection early',
