@@ -17,9 +17,12 @@ import {
   migrateThrough,
   requireQemu,
   requireTool,
+  type StartGuestOptions,
+  saveRunningGuest,
   shellQuote,
+  sleep,
   startDestination,
-  startGuest,
+  startRunningGuest,
   tmpDir,
 } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
@@ -27,7 +30,13 @@ import { CLI_SH, freePort, runCli } from './test-cli.js'
 
 installTestkitHooks({ afterEach, afterAll })
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+/** The guest: 256 MiB rewritten at 20k writes/s. */
+const REWRITING_GUEST: StartGuestOptions = {
+  memMiB: 288,
+  append: { workload: 'sparse', mem: 256, rate: 20000, period: 500 },
+}
+/** A 288 MiB TCG guest needs longer than the defaults to boot and finish its first pass. */
+const SLOW_START = { readyMs: 120_000, passMs: 60_000 }
 
 async function sha256(path: string): Promise<string> {
   const h = createHash('sha256')
@@ -48,16 +57,9 @@ describe('base images with a real guest', () => {
     if (!requireQemu(ctx) || !requireTool(ctx, 'lzop', 'lzop')) return
     const dir = tmpDir('xbzrle-base-qemu-')
     const f = (n: string) => join(dir, n)
-    const guest = await startGuest({
-      memMiB: 288,
-      append: { workload: 'sparse', mem: 256, rate: 20000, period: 500 },
-    })
-    await guest.waitForReady(120_000)
-    await guest.waitForPass(1, 60_000)
+    const guest = await startRunningGuest(REWRITING_GUEST, 1, SLOW_START)
     // save 1: paused, then migrated to a file (what virsh save does); the guest then runs on
-    await guest.stop()
-    await captureMigration({ guest, out: f('first.mig') })
-    await guest.cont()
+    await saveRunningGuest(guest, f('first.mig'))
     await sleep(10_000)
     await guest.stop()
     await captureMigration({ guest, out: f('second.mig') })
@@ -108,15 +110,8 @@ describe('base images with a real guest', () => {
     if (!requireQemu(ctx)) return
     const dir = tmpDir('xbzrle-base-live-')
     const first = join(dir, 'first.mig')
-    const source = await startGuest({
-      memMiB: 288,
-      append: { workload: 'sparse', mem: 256, rate: 20000, period: 500 },
-    })
-    await source.waitForReady(120_000)
-    await source.waitForPass(1, 60_000)
-    await source.stop()
-    await captureMigration({ guest: source, out: first })
-    await source.cont()
+    const source = await startRunningGuest(REWRITING_GUEST, 1, SLOW_START)
+    await saveRunningGuest(source, first)
     await sleep(10_000)
     /** One live migration over WebSocket; returns the payload bytes the sender put on the wire. */
     const migrate = async (base: boolean) => {

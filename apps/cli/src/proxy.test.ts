@@ -5,16 +5,17 @@ import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, truncate
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import {
-  captureMigration,
   compareGuestRam,
   freePort,
   installTestkitHooks,
   migrateWithUris,
   type QemuProcess,
   requireQemu,
+  saveRunningGuest,
   sleep,
   startDestination,
   startGuest,
+  startRunningGuest,
   tmpDir,
   waitFor,
 } from '@xbzrle/testkit'
@@ -111,7 +112,7 @@ describe('xbzrle proxy', () => {
 })
 
 describe('a proxy process killed mid-migration', () => {
-  it.each(['source', 'destination'] as const)(
+  it.for(['source', 'destination'] as const)(
     'SIGKILL of the %s proxy: the migration fails cleanly, the source VM keeps running, nothing hangs',
     { timeout: 120_000 },
     async (victim, ctx) => {
@@ -430,16 +431,13 @@ describe('xbzrle proxy --base with a real guest', () => {
     if (!requireQemu(ctx)) return
     const dir = tmpDir('xbzrle-proxy-base-')
     const first = join(dir, 'first.mig')
-    const source = await startGuest({
-      memMiB: 160,
-      append: { workload: 'sparse', mem: 128, rate: 8000, period: 500 },
-    })
-    await source.waitForReady(120_000)
-    await source.waitForPass(1, 60_000)
+    const source = await startRunningGuest(
+      { memMiB: 160, append: { workload: 'sparse', mem: 128, rate: 8000, period: 500 } },
+      1,
+      { readyMs: 120_000, passMs: 60_000 },
+    )
     // the save the destination holds: paused, migrated to a file (as virsh save does); then the guest runs on
-    await source.stop()
-    await captureMigration({ guest: source, out: first })
-    await source.cont()
+    await saveRunningGuest(source, first)
     await sleep(10_000)
 
     const based = await migrate(source, dir, { src: first, dst: first })

@@ -77,6 +77,17 @@ export function captureIteratingMigration(o: {
   })
 }
 
+/**
+ * A save of a running guest, as `virsh save` writes it (paused, then migrated to `out` in one pass); the guest then
+ * runs on. Returns the capture.
+ */
+export async function saveRunningGuest(guest: QemuProcess, out: string): Promise<CaptureResult> {
+  await guest.stop()
+  const saved = await captureMigration({ guest, out })
+  await guest.cont()
+  return saved
+}
+
 /** Capture a raw migration stream of the test guest into a file; returns the path. */
 export async function captureMigrationStream(options: CaptureOptions = {}): Promise<string> {
   return (await captureMigration(options)).path

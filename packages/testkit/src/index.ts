@@ -15,6 +15,7 @@ export {
   captureIteratingMigration,
   captureMigration,
   captureMigrationStream,
+  saveRunningGuest,
 } from './capture.js'
 export {
   buildTestGuest,

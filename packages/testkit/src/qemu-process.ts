@@ -408,9 +408,13 @@ export function startGuest(options: StartGuestOptions = {}): Promise<QemuProcess
  * startGuest, then wait for the guest's ready line and for its pass `pass` (default 1): a running guest, such as
  * the source of a migration.
  */
-export async function startRunningGuest(options: StartGuestOptions = {}, pass = 1): Promise<QemuProcess> {
+export async function startRunningGuest(
+  options: StartGuestOptions = {},
+  pass = 1,
+  timeouts: { readyMs?: number; passMs?: number } = {},
+): Promise<QemuProcess> {
   const guest = await startGuest(options)
-  await guest.waitForReady()
-  await guest.waitForPass(pass)
+  await guest.waitForReady(timeouts.readyMs)
+  await guest.waitForPass(pass, timeouts.passMs)
   return guest
 }
