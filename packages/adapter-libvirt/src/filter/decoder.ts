@@ -299,7 +299,10 @@ export class XbzrleDecoder {
   }
   private batch(batch: Batch): Uint8Array {
     const codec = this.codec!
-    const out = new Uint8Array(batch.outputLength)
+    // Not zero-filled: every byte is written by the frames before the batch is verified (n must equal the
+    // declared length), and an unverified batch is never released.
+    const raw = Buffer.allocUnsafeSlow(batch.outputLength)
+    const out = new Uint8Array(raw.buffer, raw.byteOffset, batch.outputLength)
     let n = 0
     // Frames never write past the declared length: a lying batch fails verification instead of overflowing.
     const tooLong = () =>
