@@ -1,9 +1,17 @@
+import { closeSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
+import {
+  DecodeStream,
+  type EncoderStats,
+  EncodeStream,
+  XbzrleDecoder,
+  XbzrleEncoder,
+} from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
+import { fileToFileInput, readFileInto, writeStdout } from '../file-filter.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
@@ -70,37 +78,74 @@ async function filterToOutput(
   }
 }
 
+/**
+ * filterToOutput for a regular file in and a regular file on stdout (see file-filter.ts): the filter gets the
+ * input in large reads (into one reused buffer when `reuse`), then finishes, then `check` runs. Closes `fd`
+ * (unless it is stdin).
+ */
+async function fileToStdout(
+  input: string | undefined,
+  fd: number,
+  filter: { push(chunk: Uint8Array): void; finish(): void },
+  reuse: boolean,
+  startProgress: () => Progress | undefined,
+  check: () => void,
+): Promise<void> {
+  installSignalHandlers()
+  let progress: Progress | undefined
+  try {
+    assertStdoutNotInput(input)
+    progress = startProgress()
+    try {
+      await readFileInto(fd, (c) => filter.push(c), reuse)
+      filter.finish()
+    } finally {
+      progress?.stop()
+    }
+    check()
+  } finally {
+    if (fd !== 0) closeSync(fd)
+  }
+}
+
 export async function runEncode(input: string | undefined, o: EncodeCommandOptions): Promise<void> {
   const lv =
     input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
   if (lv && isHelperImage(lv)) throw new CliError(describeLibvirtImage(lv, input!), ExitCode.BAD_INPUT)
   const started = process.hrtime.bigint()
   const obs = await startObservation('encode', o, o.output)
-  const enc = new EncodeStream({
+  const options = {
     cacheBytes: o.cacheSize,
     ways: o.ways,
     mode: o.mode,
     formatVersion: o.formatVersion,
     passListener: obs.observer.listener,
-  })
-  obs.observer.attach(encoderSource(enc.encoder))
+  }
+  const fd = fileToFileInput(input, o.output)
+  const stream = fd === undefined ? new EncodeStream(options) : undefined
+  // File to file: each output chunk is written before the encoder goes on, so it can be a view (no copy).
+  const encoder = stream?.encoder ?? new XbzrleEncoder(writeStdout, { ...options, chunkView: true })
+  obs.observer.attach(encoderSource(encoder))
   const progress = () =>
     obs.bar
       ? new Progress('encode', () => {
-          const s = enc.encoder.stats
+          const s = encoder.stats
           return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
         })
       : undefined
+  const check = () => {
+    const problem = inputProblem(encoder.stats)
+    if (problem === undefined) return
+    if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
+    const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
+    process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
+  }
   await obs.run(() =>
-    filterToOutput(input, o.output, enc, progress, () => {
-      const problem = inputProblem(enc.encoder.stats)
-      if (problem === undefined) return
-      if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
-      const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
-      process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
-    }),
+    stream
+      ? filterToOutput(input, o.output, stream, progress, check)
+      : fileToStdout(input, fd!, encoder, true, progress, check),
   )
-  if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
+  if (o.stats) process.stderr.write(encodeSummary(encoder.stats, started) + passTable(encoder.passes))
 }
 
 /**
@@ -182,22 +227,30 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   }
   const started = process.hrtime.bigint()
   const obs = await startObservation('decode', o, o.output)
-  const dec = new DecodeStream({ maxCacheBytes: o.maxCache, passListener: obs.observer.listener })
-  obs.observer.attach(decoderSource(dec.decoder))
+  const options = { maxCacheBytes: o.maxCache, passListener: obs.observer.listener }
+  const fd = fileToFileInput(input, o.output)
+  const stream = fd === undefined ? new DecodeStream(options) : undefined
+  // File to file: each verified batch is written before the next is decoded, so one buffer serves them all.
+  const decoder = stream?.decoder ?? new XbzrleDecoder(writeStdout, { ...options, reuseOutput: true })
+  obs.observer.attach(decoderSource(decoder))
   const progress = () =>
     obs.bar
       ? new Progress('decode', () => {
-          const s = dec.decoder.stats
+          const s = decoder.stats
           return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
         })
       : undefined
-  await obs.run(() => filterToOutput(input, o.output, dec, progress, () => {}))
+  await obs.run(() =>
+    stream
+      ? filterToOutput(input, o.output, stream, progress, () => {})
+      : fileToStdout(input, fd!, decoder, false, progress, () => {}),
+  )
   if (o.stats) {
-    const s = dec.decoder.stats
+    const s = decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9
     process.stderr.write(
       `xbzrle decode: ${formatBytes(s.bytesIn)} in, ${formatBytes(s.bytesOut)} out (format v${s.version}), ${(s.bytesOut / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s\n` +
-        passTable(dec.decoder.passes),
+        passTable(decoder.passes),
     )
   }
 }

@@ -43,6 +43,12 @@ export interface EncoderOptions {
   encoderName?: string
   /** Told when a QEMU pass (the pages between two dirty-bitmap syncs) starts and ends; see pass-stats.ts. */
   passListener?: PassListener
+  /**
+   * Hand `onChunk` a view into the frame writer's buffer, valid only until `onChunk` returns, instead of a copy
+   * the caller owns: for a caller that writes each chunk out at once (a synchronous write to a file), it saves a
+   * copy of every output byte into fresh memory.
+   */
+  chunkView?: boolean
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -108,6 +114,7 @@ export class XbzrleEncoder {
         onChunk(c)
       },
       batchBytes: options.batchBytes,
+      chunkView: options.chunkView,
       version: options.formatVersion as FrameWriterOptions['version'],
     })
     this.reader = new QemuStreamReader(
