@@ -7,14 +7,13 @@
  * be: on a fresh buffer every byte costs a page fault, which measured more than the copy itself.
  *
  * The same bytes as the stream path: batches close at their target size (a file never pauses, so the idle flush
- * of the stream path has nothing to do), and the decoder releases a batch only after its CRC matched. The loop
- * yields to the event loop every YIELD_BYTES so that signals, the progress bar and the metrics endpoint run.
+ * of the stream path has nothing to do), and the decoder releases a batch only after its CRC matched. Every read
+ * is awaited, so signals, the progress bar and the metrics endpoint run between reads.
  */
-import { closeSync, fstatSync, openSync, readSync, type Stats, writeSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, read, type Stats, writeSync } from 'node:fs'
 
 /** Read size: large reads are most of the speed of a filter (fewer calls, fewer batches split by a read). */
 export const FILE_READ_BYTES = 4 << 20
-const YIELD_BYTES = 64 << 20
 
 function isFile(fd: number): boolean {
   let st: Stats
@@ -52,30 +51,40 @@ export function writeStdout(chunk: Uint8Array): void {
   while (off < chunk.length) off += writeSync(1, chunk, off, chunk.length - off)
 }
 
-const tick = () => new Promise<void>((resolve) => setImmediate(resolve))
+/** One read at the file's position into `buf`: the bytes read (0 at the end). */
+function readInto(fd: number, buf: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)))
+  })
+}
 
 /**
- * Reads `fd` to its end in FILE_READ_BYTES reads and hands each read to `push`. With `reuse` every read goes
- * into the same buffer (`push` must be done with it when it returns); else each read gets a fresh one (for a
- * consumer that keeps what it was given until later input completes it, as the decoder's record queue does).
+ * Reads `fd` to its end in FILE_READ_BYTES reads and hands each read to `push`. The next read is in flight
+ * (on libuv's thread pool) while `push` works on the last one, so a file that is not in the page cache is read
+ * while the filter computes. With `reuse` the reads alternate between two buffers (`push` must be done with a
+ * buffer when it returns: the read after next goes into it); else each read gets a fresh one (for a consumer that
+ * keeps what it was given until later input completes it, as the decoder's record queue does).
  */
 export async function readFileInto(
   fd: number,
   push: (chunk: Uint8Array) => void,
   reuse: boolean,
 ): Promise<void> {
-  const shared = reuse ? new Uint8Array(FILE_READ_BYTES) : undefined
-  let sinceYield = 0
+  const pair = reuse ? [rawBytes(FILE_READ_BYTES), rawBytes(FILE_READ_BYTES)] : undefined
+  let reads = 0
+  const next = (): { buf: Uint8Array; n: Promise<number> } => {
+    const buf = pair ? pair[reads++ & 1]! : rawBytes(FILE_READ_BYTES)
+    const n = readInto(fd, buf)
+    n.catch(() => {}) // a read still in flight when push() throws is not waited for
+    return { buf, n }
+  }
+  let pending = next()
   for (;;) {
-    const buf = shared ?? rawBytes(FILE_READ_BYTES)
-    const n = readSync(fd, buf, 0, buf.length, null)
-    if (n === 0) return
-    push(buf.subarray(0, n))
-    sinceYield += n
-    if (sinceYield >= YIELD_BYTES) {
-      sinceYield = 0
-      await tick()
-    }
+    const { buf, n } = pending
+    const got = await n
+    if (got === 0) return
+    pending = next()
+    push(buf.subarray(0, got))
   }
 }
 
