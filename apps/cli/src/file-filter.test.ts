@@ -56,6 +56,23 @@ describe('file to file', () => {
     expect(piped.stdout.equals(stream)).toBe(true)
   })
 
+  it('-o FILE: written atomically through the same path, the bytes of stdout', () => {
+    const v2 = `${CLI_SH} encode --format-version 2`
+    expect(sh(`${v2} in.mig -o o.xbz && ${v2} < in.mig > s.xbz`).status).toBe(0)
+    expect(readFileSync(join(dir, 'o.xbz')).equals(readFileSync(join(dir, 's.xbz')))).toBe(true)
+    // Replacing an existing file, and decoding into one.
+    writeFileSync(join(dir, 'o.out'), 'old contents')
+    expect(sh(`${CLI_SH} decode o.xbz -o o.out`).status).toBe(0)
+    expect(readFileSync(join(dir, 'o.out')).equals(stream)).toBe(true)
+    // A corrupt stream leaves the old file as it was.
+    const bad = readFileSync(join(dir, 'o.xbz'))
+    bad[bad.length >> 1]! ^= 0x10
+    writeFileSync(join(dir, 'bad-o.xbz'), bad)
+    writeFileSync(join(dir, 'keep.out'), 'keep me')
+    expect(sh(`${CLI_SH} decode bad-o.xbz -o keep.out`).status).toBe(3)
+    expect(readFileSync(join(dir, 'keep.out'), 'utf8')).toBe('keep me')
+  })
+
   it('a corrupt stream: one-line error, exit 3, and only verified batches were written', () => {
     expect(sh(`${CLI_SH} encode --format-version 1 < in.mig > v1.xbz`).status).toBe(0)
     const enc = readFileSync(join(dir, 'v1.xbz'))

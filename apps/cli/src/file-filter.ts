@@ -1,6 +1,7 @@
 /**
- * The file-to-file path of `xbzrle -c < FILE > FILE` / `-dc` (and `encode FILE > FILE`): when the input is a
- * regular file and stdout is a regular file, the filter runs without a stream pipeline. The input is read with
+ * The file-to-file path of `xbzrle -c < FILE > FILE` / `-dc`, `encode FILE -o FILE` and the like: when the input
+ * is a regular file and the output one too (stdout, or an atomic `-o` output), the filter runs without a stream
+ * pipeline. The input is read with
  * large reads (encoder: into ONE reused buffer, which the encoder has consumed when push() returns), and output
  * is written with a synchronous write as soon as it exists, so the encoder can hand out views of its frame buffer
  * and the decoder can rebuild every batch in the same buffer. Nothing is copied into fresh memory that need not
@@ -10,7 +11,7 @@
  * of the stream path has nothing to do), and the decoder releases a batch only after its CRC matched. Every read
  * is awaited, so signals, the progress bar and the metrics endpoint run between reads.
  */
-import { closeSync, fstatSync, openSync, read, type Stats, writeSync } from 'node:fs'
+import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
 
 /** Read size: large reads are most of the speed of a filter (fewer calls, fewer batches split by a read). */
 export const FILE_READ_BYTES = 4 << 20
@@ -25,14 +26,22 @@ function isFile(fd: number): boolean {
   return st.isFile()
 }
 
+/** Whether `-o PATH` will be a regular file: one is there, or nothing (a directory fails later, as ever). */
+function fileOrNothing(path: string): boolean {
+  try {
+    return statSync(path).isFile()
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT'
+  }
+}
+
 /**
  * The input's file descriptor when the file-to-file path applies (input a regular file, given by name or on
- * stdin, and output a regular file on stdout), else undefined (the stream path handles pipes, sockets, terminals
- * and `-o`, whose atomic replacement goes through a stream).
+ * stdin; output a regular file on stdout or an `-o` path that is a regular file or does not exist yet), else
+ * undefined: the stream path handles pipes, sockets, terminals and devices.
  */
 export function fileToFileInput(input: string | undefined, output: string | undefined): number | undefined {
-  if (output !== undefined && output !== '-') return undefined
-  if (!isFile(1)) return undefined
+  if (output === undefined || output === '-' ? !isFile(1) : !fileOrNothing(output)) return undefined
   if (input === undefined || input === '-') return isFile(0) ? 0 : undefined
   let fd: number
   try {
@@ -45,10 +54,15 @@ export function fileToFileInput(input: string | undefined, output: string | unde
   return undefined
 }
 
-/** Writes all of `chunk` to stdout (a regular file: a write is never short for long, but may be). */
-export function writeStdout(chunk: Uint8Array): void {
+/** Where the file-to-file path writes: stdout, or the temporary file of an atomic `-o` output. */
+export interface OutputSink {
+  fd: number
+}
+
+/** Writes all of `chunk` to the sink (a regular file: a short write is unlikely, but allowed). */
+export function writeAll(sink: OutputSink, chunk: Uint8Array): void {
   let off = 0
-  while (off < chunk.length) off += writeSync(1, chunk, off, chunk.length - off)
+  while (off < chunk.length) off += writeSync(sink.fd, chunk, off, chunk.length - off)
 }
 
 /** One read at the file's position into `buf`: the bytes read (0 at the end). */

@@ -11,7 +11,7 @@ import {
 import type { Compression } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
-import { fileToFileInput, readFileInto, writeStdout } from '../file-filter.js'
+import { fileToFileInput, type OutputSink, readFileInto, writeAll } from '../file-filter.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
@@ -79,22 +79,32 @@ async function filterToOutput(
 }
 
 /**
- * filterToOutput for a regular file in and a regular file on stdout (see file-filter.ts): the filter gets the
- * input in large reads (into one reused buffer when `reuse`), then finishes, then `check` runs. Closes `fd`
- * (unless it is stdin).
+ * filterToOutput for a regular file in and a regular file out, stdout or `-o` (see file-filter.ts): the filter
+ * gets the input in large reads (into reused buffers when `reuse`) and writes its output to `sink.fd` (stdout, or
+ * the atomic output's temporary file, set here before the first read); then it finishes, `check` runs, and a
+ * named output is committed (or, on any error or signal, left as it was). Closes `fd` (unless it is stdin).
  */
-async function fileToStdout(
+async function fileToFile(
   input: string | undefined,
+  output: string | undefined,
   fd: number,
+  sink: OutputSink,
   filter: { push(chunk: Uint8Array): void; finish(): void },
   reuse: boolean,
   startProgress: () => Progress | undefined,
   check: () => void,
 ): Promise<void> {
   installSignalHandlers()
+  let out: AtomicOutput | undefined
   let progress: Progress | undefined
   try {
-    assertStdoutNotInput(input)
+    if (output === undefined || output === '-') assertStdoutNotInput(input)
+    else {
+      out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
+      // fileToFileInput saw a regular file or nothing there; a device put there since gets no descriptor.
+      if (out.fd === undefined) throw new CliError(`${output}: no longer a regular file`, ExitCode.IO)
+      sink.fd = out.fd
+    }
     progress = startProgress()
     try {
       await readFileInto(fd, (c) => filter.push(c), reuse)
@@ -103,6 +113,10 @@ async function fileToStdout(
       progress?.stop()
     }
     check()
+    await out?.commit()
+  } catch (e) {
+    await out?.abort()
+    throw e
   } finally {
     if (fd !== 0) closeSync(fd)
   }
@@ -124,7 +138,9 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
   const fd = fileToFileInput(input, o.output)
   const stream = fd === undefined ? new EncodeStream(options) : undefined
   // File to file: each output chunk is written before the encoder goes on, so it can be a view (no copy).
-  const encoder = stream?.encoder ?? new XbzrleEncoder(writeStdout, { ...options, chunkView: true })
+  const sink: OutputSink = { fd: 1 }
+  const encoder =
+    stream?.encoder ?? new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
   obs.observer.attach(encoderSource(encoder))
   const progress = () =>
     obs.bar
@@ -143,7 +159,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, check)
-      : fileToStdout(input, fd!, encoder, true, progress, check),
+      : fileToFile(input, o.output, fd!, sink, encoder, true, progress, check),
   )
   if (o.stats) process.stderr.write(encodeSummary(encoder.stats, started) + passTable(encoder.passes))
 }
@@ -231,7 +247,9 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   const fd = fileToFileInput(input, o.output)
   const stream = fd === undefined ? new DecodeStream(options) : undefined
   // File to file: each verified batch is written before the next is decoded, so one buffer serves them all.
-  const decoder = stream?.decoder ?? new XbzrleDecoder(writeStdout, { ...options, reuseOutput: true })
+  const sink: OutputSink = { fd: 1 }
+  const decoder =
+    stream?.decoder ?? new XbzrleDecoder((c) => writeAll(sink, c), { ...options, reuseOutput: true })
   obs.observer.attach(decoderSource(decoder))
   const progress = () =>
     obs.bar
@@ -243,7 +261,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, () => {})
-      : fileToStdout(input, fd!, decoder, false, progress, () => {}),
+      : fileToFile(input, o.output, fd!, sink, decoder, false, progress, () => {}),
   )
   if (o.stats) {
     const s = decoder.stats
