@@ -89,7 +89,7 @@ export async function readFileInto(
   const next = (): { buf: Uint8Array; n: Promise<number> } => {
     const buf = pair ? pair[reads++ & 1]! : rawBytes(FILE_READ_BYTES)
     const n = readInto(fd, buf)
-    n.catch(() => {}) // a read still in flight when push() throws is not waited for
+    n.catch(() => {}) // its failure is reported when it is awaited, not as an unhandled rejection
     return { buf, n }
   }
   let pending = next()
@@ -98,7 +98,13 @@ export async function readFileInto(
     const got = await n
     if (got === 0) return
     pending = next()
-    push(buf.subarray(0, got))
+    try {
+      push(buf.subarray(0, got))
+    } catch (e) {
+      // Let the read in flight finish before the caller closes its descriptor.
+      await pending.n.catch(() => {})
+      throw e
+    }
   }
 }
 
