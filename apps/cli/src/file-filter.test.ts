@@ -1,13 +1,14 @@
 // The file-to-file path (file-filter.ts): `xbzrle -c < FILE > FILE` and `-dc`, run by the built CLI with stdin
 // and stdout redirected to regular files by the shell, as libvirt's save/restore and the bench run it.
-import { execFileSync, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { waitFor } from '@xbzrle/testkit'
 import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI_SH, runCli } from './test-cli.js'
+import { CLI, CLI_SH, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
@@ -71,6 +72,25 @@ describe('file to file', () => {
     writeFileSync(join(dir, 'keep.out'), 'keep me')
     expect(sh(`${CLI_SH} decode bad-o.xbz -o keep.out`).status).toBe(3)
     expect(readFileSync(join(dir, 'keep.out'), 'utf8')).toBe('keep me')
+  })
+
+  it('a pipe in, a file out: the same round trip, and a pause in the input brings the output up to date', async () => {
+    expect(sh(`cat in.mig | ${CLI_SH} -c > p.xbz && cat p.xbz | ${CLI_SH} -dc > p.out`).status).toBe(0)
+    expect(readFileSync(join(dir, 'p.out')).equals(stream)).toBe(true)
+    // A live migration written to a file: what came in before a pause is in the file before more comes.
+    const out = openSync(join(dir, 'live.xbz'), 'w')
+    const child = spawn(process.execPath, [CLI, '-c'], { stdio: ['pipe', out, 'pipe'] })
+    closeSync(out)
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
+    const first = stream.subarray(0, 900_000)
+    child.stdin.write(first)
+    // 900 KB: less than one batch (a batch closes at 1 MiB of QEMU bytes), so only the idle flush writes their
+    // ~85 KB now; without it the file would hold the header alone until more input came.
+    await waitFor(() => statSync(join(dir, 'live.xbz')).size > 50_000, 'the first part in the output file')
+    child.stdin.end(stream.subarray(first.length))
+    expect(await exited).toBe(0)
+    execFileSync('sh', ['-c', `${CLI_SH} -dc < live.xbz > live.out`], { cwd: dir })
+    expect(readFileSync(join(dir, 'live.out')).equals(stream)).toBe(true)
   })
 
   it('a corrupt stream: one-line error, exit 3, and only verified batches were written', () => {

@@ -1,15 +1,15 @@
 /**
- * The file-to-file path of `xbzrle -c < FILE > FILE` / `-dc`, `encode FILE -o FILE` and the like: when the input
- * is a regular file and the output one too (stdout, or an atomic `-o` output), the filter runs without a stream
- * pipeline. The input is read with
- * large reads (encoder: into ONE reused buffer, which the encoder has consumed when push() returns), and output
- * is written with a synchronous write as soon as it exists, so the encoder can hand out views of its frame buffer
- * and the decoder can rebuild every batch in the same buffer. Nothing is copied into fresh memory that need not
- * be: on a fresh buffer every byte costs a page fault, which measured more than the copy itself.
+ * The path to a regular file of `xbzrle -c < IN > FILE` / `-dc`, `encode IN -o FILE` and the like: when the
+ * output is a regular file (stdout, or an atomic `-o` output), the filter runs without a stream pipeline and its
+ * output is written with a synchronous write as soon as it exists, so the encoder can hand out views of its frame
+ * buffer and the decoder can rebuild every batch in the same buffer. A regular file as input is read with large
+ * reads (encoder: into two alternating buffers, each consumed when push() returns); any other input (a pipe from
+ * QEMU) as the stream it is. Nothing is copied into fresh memory that need not be: on a fresh buffer every byte
+ * costs a page fault, which measured more than the copy itself.
  *
- * The same bytes as the stream path: batches close at their target size (a file never pauses, so the idle flush
- * of the stream path has nothing to do), and the decoder releases a batch only after its CRC matched. Every read
- * is awaited, so signals, the progress bar and the metrics endpoint run between reads.
+ * The same bytes as the stream path: batches close at their target size, or (input not a regular file) when the
+ * input pauses, as in the stream path; the decoder releases a batch only after its CRC matched. Every read is
+ * awaited, so signals, the progress bar and the metrics endpoint run between reads.
  */
 import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
 
@@ -36,22 +36,26 @@ function fileOrNothing(path: string): boolean {
 }
 
 /**
- * The input's file descriptor when the file-to-file path applies (input a regular file, given by name or on
- * stdin; output a regular file on stdout or an `-o` path that is a regular file or does not exist yet), else
- * undefined: the stream path handles pipes, sockets, terminals and devices.
+ * How the input is read when the output is a regular file (stdout, or an `-o` path that is a regular file or
+ * does not exist yet): `fd` = a regular file's descriptor (given by name or on stdin), read with large reads;
+ * `stream` = anything else (a pipe, as libvirt's save helper gets from QEMU), read as a stream. Undefined when
+ * the output is not a regular file: the stream path handles pipes, sockets, terminals and devices.
  */
-export function fileToFileInput(input: string | undefined, output: string | undefined): number | undefined {
+export function fileOutputSource(
+  input: string | undefined,
+  output: string | undefined,
+): { fd: number } | 'stream' | undefined {
   if (output === undefined || output === '-' ? !isFile(1) : !fileOrNothing(output)) return undefined
-  if (input === undefined || input === '-') return isFile(0) ? 0 : undefined
+  if (input === undefined || input === '-') return isFile(0) ? { fd: 0 } : 'stream'
   let fd: number
   try {
     fd = openSync(input, 'r')
   } catch {
     return undefined // the stream path reports a missing or unreadable file in its own words
   }
-  if (isFile(fd)) return fd
+  if (isFile(fd)) return { fd }
   closeSync(fd)
-  return undefined
+  return 'stream'
 }
 
 /** Where the file-to-file path writes: stdout, or the temporary file of an atomic `-o` output. */

@@ -5,13 +5,14 @@ import {
   DecodeStream,
   type EncoderStats,
   EncodeStream,
+  IDLE_FLUSH_MS,
   XbzrleDecoder,
   XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
-import { fileToFileInput, type OutputSink, readFileInto, writeAll } from '../file-filter.js'
+import { fileOutputSource, type OutputSink, readFileInto, writeAll } from '../file-filter.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
@@ -78,22 +79,62 @@ async function filterToOutput(
   }
 }
 
+/** What fileToFile drives: XbzrleEncoder or XbzrleDecoder. */
+interface SyncFilter {
+  push(chunk: Uint8Array): void
+  finish(): void
+  /** The encoder's: closes the open batch (when the input pauses). */
+  flush?(): void
+}
+
 /**
- * filterToOutput for a regular file in and a regular file out, stdout or `-o` (see file-filter.ts): the filter
- * gets the input in large reads (into reused buffers when `reuse`) and writes its output to `sink.fd` (stdout, or
- * the atomic output's temporary file, set here before the first read); then it finishes, `check` runs, and a
- * named output is committed (or, on any error or signal, left as it was). Closes `fd` (unless it is stdin).
+ * Feeds a stream's chunks to `filter`; with `filter.flush`, the open batch is closed once the input pauses for
+ * IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
+ */
+async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
+  let idle: NodeJS.Timeout | undefined
+  let failed: unknown
+  const flush = filter.flush?.bind(filter)
+  try {
+    for await (const chunk of source) {
+      if (failed !== undefined) throw failed
+      filter.push(chunk as Uint8Array)
+      if (!flush) continue
+      if (idle) idle.refresh()
+      else
+        idle = setTimeout(() => {
+          idle = undefined
+          try {
+            flush()
+          } catch (e) {
+            failed = e
+          }
+        }, IDLE_FLUSH_MS)
+    }
+    if (failed !== undefined) throw failed
+  } finally {
+    if (idle) clearTimeout(idle)
+  }
+}
+
+/**
+ * filterToOutput for a regular file out, stdout or `-o` (see file-filter.ts): the filter gets the input (a
+ * regular file's descriptor: large reads, into reused buffers when `reuse`; else the stream) and writes its
+ * output to `sink.fd` (stdout, or the atomic output's temporary file, set here before the first read); then it
+ * finishes, `check` runs, and a named output is committed (or, on any error or signal, left as it was). Closes a
+ * descriptor it was given (unless it is stdin).
  */
 async function fileToFile(
   input: string | undefined,
   output: string | undefined,
-  fd: number,
+  source: { fd: number } | 'stream',
   sink: OutputSink,
-  filter: { push(chunk: Uint8Array): void; finish(): void },
+  filter: SyncFilter,
   reuse: boolean,
   startProgress: () => Progress | undefined,
   check: () => void,
 ): Promise<void> {
+  const fd = source === 'stream' ? 0 : source.fd
   installSignalHandlers()
   let out: AtomicOutput | undefined
   let progress: Progress | undefined
@@ -107,7 +148,8 @@ async function fileToFile(
     }
     progress = startProgress()
     try {
-      await readFileInto(fd, (c) => filter.push(c), reuse)
+      if (source === 'stream') await pushStream(openInput(input), filter)
+      else await readFileInto(fd, (c) => filter.push(c), reuse)
       filter.finish()
     } finally {
       progress?.stop()
@@ -135,8 +177,8 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     formatVersion: o.formatVersion,
     passListener: obs.observer.listener,
   }
-  const fd = fileToFileInput(input, o.output)
-  const stream = fd === undefined ? new EncodeStream(options) : undefined
+  const source = fileOutputSource(input, o.output)
+  const stream = source === undefined ? new EncodeStream(options) : undefined
   // File to file: each output chunk is written before the encoder goes on, so it can be a view (no copy).
   const sink: OutputSink = { fd: 1 }
   const encoder =
@@ -159,7 +201,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, check)
-      : fileToFile(input, o.output, fd!, sink, encoder, true, progress, check),
+      : fileToFile(input, o.output, source!, sink, encoder, true, progress, check),
   )
   if (o.stats) process.stderr.write(encodeSummary(encoder.stats, started) + passTable(encoder.passes))
 }
@@ -244,8 +286,8 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   const started = process.hrtime.bigint()
   const obs = await startObservation('decode', o, o.output)
   const options = { maxCacheBytes: o.maxCache, passListener: obs.observer.listener }
-  const fd = fileToFileInput(input, o.output)
-  const stream = fd === undefined ? new DecodeStream(options) : undefined
+  const source = fileOutputSource(input, o.output)
+  const stream = source === undefined ? new DecodeStream(options) : undefined
   // File to file: each verified batch is written before the next is decoded, so one buffer serves them all.
   const sink: OutputSink = { fd: 1 }
   const decoder =
@@ -261,7 +303,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, () => {})
-      : fileToFile(input, o.output, fd!, sink, decoder, false, progress, () => {}),
+      : fileToFile(input, o.output, source!, sink, decoder, false, progress, () => {}),
   )
   if (o.stats) {
     const s = decoder.stats
