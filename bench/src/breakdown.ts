@@ -6,7 +6,7 @@
  */
 import { createReadStream } from 'node:fs'
 import { QemuStreamReader, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
-import { MiB } from './util.js'
+import { CLI, MiB, shq, timed } from './util.js'
 
 export interface Breakdown {
   readS: number
@@ -15,6 +15,8 @@ export interface Breakdown {
   /** XbzrleEncoder writing format v1 (XBZRLE frames only, no second-stage compressor). */
   encodeV1S: number
   decodeS: number
+  /** CPU seconds of `xbzrle --version` (process start-up and module loading, paid by every CLI run). */
+  startupS?: number
 }
 
 async function cpuOf(path: string, sink: (c: Uint8Array) => void, end: () => void): Promise<number> {
@@ -55,5 +57,7 @@ export async function breakdown(stream: string, encoded: string): Promise<Breakd
     (c) => dec.push(c),
     () => dec.finish(),
   )
-  return { readS, parseS, encodeS, encodeV1S, decodeS }
+  let startupS = Number.POSITIVE_INFINITY
+  for (let i = 0; i < 3; i++) startupS = Math.min(startupS, (await timed(`node ${shq(CLI)} --version`)).cpuS)
+  return { readS, parseS, encodeS, encodeV1S, decodeS, startupS }
 }

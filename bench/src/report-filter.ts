@@ -148,7 +148,8 @@ export function renderFilter(filter: FilterResults, ctx: RenderContext): string[
       "### Where the filter's CPU goes",
       '',
       'In-process on the same files (4 MiB reads, output discarded, `process.cpuUsage`), MB/s of original stream per CPU',
-      'second. CLI = the `xbzrle -c` / `-dc` child above (adds process start-up and pipe/file I/O).',
+      'second. CLI = the `xbzrle -c` / `-dc` child above (adds process start-up and pipe/file I/O); start-up = CPU',
+      'seconds of `xbzrle --version` (node, module loading), which every CLI run pays before its first byte.',
       '',
       mdTable(
         [
@@ -160,6 +161,7 @@ export function renderFilter(filter: FilterResults, ctx: RenderContext): string[
           'CLI encode',
           'XbzrleDecoder',
           'CLI decode',
+          'start-up s',
         ],
         bd.map((r) => {
           const x = toolRun(r, 'xbzrle')
@@ -172,6 +174,7 @@ export function renderFilter(filter: FilterResults, ctx: RenderContext): string[
             r0(mbps(r.bytes, x?.enc.cpuS ?? Number.NaN)),
             r0(mbps(r.bytes, r.breakdown!.decodeS)),
             r0(mbps(r.bytes, x?.dec.cpuS ?? Number.NaN)),
+            r.breakdown!.startupS === undefined ? 'n/a' : r.breakdown!.startupS.toFixed(2),
           ]
         }),
       ),

@@ -101,6 +101,10 @@ export function writeReport(inp: Inputs): string {
   md.push(...renderTargets(verdicts))
   if (corpus) md.push(...renderCorpus(corpus, inp.quick))
   if (filter) md.push(...renderFilter(filter, ctx))
+  // The hot path study (issue #13): measured by hand with bench/src/hotpath.ts and bench/src/cpu-profile.ts
+  // against the build before the change, so it is kept as written rather than regenerated.
+  const hotPath = join(ROOT, 'bench/profiles/hot-path.md')
+  if (existsSync(hotPath)) md.push(readFileSync(hotPath, 'utf8').trim(), '')
   if (live) md.push(...renderLive(live, ctx))
   if (compress) md.push(...renderCompress(compress))
   if (libvirt) md.push(...renderLibvirt(libvirt))

@@ -52,6 +52,11 @@ import { CliError, ExitCode } from './errors.js'
 export interface AtomicOutput {
   /** Write the output here; end it (or let a pipeline end it) before commit(). */
   stream: Writable
+  /**
+   * The temporary file's descriptor, for a caller that writes synchronously instead of through `stream` (never
+   * both); undefined for a device or FIFO, which is written through `stream` only.
+   */
+  fd?: number
   /** The path the output will have (as given by the caller). */
   path: string
   /** Waits for the stream to finish, fsyncs, renames over the target and fsyncs the directory. */
@@ -383,7 +388,7 @@ export async function createAtomicOutput(
     })
   }
 
-  return { stream, path, commit, abort }
+  return { stream, fd, path, commit, abort }
 }
 
 /** Devices and FIFOs are written as they are (no temporary file, nothing to clean up). */

@@ -3,14 +3,11 @@ import { WORKLOADS, type Workload } from '@xbzrle/adapter-libvirt'
 import { DEFAULT_WAYS, MAX_CACHE_WAYS } from '@xbzrle/codec'
 import { CODEC_NAMES, type Compression, parseCliOptions, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { runBench } from './commands/bench.js'
-import { runDemo } from './commands/demo.js'
-import { runQemuDemo } from './commands/demo-qemu.js'
+// The other commands are imported when they run: `xbzrle -c` / `-dc` (libvirt's helper form, started once per
+// save or migration) should not load WebSocket, demo and bench code first.
 import { runDecode, runEncode, runRebase } from './commands/filter.js'
-import { runInspect } from './commands/inspect.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { registerProxyCommand, SilentExit } from './commands/proxy.js'
-import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { parseSize } from './io.js'
 import { parseDuration } from './observe/run.js'
@@ -331,6 +328,7 @@ export function buildProgram(): Command {
       '\nExample:\n  xbzrle inspect vm.save\n  xbzrle inspect --json mig.xbz | jq .frames\n',
     )
     .action(async (file: string, o) => {
+      const { runInspect } = await import('./commands/inspect.js')
       await runInspect(file, { json: o.json, cacheSize: o.cacheSize })
     })
 
@@ -351,8 +349,15 @@ export function buildProgram(): Command {
     )
     .addHelpText('after', '\nExample:\n  xbzrle demo --workload text --mem 128\n  npm run demo -- --qemu\n')
     .action(async (o) => {
-      if (o.qemu) await runQemuDemo({ workload: o.workload, memMiB: o.mem })
-      else await runDemo({ workload: o.workload as Workload, memMiB: o.mem, passes: o.passes, seed: o.seed })
+      if (o.qemu)
+        await (await import('./commands/demo-qemu.js')).runQemuDemo({ workload: o.workload, memMiB: o.mem })
+      else
+        await (await import('./commands/demo.js')).runDemo({
+          workload: o.workload as Workload,
+          memMiB: o.mem,
+          passes: o.passes,
+          seed: o.seed,
+        })
     })
   const send = program
     .command('send')
@@ -384,6 +389,7 @@ export function buildProgram(): Command {
       '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
     )
   addObserveOptions(send).action(async (url: string, input: string | undefined, o) => {
+    const { runSend } = await import('./commands/ws.js')
     await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) })
   })
 
@@ -428,6 +434,7 @@ export function buildProgram(): Command {
       "\nExample (destination QEMU):\n  qemu-system-x86_64 ... -incoming 'exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle receive --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem'\n",
     )
   addObserveOptions(receive).action(async (o) => {
+    const { runReceive } = await import('./commands/ws.js')
     await runReceive(o)
   })
 
@@ -454,6 +461,7 @@ export function buildProgram(): Command {
     )
     .action(async (file: string | undefined, o) => {
       const codec = codecOptions(o)
+      const { runBench } = await import('./commands/bench.js')
       await runBench(file, {
         workload: o.workload as Workload,
         memMiB: o.mem,

@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress'
+import { createRequire } from 'node:module'
+import type cliProgressTypes from 'cli-progress'
 import { onInterrupt } from './atomic-output.js'
 import { formatBytes } from './io.js'
 
@@ -14,7 +15,7 @@ export interface ProgressSample {
  * stdout is data). Uses cli-progress, which also renders nothing on a non-TTY stream.
  */
 export class Progress {
-  private readonly bar: cliProgress.SingleBar | undefined
+  private readonly bar: cliProgressTypes.SingleBar | undefined
   private readonly started = Date.now()
   private timer: NodeJS.Timeout | undefined
   private unregister: (() => void) | undefined
@@ -25,6 +26,8 @@ export class Progress {
     enabled = process.stderr.isTTY === true,
   ) {
     if (!enabled) return
+    // Loaded only when a bar is shown: every `xbzrle -c` would pay for it at start-up otherwise.
+    const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof cliProgressTypes
     this.bar = new cliProgress.SingleBar(
       {
         stream: process.stderr,

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { closeSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { PassThrough, Readable, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -8,10 +9,13 @@ import {
   type EncoderBase,
   type EncoderStats,
   EncodeStream,
+  IDLE_FLUSH_MS,
   peekStreamHeader,
   prepareDecoderBase,
   prepareEncoderBase,
   replay,
+  XbzrleDecoder,
+  XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
 import {
@@ -31,6 +35,7 @@ import {
   writeChain,
 } from '../base-store.js'
 import { CliError, ExitCode } from '../errors.js'
+import { fileOutputSource, type OutputSink, readFileInto, writeAll } from '../file-filter.js'
 import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
@@ -105,6 +110,91 @@ async function filterToOutput(
   }
 }
 
+/** What fileToFile drives: XbzrleEncoder or XbzrleDecoder. */
+interface SyncFilter {
+  push(chunk: Uint8Array): void
+  finish(): void
+  /** The encoder's: closes the open batch (when the input pauses). */
+  flush?(): void
+}
+
+/**
+ * Feeds a stream's chunks to `filter`; with `filter.flush`, the open batch is closed once the input pauses for
+ * IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
+ */
+async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
+  let idle: NodeJS.Timeout | undefined
+  let failed: unknown
+  const flush = filter.flush?.bind(filter)
+  try {
+    for await (const chunk of source) {
+      if (failed !== undefined) throw failed
+      filter.push(chunk as Uint8Array)
+      if (!flush) continue
+      if (idle) idle.refresh()
+      else
+        idle = setTimeout(() => {
+          idle = undefined
+          try {
+            flush()
+          } catch (e) {
+            failed = e
+          }
+        }, IDLE_FLUSH_MS)
+    }
+    if (failed !== undefined) throw failed
+  } finally {
+    if (idle) clearTimeout(idle)
+  }
+}
+
+/**
+ * filterToOutput for a regular file out, stdout or `-o` (see file-filter.ts): the filter gets the input (a
+ * regular file's descriptor: large reads, into reused buffers when `reuse`; else the stream) and writes its
+ * output to `sink.fd` (stdout, or the atomic output's temporary file, set here before the first read); then it
+ * finishes, `check` runs, and a named output is committed (or, on any error or signal, left as it was). Closes a
+ * descriptor it was given (unless it is stdin).
+ */
+async function fileToFile(
+  input: string | undefined,
+  output: string | undefined,
+  source: { fd: number } | 'stream',
+  sink: OutputSink,
+  filter: SyncFilter,
+  reuse: boolean,
+  startProgress: () => Progress | undefined,
+  check: () => void,
+): Promise<void> {
+  const fd = source === 'stream' ? 0 : source.fd
+  installSignalHandlers()
+  let out: AtomicOutput | undefined
+  let progress: Progress | undefined
+  try {
+    if (output === undefined || output === '-') assertStdoutNotInput(input)
+    else {
+      out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
+      // fileToFileInput saw a regular file or nothing there; a device put there since gets no descriptor.
+      if (out.fd === undefined) throw new CliError(`${output}: no longer a regular file`, ExitCode.IO)
+      sink.fd = out.fd
+    }
+    progress = startProgress()
+    try {
+      if (source === 'stream') await pushStream(openInput(input), filter)
+      else await readFileInto(fd, (c) => filter.push(c), reuse)
+      filter.finish()
+    } finally {
+      progress?.stop()
+    }
+    check()
+    await out?.commit()
+  } catch (e) {
+    await out?.abort()
+    throw e
+  } finally {
+    if (fd !== 0) closeSync(fd)
+  }
+}
+
 export async function runEncode(input: string | undefined, o: EncodeCommandOptions): Promise<void> {
   const lv =
     input !== undefined && input !== '-' ? await readLibvirtImage(input).catch(() => undefined) : undefined
@@ -113,33 +203,43 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
   const store = o.baseStore ? await storeForEncode(input, o) : undefined
   const base = o.base?.length ? await encoderBase(o) : undefined
   const obs = await startObservation('encode', o, o.output)
-  const enc = new EncodeStream({
+  const options = {
     cacheBytes: o.cacheSize,
     ways: o.ways,
     mode: o.mode,
     formatVersion: o.formatVersion,
     passListener: obs.observer.listener,
     base,
-  })
-  obs.observer.attach(encoderSource(enc.encoder))
+  }
+  // The base store hashes the input on its way (a stream step), so it keeps the stream path.
+  const source = store ? undefined : fileOutputSource(input, o.output)
+  const stream = source === undefined ? new EncodeStream(options) : undefined
+  // File to file: each output chunk is written before the encoder goes on, so it can be a view (no copy).
+  const sink: OutputSink = { fd: 1 }
+  const encoder =
+    stream?.encoder ?? new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
+  obs.observer.attach(encoderSource(encoder))
   const progress = () =>
     obs.bar
       ? new Progress('encode', () => {
-          const s = enc.encoder.stats
+          const s = encoder.stats
           return { bytesIn: s.bytesIn, bytesOut: s.bytesOut, hitRate: hitRate(s) }
         })
       : undefined
+  const check = () => {
+    const problem = inputProblem(encoder.stats)
+    if (problem === undefined) return
+    if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
+    const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
+    process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
+  }
   await obs.run(() =>
-    filterToOutput(input, o.output, store ? [store.hasher, enc] : enc, progress, () => {
-      const problem = inputProblem(enc.encoder.stats)
-      if (problem === undefined) return
-      if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
-      const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
-      process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
-    }),
+    stream
+      ? filterToOutput(input, o.output, store ? [store.hasher, stream] : stream, progress, check)
+      : fileToFile(input, o.output, source!, sink, encoder, true, progress, check),
   )
   store?.record()
-  if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
+  if (o.stats) process.stderr.write(encodeSummary(encoder.stats, started) + passTable(encoder.passes))
 }
 
 /**
@@ -312,26 +412,33 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   const started = process.hrtime.bigint()
   const based = o.base?.length || o.baseStore ? await decoderBase(input, o) : undefined
   const obs = await startObservation('decode', o, o.output)
-  const dec = new DecodeStream({
-    maxCacheBytes: o.maxCache,
-    passListener: obs.observer.listener,
-    base: based?.base,
-  })
-  obs.observer.attach(decoderSource(dec.decoder))
+  const options = { maxCacheBytes: o.maxCache, passListener: obs.observer.listener, base: based?.base }
+  // A based decode has read the header already (based.source replays it), so it keeps the stream path.
+  const source = based ? undefined : fileOutputSource(input, o.output)
+  const stream = source === undefined ? new DecodeStream(options) : undefined
+  // File to file: each verified batch is written before the next is decoded, so one buffer serves them all.
+  const sink: OutputSink = { fd: 1 }
+  const decoder =
+    stream?.decoder ?? new XbzrleDecoder((c) => writeAll(sink, c), { ...options, reuseOutput: true })
+  obs.observer.attach(decoderSource(decoder))
   const progress = () =>
     obs.bar
       ? new Progress('decode', () => {
-          const s = dec.decoder.stats
+          const s = decoder.stats
           return { bytesIn: s.bytesIn, bytesOut: s.bytesOut }
         })
       : undefined
-  await obs.run(() => filterToOutput(input, o.output, dec, progress, () => {}, based?.source))
+  await obs.run(() =>
+    stream
+      ? filterToOutput(input, o.output, stream, progress, () => {}, based?.source)
+      : fileToFile(input, o.output, source!, sink, decoder, false, progress, () => {}),
+  )
   if (o.stats) {
-    const s = dec.decoder.stats
+    const s = decoder.stats
     const secs = Number(process.hrtime.bigint() - started) / 1e9
     process.stderr.write(
       `xbzrle decode: ${formatBytes(s.bytesIn)} in, ${formatBytes(s.bytesOut)} out (format v${s.version}), ${(s.bytesOut / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s\n` +
-        passTable(dec.decoder.passes),
+        passTable(decoder.passes),
     )
   }
 }

@@ -7,7 +7,7 @@ import type { ProxySessionObserver } from '@xbzrle/adapter-libvirt'
 import { onInterrupt } from '../atomic-output.js'
 import { CliError, classify, ExitCode } from '../errors.js'
 import { formatBytes } from '../io.js'
-import { type MetricsEndpoint, MigrationMetrics, type MigrationRole, startMetricsServer } from './metrics.js'
+import type { MetricsEndpoint, MigrationMetrics, MigrationRole } from './metrics.js'
 import {
   bytesSource,
   decoderSource,
@@ -87,6 +87,8 @@ export async function openObserveOutputs(
   let metrics: MigrationMetrics | undefined
   let endpoint: MetricsEndpoint | undefined
   if (o.metricsListen !== undefined) {
+    // Loaded only when asked for: prom-client is a good part of the CLI's start-up time.
+    const { MigrationMetrics, startMetricsServer } = await import('./metrics.js')
     metrics = new MigrationMetrics()
     endpoint = await startMetricsServer(metrics, o.metricsListen, { allowPublic: o.metricsListenPublic })
   }

@@ -50,6 +50,12 @@ export interface EncoderOptions {
    * are keyed by the base's RAM block ids (matched by name), and the header names the base (format v3 only).
    */
   base?: EncoderBase
+  /**
+   * Hand `onChunk` a view into the frame writer's buffer, valid only until `onChunk` returns, instead of a copy
+   * the caller owns: for a caller that writes each chunk out at once (a synchronous write to a file), it saves a
+   * copy of every output byte into fresh memory.
+   */
+  chunkView?: boolean
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -117,6 +123,7 @@ export class XbzrleEncoder {
         onChunk(c)
       },
       batchBytes: options.batchBytes,
+      chunkView: options.chunkView,
       version: options.formatVersion as FrameWriterOptions['version'],
     })
     this.reader = new QemuStreamReader(

@@ -1,7 +1,7 @@
 import { writeVarint } from './varint.js'
 
 /** An uninitialised array of `n` bytes (no zero fill: every byte handed out is written first). */
-function allocRaw(n: number): Uint8Array {
+export function allocRaw(n: number): Uint8Array {
   const b = Buffer.allocUnsafeSlow(n)
   return new Uint8Array(b.buffer, b.byteOffset, n)
 }

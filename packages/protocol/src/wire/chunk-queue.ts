@@ -1,3 +1,5 @@
+import { allocRaw } from './byte-writer.js'
+
 /**
  * FIFO of pushed chunks with cheap contiguous views: a record that lies inside one chunk is returned as a
  * subarray of that chunk (no copy); one that spans chunks is assembled once into a new array.
@@ -34,7 +36,8 @@ export class ChunkQueue {
     const first = this.chunks[this.head]
     if (n === 0 || first === undefined) return new Uint8Array(0)
     if (first.length - this.headOff >= n) return first.subarray(this.headOff, this.headOff + n)
-    const out = new Uint8Array(n)
+    // Every byte is filled below: no zero fill (a batch spanning two 1 MiB input chunks is most batches).
+    const out = allocRaw(n)
     let filled = 0
     let idx = this.head
     let off = this.headOff

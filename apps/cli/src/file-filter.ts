@@ -1,0 +1,118 @@
+/**
+ * The path to a regular file of `xbzrle -c < IN > FILE` / `-dc`, `encode IN -o FILE` and the like: when the
+ * output is a regular file (stdout, or an atomic `-o` output), the filter runs without a stream pipeline and its
+ * output is written with a synchronous write as soon as it exists, so the encoder can hand out views of its frame
+ * buffer and the decoder can rebuild every batch in the same buffer. A regular file as input is read with large
+ * reads (encoder: into two alternating buffers, each consumed when push() returns); any other input (a pipe from
+ * QEMU) as the stream it is. Nothing is copied into fresh memory that need not be: on a fresh buffer every byte
+ * costs a page fault, which measured more than the copy itself.
+ *
+ * The same bytes as the stream path: batches close at their target size, or (input not a regular file) when the
+ * input pauses, as in the stream path; the decoder releases a batch only after its CRC matched. Every read is
+ * awaited, so signals, the progress bar and the metrics endpoint run between reads.
+ */
+import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
+
+/** Read size: large reads are most of the speed of a filter (fewer calls, fewer batches split by a read). */
+export const FILE_READ_BYTES = 4 << 20
+
+function isFile(fd: number): boolean {
+  let st: Stats
+  try {
+    st = fstatSync(fd)
+  } catch {
+    return false
+  }
+  return st.isFile()
+}
+
+/** Whether `-o PATH` will be a regular file: one is there, or nothing (a directory fails later, as ever). */
+function fileOrNothing(path: string): boolean {
+  try {
+    return statSync(path).isFile()
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT'
+  }
+}
+
+/**
+ * How the input is read when the output is a regular file (stdout, or an `-o` path that is a regular file or
+ * does not exist yet): `fd` = a regular file's descriptor (given by name or on stdin), read with large reads;
+ * `stream` = anything else (a pipe, as libvirt's save helper gets from QEMU), read as a stream. Undefined when
+ * the output is not a regular file: the stream path handles pipes, sockets, terminals and devices.
+ */
+export function fileOutputSource(
+  input: string | undefined,
+  output: string | undefined,
+): { fd: number } | 'stream' | undefined {
+  if (output === undefined || output === '-' ? !isFile(1) : !fileOrNothing(output)) return undefined
+  if (input === undefined || input === '-') return isFile(0) ? { fd: 0 } : 'stream'
+  let fd: number
+  try {
+    fd = openSync(input, 'r')
+  } catch {
+    return undefined // the stream path reports a missing or unreadable file in its own words
+  }
+  if (isFile(fd)) return { fd }
+  closeSync(fd)
+  return 'stream'
+}
+
+/** Where the file-to-file path writes: stdout, or the temporary file of an atomic `-o` output. */
+export interface OutputSink {
+  fd: number
+}
+
+/** Writes all of `chunk` to the sink (a regular file: a short write is unlikely, but allowed). */
+export function writeAll(sink: OutputSink, chunk: Uint8Array): void {
+  let off = 0
+  while (off < chunk.length) off += writeSync(sink.fd, chunk, off, chunk.length - off)
+}
+
+/** One read at the file's position into `buf`: the bytes read (0 at the end). */
+function readInto(fd: number, buf: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n)))
+  })
+}
+
+/**
+ * Reads `fd` to its end in FILE_READ_BYTES reads and hands each read to `push`. The next read is in flight
+ * (on libuv's thread pool) while `push` works on the last one, so a file that is not in the page cache is read
+ * while the filter computes. With `reuse` the reads alternate between two buffers (`push` must be done with a
+ * buffer when it returns: the read after next goes into it); else each read gets a fresh one (for a consumer that
+ * keeps what it was given until later input completes it, as the decoder's record queue does).
+ */
+export async function readFileInto(
+  fd: number,
+  push: (chunk: Uint8Array) => void,
+  reuse: boolean,
+): Promise<void> {
+  const pair = reuse ? [rawBytes(FILE_READ_BYTES), rawBytes(FILE_READ_BYTES)] : undefined
+  let reads = 0
+  const next = (): { buf: Uint8Array; n: Promise<number> } => {
+    const buf = pair ? pair[reads++ & 1]! : rawBytes(FILE_READ_BYTES)
+    const n = readInto(fd, buf)
+    n.catch(() => {}) // its failure is reported when it is awaited, not as an unhandled rejection
+    return { buf, n }
+  }
+  let pending = next()
+  for (;;) {
+    const { buf, n } = pending
+    const got = await n
+    if (got === 0) return
+    pending = next()
+    try {
+      push(buf.subarray(0, got))
+    } catch (e) {
+      // Let the read in flight finish before the caller closes its descriptor.
+      await pending.n.catch(() => {})
+      throw e
+    }
+  }
+}
+
+function rawBytes(n: number): Uint8Array {
+  const b = Buffer.allocUnsafeSlow(n)
+  return new Uint8Array(b.buffer, b.byteOffset, n)
+}
