@@ -134,14 +134,14 @@ function formatVersionOption(): Option {
 function compressOption(): Option {
   return new Option(
     '--compress <codec>',
-    'second stage for format v2 batches (default: best installed)',
-  ).choices([...CODEC_NAMES])
+    'second stage for format v2+ batches: auto (per batch, by the link rate; default on pipes and networks) or a fixed codec (default for files: best installed)',
+  ).choices(['auto', ...CODEC_NAMES])
 }
 
-function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | undefined {
+function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | 'auto' | undefined {
   if (o.compress === undefined) return undefined
   if (o.formatVersion === 1) throw new CliError('--compress needs format version 2 or later', ExitCode.USAGE)
-  return { codec: o.compress as Compression['codec'] }
+  return o.compress === 'auto' ? 'auto' : { codec: o.compress as Compression['codec'] }
 }
 
 /**
@@ -298,7 +298,7 @@ export function buildProgram(): Command {
       '\nExample (source QEMU, QMP):\n  migrate "exec:XBZRLE_TOKEN=$(cat /etc/xbzrle/token) xbzrle send wss://dst.example:8443/vm1 --ca /etc/xbzrle/ca.pem"\n',
     )
   addObserveOptions(send).action(async (url: string, input: string | undefined, o) => {
-    await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) })
+    await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) ?? 'auto' })
   })
 
   const receive = program

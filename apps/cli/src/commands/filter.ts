@@ -1,3 +1,4 @@
+import { fstatSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
@@ -26,7 +27,8 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   ways?: number
   mode?: 'canonical' | 'compact'
   formatVersion?: number
-  compression?: Compression
+  /** Default: `auto` when the output is a pipe or socket (a live migration), the best installed codec for files. */
+  compression?: Compression | 'auto'
   stats?: boolean
   /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
   strict?: boolean
@@ -57,7 +59,9 @@ async function filterToOutput(
     else out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
     progress = startProgress()
     try {
-      await pipeline(openInput(input), transform, out ? out.stream : process.stdout)
+      const dest = out ? out.stream : process.stdout
+      if (transform instanceof EncodeStream) transform.drainsInto(dest)
+      await pipeline(openInput(input), transform, dest)
     } finally {
       progress?.stop()
     }
@@ -81,6 +85,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     ways: o.ways,
     mode: o.mode,
     formatVersion: o.formatVersion,
+    compression: o.compression ?? defaultCompression(o.output),
     passListener: obs.observer.listener,
   })
   obs.observer.attach(encoderSource(enc.encoder))
@@ -101,6 +106,20 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     }),
   )
   if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
+}
+
+/**
+ * `--compress` when not given: a live migration (stdout a pipe or socket) gets `auto`, which never lets the second
+ * stage slow the link down; a file (-o, or stdout redirected to one) keeps the strongest installed codec, since a
+ * saved image is written once and read later.
+ */
+export function defaultCompression(output: string | undefined): 'auto' | undefined {
+  if (output !== undefined && output !== '-') return undefined
+  try {
+    return fstatSync(1).isFile() ? undefined : 'auto'
+  } catch {
+    return 'auto'
+  }
 }
 
 /**

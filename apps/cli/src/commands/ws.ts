@@ -4,7 +4,7 @@ import { constants as osConstants } from 'node:os'
 import { dirname, isAbsolute, relative, resolve } from 'node:path'
 import { PassThrough, type Readable, Transform, type Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream, IO_CHUNK } from '@xbzrle/adapter-libvirt'
+import { DEFAULT_MAX_DECODER_CACHE, DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt'
 import {
   createReceiver,
   createSender,
@@ -59,9 +59,14 @@ export interface SendCommandOptions extends ObserveCommandOptions {
   cacheSize?: number
   mode?: 'canonical' | 'compact'
   zeroMask?: boolean
-  compression?: Compression
+  compression?: Compression | 'auto'
   stats?: boolean
 }
+
+/** Bytes between the encoder and the WebSocket sender. */
+const FEED_QUEUE = 64 * 1024
+/** The WebSocket's own send queue (bufferedAmount) before the sender waits; the kernel socket buffer comes after. */
+const SEND_QUEUE = 256 * 1024
 
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
   if (!/^wss?:\/\//.test(url))
@@ -79,7 +84,9 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
   // encoder starts only once the receiver has chosen a version, so an older receiver gets a stream it reads.
   const header = o.encoded ? await peekHeader(source) : undefined
   const versions = header ? [header.version] : [...SUPPORTED_VERSIONS]
-  const feed = new PassThrough({ highWaterMark: IO_CHUNK })
+  // Shallow on purpose: what waits here, in the sender's queue or in socket buffers counts as sent for QEMU's
+  // downtime estimate. The encoder sees this queue as its backlog (drainsInto) and keeps it to ~30 ms of link.
+  const feed = new PassThrough({ highWaterMark: FEED_QUEUE })
   let enc: EncodeStream | undefined
   let inputError: Error | undefined
   let started = false
@@ -98,7 +105,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
           compression: o.compression,
           passListener: obs.observer.listener,
         })
-    const e = enc
+    const e = enc?.drainsInto(feed)
     obs.observer.attach(e ? encoderSource(e.encoder) : bytesSource(() => ({ bytesIn: sent, bytesOut: sent })))
     const done = enc ? pipeline(source, enc, feed) : pipeline(source, feed)
     done.catch((e: Error) => {
@@ -112,6 +119,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     versions,
     ca: o.ca ? readFileSync(o.ca) : undefined,
     maxRate: o.maxRate,
+    highWaterBytes: SEND_QUEUE,
     migrationId: o.migrationId,
     zeroMask: o.zeroMask,
     onEvent: (e) => {

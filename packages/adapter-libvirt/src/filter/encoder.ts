@@ -1,6 +1,8 @@
 import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
 import {
+  AdaptiveCompression,
   type Compression,
+  CURRENT_VERSION,
   FrameWriter,
   type FrameWriterOptions,
   type Mode,
@@ -35,8 +37,11 @@ export interface EncoderOptions {
   batchBytes?: number
   /** Format version to write (default: the newest). */
   formatVersion?: number
-  /** Second-stage compressor of format v2 batches (default: the best one installed; ignored by v1). */
-  compression?: Compression
+  /**
+   * Second-stage compressor of format v2 batches (default: the best one installed; ignored by v1). `auto`: chosen
+   * per batch from the measured drain rate (protocol v2/adaptive.ts; the stream feeds it, see streams.ts).
+   */
+  compression?: Compression | 'auto'
   targetPageSize?: number
   /** Informational header field; `libvirt-save` is set by the save-image wrapper. */
   source?: SourceKind
@@ -95,6 +100,8 @@ export class XbzrleEncoder {
   private blocksKnown = 0
   /** The RAM END section (QEMU's completion) was seen. */
   private completed = false
+  /** The per-batch second-stage choice, with `compression: 'auto'` and format v2 or later. */
+  readonly adaptive: AdaptiveCompression | undefined
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -102,7 +109,10 @@ export class XbzrleEncoder {
   ) {
     this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
     this.recorder = new PassRecorder(options.passListener)
+    const auto = options.compression === 'auto' && (options.formatVersion ?? CURRENT_VERSION) >= 2
+    this.adaptive = auto ? new AdaptiveCompression() : undefined
     this.writer = new FrameWriter({
+      adaptive: this.adaptive,
       onChunk: (c) => {
         this.bytesOut += c.length
         onChunk(c)
@@ -275,7 +285,9 @@ export class XbzrleEncoder {
       mode: o.mode ?? 'canonical',
       source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
       encoder: o.encoderName,
-      ...(this.writer.version >= 2 && o.compression ? { compression: o.compression } : {}),
+      ...(this.writer.version >= 2 && o.compression && o.compression !== 'auto'
+        ? { compression: o.compression }
+        : {}),
     }
     this.writer.header(header)
     for (const b of this.early) this.writer.verbatim(b)
