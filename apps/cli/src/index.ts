@@ -11,6 +11,7 @@ import { runInspect } from './commands/inspect.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { runReceive, runSend } from './commands/ws.js'
 import { CliError, classify, ExitCode } from './errors.js'
+import { helperForm } from './helper-form.js'
 import { parseSize } from './io.js'
 import { parseDuration } from './observe/run.js'
 
@@ -58,32 +59,6 @@ function intArg(min: number, max: number) {
       throw new InvalidArgumentError(`expected an integer in ${min}..${max}`)
     return n
   }
-}
-
-/**
- * libvirt runs compression helpers as `PROG -c` and `PROG -dc [--ignore-warn]` (lzop style). Those forms map to
- * encode/decode; flags libvirt or lzop users add (-q, -1..-9, --ignore-warn, -f) are accepted and ignored.
- */
-export function helperForm(argv: string[]): string[] | undefined {
-  const first = argv[0]
-  if (first === undefined || !/^-[a-zA-Z0-9]+$/.test(first) || first === '-h' || first === '-V')
-    return undefined
-  const letters = new Set<string>()
-  const files: string[] = []
-  const output: string[] = []
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (/^-[a-zA-Z0-9]+$/.test(a)) {
-      for (const ch of a.slice(1)) letters.add(ch)
-      // lzop's `-o FILE` (also at the end of a group, `-co FILE`): the output file, not an input.
-      if (a.endsWith('o') && i + 1 < argv.length) output.push('-o', argv[++i]!)
-    } else if (a === '--strict') output.push(a)
-    else if (a.startsWith('--')) continue
-    else files.push(a)
-  }
-  if (letters.has('d')) return ['decode', ...files, ...output.filter((x) => x !== '--strict')]
-  if (letters.has('c')) return ['encode', ...files, ...output]
-  return undefined
 }
 
 /** `500ms`, `2s`, `1m` or plain seconds → milliseconds. */
@@ -432,4 +407,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-export { CliError, ExitCode }
+export { CliError, ExitCode, helperForm }

@@ -1,11 +1,10 @@
-import { fstatSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { DecodeStream, type EncoderStats, EncodeStream } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from '../atomic-output.js'
 import { CliError, ExitCode } from '../errors.js'
-import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
+import { assertStdoutNotInput, defaultCompression, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
   isHelperImage,
@@ -97,29 +96,18 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
         })
       : undefined
   await obs.run(() =>
-    filterToOutput(input, o.output, enc, progress, () => {
-      const problem = inputProblem(enc.encoder.stats)
-      if (problem === undefined) return
-      if (o.strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
-      const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
-      process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
-    }),
+    filterToOutput(input, o.output, enc, progress, () => checkInput(enc.encoder.stats, o.strict)),
   )
   if (o.stats) process.stderr.write(encodeSummary(enc.encoder.stats, started) + passTable(enc.encoder.passes))
 }
 
-/**
- * `--compress` when not given: a live migration (stdout a pipe or socket) gets `auto`, which never lets the second
- * stage slow the link down; a file (-o, or stdout redirected to one) keeps the strongest installed codec, since a
- * saved image is written once and read later.
- */
-export function defaultCompression(output: string | undefined): 'auto' | undefined {
-  if (output !== undefined && output !== '-') return undefined
-  try {
-    return fstatSync(1).isFile() ? undefined : 'auto'
-  } catch {
-    return 'auto'
-  }
+/** After an encode: a warning on stderr about the input, if anything was wrong with it (an error with --strict). */
+export function checkInput(stats: EncoderStats, strict?: boolean): void {
+  const problem = inputProblem(stats)
+  if (problem === undefined) return
+  if (strict) throw new CliError(`${problem.text} (--strict)`, ExitCode.BAD_INPUT)
+  const same = problem.truncated ? '; the output decodes to the same truncated bytes' : ''
+  process.stderr.write(`xbzrle encode: warning: ${problem.text}${same}\n`)
 }
 
 /**

@@ -9,7 +9,7 @@ import {
   type StreamHeader,
   verifyBatchOutput,
   verifyEndTotals,
-} from '@xbzrle/protocol'
+} from '@xbzrle/protocol/stream'
 import {
   type PassCounters,
   PassDetector,

@@ -8,7 +8,7 @@ import {
   type Mode,
   type SourceKind,
   type StreamHeader,
-} from '@xbzrle/protocol'
+} from '@xbzrle/protocol/stream'
 import {
   parseSaveImageHeader,
   SAVE_HEADER_SIZE,

@@ -231,6 +231,24 @@ describe('AdaptiveCompression measuring', () => {
     expect(a.choiceInput().upstreamNsPerByte).toBeCloseTo(4)
   })
 
+  it('loads its compressor only when a batch needs it; one that does not load leaves batches plain', () => {
+    const asked: string[] = []
+    const a = new AdaptiveCompression({
+      ladder: defaultLadder(() => false),
+      compressor: (name) => {
+        asked.push(name)
+        return undefined
+      },
+    })
+    a.trace = []
+    a.setDrainRate(1e6) // a slow link: deflate would be chosen
+    expect(asked).toEqual([])
+    expect(a.compress(new Uint8Array(4096))).toBeUndefined()
+    expect(asked).toEqual(['deflate'])
+    expect(a.compress(new Uint8Array(4096))).toBeUndefined()
+    expect(a.trace).toEqual([1, 0])
+  })
+
   it('probes an option it has not used lately, once every probeEvery batches', () => {
     const a = new AdaptiveCompression({ ladder: defaultLadder(() => false), probeEvery: 4 })
     a.trace = []

@@ -13,7 +13,7 @@
  * (compressor cost and ratio per option, the encoder's own cost, the drain rate told by the output side) and
  * applies it batch by batch; its clock is injectable so that a test can replay a run exactly.
  */
-import { type CodecName, type Compressor, findCompressor, getCompressor } from './codecs.js'
+import { type CodecName, type Compressor, findCompressor, isCompressorInstalled } from './codecs.js'
 import type { Compression } from './types.js'
 
 /** One rung of the ladder: plain (`none`) or the stream's compressor at a level. */
@@ -76,9 +76,9 @@ const PRIORS: Readonly<Record<CodecName, CodecMeasure>> = {
 const ZSTD_FAST_PRIOR: CodecMeasure = { nsPerByte: 5, ratio: 0.58 }
 export const ZSTD_FAST_LEVEL = -7
 
-/** The ladder for the compressors installed here (the first one is always plain). */
+/** The ladder for the compressors installed here (the first one is always plain); loads none of them. */
 export function defaultLadder(
-  available: (c: 'zstd' | 'lz4') => boolean = (c) => findCompressor(c) !== undefined,
+  available: (c: 'zstd' | 'lz4') => boolean = isCompressorInstalled,
 ): BatchCodecOption[] {
   const none = { codec: 'none', level: 0 } as const
   if (available('zstd')) return [none, { codec: 'zstd', level: ZSTD_FAST_LEVEL }, { codec: 'zstd', level: 1 }]
@@ -91,8 +91,8 @@ export interface AdaptiveOptions {
   ladder?: readonly BatchCodecOption[]
   /** Monotonic clock in nanoseconds (tests inject one). */
   now?: () => number
-  /** Compressor lookup (tests may inject one). */
-  compressor?: (name: Exclude<CodecName, 'none'>) => Compressor
+  /** Compressor lookup (tests may inject one); undefined: not loadable, the option is never chosen again. */
+  compressor?: (name: Exclude<CodecName, 'none'>) => Compressor | undefined
   headroom?: number
   /** Every this many batches, an option not used for as long is tried once, so its measure stays current. */
   probeEvery?: number
@@ -127,7 +127,9 @@ export class AdaptiveCompression {
   private readonly scale: CodecMeasure = { nsPerByte: 1, ratio: 1 }
   private readonly lastUsed: number[]
   private readonly now: () => number
-  private readonly compressors: (Compressor | undefined)[]
+  /** Loaded on first use (start-up stays off the native modules); null: failed to load. */
+  private readonly compressors: (Compressor | null | undefined)[]
+  private readonly lookup: (name: Exclude<CodecName, 'none'>) => Compressor | undefined
   private readonly headroom: number
   private readonly probeEvery: number
   private drain: number | undefined
@@ -146,8 +148,8 @@ export class AdaptiveCompression {
     if (codecs.size > 1 || codecs.has('none'))
       throw new RangeError('the options of an adaptive ladder share one compressor (the header names it)')
     this.now = o.now ?? hrNow
-    const get = o.compressor ?? getCompressor
-    this.compressors = this.ladder.map((x) => (x.codec === 'none' ? undefined : get(x.codec)))
+    this.lookup = o.compressor ?? findCompressor
+    this.compressors = this.ladder.map(() => undefined)
     this.factor = this.ladder.map((x, i) => ({
       ...(o.priors?.[i] ?? (x.codec === 'zstd' && x.level < 0 ? ZSTD_FAST_PRIOR : PRIORS[x.codec])),
     }))
@@ -221,7 +223,7 @@ export class AdaptiveCompression {
     this.counts[i]!++
     this.trace?.push(i)
     this.total.frames += frames.length
-    const c = this.compressors[i]
+    const c = this.compressorOf(i)
     if (c === undefined || frames.length === 0) return undefined
     const t0 = this.now()
     const z = c.compress(frames, this.ladder[i]!.level)
@@ -229,6 +231,19 @@ export class AdaptiveCompression {
     this.total.compress += ns
     this.learn(i, ns / frames.length, Math.min(1, z.length / frames.length))
     return z
+  }
+
+  private compressorOf(i: number): Compressor | undefined {
+    const codec = this.ladder[i]!.codec
+    if (codec === 'none') return undefined
+    let c = this.compressors[i]
+    if (c === undefined) {
+      c = this.lookup(codec) ?? null
+      this.compressors[i] = c
+      // A compressor that does not load leaves the batch plain (always valid) and is not chosen again.
+      if (c === null) this.factor[i] = { nsPerByte: Number.POSITIVE_INFINITY, ratio: 1 }
+    }
+    return c ?? undefined
   }
 
   private learn(i: number, nsPerByte: number, ratio: number): void {

@@ -33,7 +33,8 @@ export function payloadWriter(
 ): StreamWriting {
   const compression = adaptive ? adaptive.header : resolveCompression(h.compression)
   validateHeaderV2(h, compression)
-  const compressor = compression.codec === 'none' ? undefined : getCompressor(compression.codec)
+  // Adaptive: its compressor loads on first use (start-up), and a batch it cannot compress stays plain.
+  const compressor = adaptive || compression.codec === 'none' ? undefined : getCompressor(compression.codec)
   const squeeze = adaptive
     ? (frames: Uint8Array) => adaptive.compress(frames)
     : compressor && ((frames: Uint8Array) => compressor.compress(frames, compression.level))
