@@ -786,7 +786,12 @@ export async function startSourceProxy(options: SourceProxyOptions): Promise<Mig
             b: t,
             aName: 'source QEMU',
             bName: 'transport',
-            transform: new EncodeStream(options.encoder),
+            // A live migration: the second stage adapts to the link, and the transport's write queue is the
+            // encoder's backlog, kept to ~30 ms of link in flight (streams.ts).
+            transform: new EncodeStream({
+              ...options.encoder,
+              compression: options.encoder?.compression ?? 'auto',
+            }).drainsInto(t),
           },
           state.counters,
           timeoutsOf(options, true),
