@@ -1,11 +1,11 @@
 /**
- * Stage `live`: real QEMU (TCG) live migrations of the test guest over a bandwidth-limited link. The link is
- * `pv -L RATE` inside the source's `exec:` pipeline, after any filter, and counts the bytes that cross it. QEMU's
- * own max-bandwidth counts bytes before our filter, so it is set far above the link rate (the link is the
- * bottleneck) except for the "QEMU xbzrle, max-bandwidth = link" setup.
+ * Stage `live`: real QEMU (TCG) live migrations of the test guest over a bandwidth-limited link. The link is a
+ * TCP connection over a veth pair into a network namespace with a token bucket (`tc tbf`, netlink.ts): real kernel
+ * socket buffers, no user-space buffer of its own. The source's `exec:` pipeline ends in it, after any filter;
+ * the qdisc counts the bytes that cross it. QEMU's own max-bandwidth counts bytes before our filter, so it is set
+ * far above the link rate (the link is the bottleneck) except for the "QEMU xbzrle, max-bandwidth = link" setup.
+ * Every link runs at each downtime-limit (300 ms, QEMU's default, and 50 ms).
  */
-import { readFileSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
 import {
   cleanupTestkit,
   compareGuestRam,
@@ -15,7 +15,8 @@ import {
   startDestination,
   startGuest,
 } from '@xbzrle/testkit'
-import { CACHE, CLI, ensureDir, log, MiB, shq } from './util.js'
+import { GBIT_MIBS, NetLink } from './netlink.js'
+import { CLI, log, MiB, shq } from './util.js'
 
 export interface LiveSetup {
   name: string
@@ -34,8 +35,11 @@ export const SETUPS: LiveSetup[] = [
   { name: 'QEMU xbzrle', capabilities: { xbzrle: true } },
   { name: 'QEMU xbzrle, max-bw = link', capabilities: { xbzrle: true }, capToLink: true },
   { name: 'lzop -1 filter', capabilities: {}, encode: 'lzop -1 -c', decode: 'lzop -dc' },
-  { name: 'xbzrle filter', capabilities: {}, encode: `${xb} encode`, decode: `${xb} decode` },
+  { name: 'xbzrle filter', capabilities: {}, encode: `${xb} -c`, decode: `${xb} -dc` },
 ]
+
+/** QEMU downtime-limits (ms) every link runs at. */
+export const DOWNTIME_LIMITS = [300, 50]
 
 export interface LiveGuest {
   memMiB: number
@@ -51,6 +55,8 @@ export function liveGuest(quick: boolean): LiveGuest {
 export interface LiveRun {
   setup: string
   linkMiBs: number
+  /** QEMU's downtime-limit (ms); absent in results from before it varied: 300. */
+  limitMs?: number
   run: number
   ok: boolean
   error?: string
@@ -72,34 +78,44 @@ export interface LiveRun {
 
 const FORCE_AFTER = 40
 
-export const linkLabel = (mibs: number): string => (mibs > 0 ? `${mibs} MiB/s` : 'no limit')
+export const linkLabel = (mibs: number): string =>
+  Math.abs(mibs - GBIT_MIBS) < 0.5 ? '1 Gbit/s' : mibs > 0 ? `${mibs} MiB/s` : 'no limit'
 
 const ts = (e: { timestamp?: { seconds: number; microseconds: number } } | undefined): number =>
   e?.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Number.NaN
 
-async function oneRun(setup: LiveSetup, linkMiBs: number, run: number, guest: LiveGuest): Promise<LiveRun> {
+async function oneRun(
+  setup: LiveSetup,
+  linkMiBs: number,
+  limitMs: number,
+  run: number,
+  guest: LiveGuest,
+  net: NetLink,
+): Promise<LiveRun> {
   const rate = linkMiBs * MiB
-  const dir = ensureDir(join(CACHE, 'tmp'))
-  const countFile = join(dir, `link-${process.pid}.count`)
-  rmSync(countFile, { force: true })
-  // linkMiBs 0 = no rate limit: pv only counts (shows what the pipeline itself can do on this machine).
-  const link = `pv -f -n -b -i 3600${rate > 0 ? ` -L ${rate}` : ''} 2>${shq(countFile)}`
-  const encode = setup.encode ? `${setup.encode} | ${link}` : link
-  const base: LiveRun = { setup: setup.name, linkMiBs, run, ok: false }
+  const link = net.next()
+  const encode = setup.encode ? `${setup.encode} | ${link.send}` : link.send
+  const decode = setup.decode ? `${link.receive} | ${setup.decode}` : link.receive
+  const base: LiveRun = { setup: setup.name, linkMiBs, limitMs, run, ok: false }
   let source: QemuProcess | undefined
   let dest: QemuProcess | undefined
   try {
+    net.setRate(linkMiBs)
     source = await startGuest({ memMiB: guest.memMiB, append: guest.append })
     await source.waitForReady(120_000)
     await source.waitForPass(2, 60_000)
     dest = await startDestination(source)
+    const sent0 = net.sentBytes()
     const res = await migrateThrough({
       source,
       dest,
       encode,
-      decode: setup.decode ?? 'cat',
+      decode,
       capabilities: { ...setup.capabilities, events: true },
-      parameters: { 'max-bandwidth': setup.capToLink ? rate : 1 << 30 },
+      parameters: {
+        'max-bandwidth': setup.capToLink && rate > 0 ? rate : 1 << 30,
+        'downtime-limit': limitMs,
+      },
       forceConvergeAfterSyncs: FORCE_AFTER,
       timeoutMs: 300_000,
     })
@@ -110,7 +126,7 @@ async function oneRun(setup: LiveSetup, linkMiBs: number, run: number, guest: Li
     const doneEv = await dest.waitForEvent('MIGRATION', 5000, {
       match: (e) => (e.data as { status?: string } | undefined)?.status === 'completed',
     })
-    const wire = Number(readFileSync(countFile, 'utf8').trim().split('\n').pop())
+    const wire = net.sentBytes() - sent0
     // QEMU 7.2 sets status `completed` a moment before it fills in total-time and downtime: query again.
     let s = res.stats
     for (let i = 0; i < 20 && !s.totalTimeMs; i++) {
@@ -138,7 +154,6 @@ async function oneRun(setup: LiveSetup, linkMiBs: number, run: number, guest: Li
   } finally {
     await source?.close({ graceful: false })
     await dest?.close({ graceful: false })
-    rmSync(countFile, { force: true })
   }
 }
 
@@ -146,6 +161,7 @@ export async function runLive(opts: {
   quick: boolean
   runs: number
   links: number[]
+  limits?: number[]
   setups?: string[]
 }): Promise<{
   guest: LiveGuest
@@ -155,25 +171,28 @@ export async function runLive(opts: {
   const guest = liveGuest(opts.quick)
   const t0 = performance.now()
   const runs: LiveRun[] = []
+  const net = new NetLink()
   try {
     for (const linkMiBs of opts.links) {
-      for (let run = 1; run <= opts.runs; run++) {
-        for (const setup of SETUPS) {
-          if (opts.setups && !opts.setups.includes(setup.name)) continue
-          if (linkMiBs === 0 && setup.capToLink) continue
-          const r = await oneRun(setup, linkMiBs, run, guest)
-          log(
-            r.ok
-              ? `live: ${linkLabel(linkMiBs)} ${setup.name} #${run}: total ${r.totalMs} ms, e2e ${r.e2eMs?.toFixed(0)} ms, ` +
-                  `downtime ${r.downtimeMs} ms (eff ${r.effDowntimeMs?.toFixed(0)}), wire ${((r.wireBytes ?? 0) / 1e6).toFixed(1)} MB, ` +
-                  `${r.dirtySyncs} syncs${r.forced ? ' (forced)' : ''}, RAM ${r.ramIdentical ? 'identical' : 'DIFFERS'}`
-              : `live: ${linkLabel(linkMiBs)} ${setup.name} #${run}: FAILED ${r.error}`,
-          )
-          runs.push(r)
+      for (const limitMs of opts.limits ?? DOWNTIME_LIMITS)
+        for (let run = 1; run <= opts.runs; run++) {
+          for (const setup of SETUPS) {
+            if (opts.setups && !opts.setups.includes(setup.name)) continue
+            if (linkMiBs === 0 && setup.capToLink) continue
+            const r = await oneRun(setup, linkMiBs, limitMs, run, guest, net)
+            log(
+              r.ok
+                ? `live: ${linkLabel(linkMiBs)} limit ${limitMs} ms ${setup.name} #${run}: total ${r.totalMs} ms, e2e ${r.e2eMs?.toFixed(0)} ms, ` +
+                    `downtime ${r.downtimeMs} ms (eff ${r.effDowntimeMs?.toFixed(0)}), wire ${((r.wireBytes ?? 0) / 1e6).toFixed(1)} MB, ` +
+                    `${r.dirtySyncs} syncs${r.forced ? ' (forced)' : ''}, RAM ${r.ramIdentical ? 'identical' : 'DIFFERS'}`
+                : `live: ${linkLabel(linkMiBs)} limit ${limitMs} ms ${setup.name} #${run}: FAILED ${r.error}`,
+            )
+            runs.push(r)
+          }
         }
-      }
     }
   } finally {
+    net.close()
     await cleanupTestkit()
   }
   return { guest, runs, wallS: (performance.now() - t0) / 1000 }

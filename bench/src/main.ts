@@ -10,7 +10,9 @@
  *   --refresh-corpus                  recapture the streams even when cached
  *   --streams sparse,text             subset of the corpus
  *   --runs N                          live migrations per setup and link (default 3)
- *   --links 8,32,0                    link rates in MiB/s, 0 = no limit (default 8,32,0)
+ *   --links 8,32,1g,0                 link rates in MiB/s, 1g = 1 Gbit/s, 0 = no limit (default 8,32,1g,0)
+ *   --limits 300,50                   QEMU downtime-limits in ms (default 300,50)
+ *   --setups 'plain,xbzrle filter'    only these live setups
  *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
  *   --libvirt-rounds N                virsh save/restore rounds per helper in the libvirt stage (default 5)
  *   --report-only                     only rewrite the report from stored results
@@ -24,6 +26,7 @@ import { type FilterStreamResult, runFilter } from './filter.js'
 import { runLibvirt } from './libvirt.js'
 import { runLive } from './live.js'
 import { machineInfo } from './machine.js'
+import { GBIT_MIBS } from './netlink.js'
 import { writeReport } from './report.js'
 import { CACHE, ensureTools, log, ROOT, readJson, writeJson } from './util.js'
 
@@ -37,7 +40,9 @@ function parseArgs(argv: string[]) {
     refresh: false,
     streams: undefined as string[] | undefined,
     runs: undefined as number | undefined,
-    links: [8, 32, 0],
+    links: [8, 32, GBIT_MIBS, 0],
+    limits: undefined as number[] | undefined,
+    setups: undefined as string[] | undefined,
     repeat: 1,
     libvirtRounds: 5,
     reportOnly: false,
@@ -58,13 +63,18 @@ function parseArgs(argv: string[]) {
     else if (a === '--refresh-corpus') o.refresh = true
     else if (a === '--streams') o.streams = val().split(',')
     else if (a === '--runs') o.runs = Number(val())
-    else if (a === '--links') o.links = val().split(',').map(Number)
+    else if (a === '--links')
+      o.links = val()
+        .split(',')
+        .map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
+    else if (a === '--limits') o.limits = val().split(',').map(Number)
+    else if (a === '--setups') o.setups = val().split(',')
     else if (a === '--repeat') o.repeat = Number(val())
     else if (a === '--libvirt-rounds') o.libvirtRounds = Number(val())
     else if (a === '--report-only') o.reportOnly = true
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32] [--repeat N] [--libvirt-rounds N] [--report-only]',
+        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32,1g,0] [--limits 300,50] [--setups a,b] [--repeat N] [--libvirt-rounds N] [--report-only]',
       )
       process.exit(0)
     } else throw new Error(`unknown argument ${a}`)
@@ -77,7 +87,7 @@ const resultsDir = opts.quick ? join(CACHE, 'quick', 'results') : join(ROOT, 'be
 const t0 = performance.now()
 const has = (s: Stage) => !opts.reportOnly && opts.only.includes(s)
 
-ensureTools(['/usr/bin/time', 'lzop', 'lz4', 'zstd', 'gzip', 'pv', 'qemu-system-x86_64', 'gcc'])
+ensureTools(['/usr/bin/time', 'lzop', 'lz4', 'zstd', 'gzip', 'pv', 'socat', 'qemu-system-x86_64', 'gcc'])
 
 // The filter rows run the built CLI (apps/cli/bin/xbzrle.js → its dist/xbzrle.mjs bundle). turbo builds this
 // workspace's dependencies before `bench`, but the CLI is not one of them: bring its dist and bundle up to date.
@@ -115,7 +125,13 @@ if (has('filter')) {
 }
 
 if (has('live')) {
-  const r = await runLive({ quick: opts.quick, runs: opts.runs ?? (opts.quick ? 1 : 3), links: opts.links })
+  const r = await runLive({
+    quick: opts.quick,
+    runs: opts.runs ?? (opts.quick ? 1 : 3),
+    links: opts.links,
+    limits: opts.limits,
+    setups: opts.setups,
+  })
   writeJson(join(resultsDir, 'live.json'), { machine: machineInfo(), ...r })
 }
 

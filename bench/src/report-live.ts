@@ -18,47 +18,55 @@ export interface LiveResults {
 export function renderLive(live: LiveResults, ctx: RenderContext): string[] {
   const md: string[] = []
   const links = [...new Set(live.runs.map((r) => r.linkMiBs))]
+  const limitOf = (r: LiveRun) => r.limitMs ?? 300
+  const limits = [...new Set(live.runs.map(limitOf))]
   const nRuns = Math.max(...live.runs.map((r) => r.run))
   md.push(
     '## Live migration table',
     '',
     `Real QEMU live migrations (TCG) of a ${live.guest.memMiB} MiB test guest (\`${JSON.stringify(live.guest.append)}\`,`,
-    'a paced dirty rate) from a source QEMU to a destination QEMU on the same machine, through `exec:` pipes joined by a',
-    "fifo. The link is `pv -L RATE` in the source's pipeline after any filter; it also counts the **wire** bytes. QEMU's",
+    'a paced dirty rate) from a source QEMU to a destination QEMU on the same machine, through `exec:` pipes. The link',
+    'is a TCP connection (socat) over a veth pair into a network namespace the bench creates, shaped by `tc tbf` (bucket',
+    '1/100 s of the rate, at least 128 KiB; 50 ms queue): kernel socket buffers like a network link, no user-space',
+    "buffer of its own. The qdisc counts the **wire** bytes (IP packets). QEMU's",
     'max-bandwidth counts bytes before our filter, so it is set to 1 GiB/s (the link is the bottleneck) except in',
-    '"max-bw = link". QEMU\'s xbzrle uses its default 64 MiB cache (the whole guest). downtime-limit is QEMU\'s default',
-    "(300 ms). Values are medians of the runs. **total** = from the source's migration `setup` event to the destination's",
+    '"max-bw = link". QEMU\'s xbzrle uses its default 64 MiB cache (the whole guest). Each link runs at the',
+    `downtime-limits ${limits.join(' and ')} ms.`,
+    "Values are medians of the runs. **total** = from the source's migration `setup` event to the destination's",
     '`completed` event (QMP timestamps: includes draining the link and the filters); **QEMU total** = `total-time` of the',
     "source's query-migrate; **downtime** = QEMU's; **eff. downtime** = source `STOP` → destination `completed`.",
     `**CPU contention**: ${live.machine.cores} cores shared by the source QEMU (TCG vCPU + migration thread), the destination QEMU,`,
-    'pv and the filter processes, so a filter competes with the guest and with QEMU for CPU.',
+    'socat and the filter processes, so a filter competes with the guest and with QEMU for CPU.',
     `Whole live stage: ${fix(live.wallS / 60, 1)} min for ${live.runs.length} migrations.`,
     '',
   )
   const rows: string[][] = []
   for (const l of links) {
-    for (const s of SETUPS) {
-      const rs = live.runs.filter((r) => r.linkMiBs === l && r.setup === s.name)
-      if (!rs.length) continue
-      const ok = rs.filter((r) => r.ok)
-      const mm = (f: (r: LiveRun) => number | undefined) => median(ok.map((r) => f(r) ?? Number.NaN))
-      rows.push([
-        linkLabel(l),
-        s.name,
-        fix(mm((r) => r.e2eMs) / 1000, 2),
-        fix(mm((r) => r.totalMs) / 1000, 2),
-        r0(mm((r) => r.downtimeMs)),
-        r0(mm((r) => r.effDowntimeMs)),
-        fix(mm((r) => r.wireBytes) / MB, 1),
-        r0(mm((r) => r.dirtySyncs)),
-        `${ok.filter((r) => r.ramIdentical).length}/${rs.length}${ok.some((r) => r.forced) ? ' (forced)' : ''}`,
-      ])
-    }
+    for (const lim of limits)
+      for (const s of SETUPS) {
+        const rs = live.runs.filter((r) => r.linkMiBs === l && limitOf(r) === lim && r.setup === s.name)
+        if (!rs.length) continue
+        const ok = rs.filter((r) => r.ok)
+        const mm = (f: (r: LiveRun) => number | undefined) => median(ok.map((r) => f(r) ?? Number.NaN))
+        rows.push([
+          linkLabel(l),
+          String(lim),
+          s.name,
+          fix(mm((r) => r.e2eMs) / 1000, 2),
+          fix(mm((r) => r.totalMs) / 1000, 2),
+          r0(mm((r) => r.downtimeMs)),
+          r0(mm((r) => r.effDowntimeMs)),
+          fix(mm((r) => r.wireBytes) / MB, 1),
+          r0(mm((r) => r.dirtySyncs)),
+          `${ok.filter((r) => r.ramIdentical).length}/${rs.length}${ok.some((r) => r.forced) ? ' (forced)' : ''}`,
+        ])
+      }
   }
   md.push(
     mdTable(
       [
         'link',
+        'limit ms',
         'setup',
         'total s',
         'QEMU total s',
@@ -69,7 +77,7 @@ export function renderLive(live: LiveResults, ctx: RenderContext): string[] {
         `RAM identical (of ${nRuns})`,
       ],
       rows,
-      ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
+      ['l', 'r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'l'],
     ),
     '',
   )
@@ -78,14 +86,18 @@ export function renderLive(live: LiveResults, ctx: RenderContext): string[] {
     md.push(
       'Failed runs:',
       '',
-      ...failed.map((r) => `- ${linkLabel(r.linkMiBs)} ${r.setup} #${r.run}: ${r.error}`),
+      ...failed.map(
+        (r) => `- ${linkLabel(r.linkMiBs)} limit ${limitOf(r)} ms ${r.setup} #${r.run}: ${r.error}`,
+      ),
       '',
     )
   const obs: string[] = []
   for (const l of links) {
     const med = (setup: string, f: (r: LiveRun) => number | undefined) =>
       median(
-        live.runs.filter((r) => r.ok && r.linkMiBs === l && r.setup === setup).map((r) => f(r) ?? Number.NaN),
+        live.runs
+          .filter((r) => r.ok && r.linkMiBs === l && limitOf(r) === limits[0] && r.setup === setup)
+          .map((r) => f(r) ?? Number.NaN),
       )
     const ours = med('xbzrle filter', (r) => r.e2eMs)
     const plain = med('plain', (r) => r.e2eMs)
@@ -111,13 +123,15 @@ export function renderLive(live: LiveResults, ctx: RenderContext): string[] {
     )
   const liveSvg = barChart({
     title: 'Live migration total time (median, lower is better)',
-    subtitle: `${live.guest.memMiB} MiB TCG guest, ${live.guest.append.workload} workload; link = pv -L; setup event → destination completed`,
-    groups: links.map((l) => (l > 0 ? `${l} MiB/s link` : 'no link limit')),
+    subtitle: `${live.guest.memMiB} MiB TCG guest, ${live.guest.append.workload} workload; link = tc tbf; downtime-limit ${limits[0]} ms; setup → destination completed`,
+    groups: links.map((l) => (l > 0 ? `${linkLabel(l)} link` : 'no link limit')),
     series: SETUPS.map((s) => ({
       name: s.name,
       values: links.map((l) =>
         median(
-          live.runs.filter((r) => r.ok && r.linkMiBs === l && r.setup === s.name).map((r) => r.e2eMs! / 1000),
+          live.runs
+            .filter((r) => r.ok && r.linkMiBs === l && limitOf(r) === limits[0] && r.setup === s.name)
+            .map((r) => r.e2eMs! / 1000),
         ),
       ),
     })),

@@ -46,7 +46,7 @@ import { constants as osConstants } from 'node:os'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Writable } from 'node:stream'
 import { promisify } from 'node:util'
-import { IO_CHUNK } from '@xbzrle/adapter-libvirt'
+import { IO_CHUNK } from '@xbzrle/adapter-libvirt/filter'
 import { CliError, ExitCode } from './errors.js'
 
 export interface AtomicOutput {

@@ -9,6 +9,7 @@ import { runDecode, runEncode, runRebase } from './commands/filter.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { registerProxyCommand, SilentExit } from './commands/proxy.js'
 import { CliError, classify, ExitCode } from './errors.js'
+import { helperForm } from './helper-form.js'
 import { parseSize } from './io.js'
 import { parseDuration } from './observe/run.js'
 
@@ -69,32 +70,6 @@ function intArg(min: number, max: number) {
   }
 }
 
-/**
- * libvirt runs compression helpers as `PROG -c` and `PROG -dc [--ignore-warn]` (lzop style). Those forms map to
- * encode/decode; flags libvirt or lzop users add (-q, -1..-9, --ignore-warn, -f) are accepted and ignored.
- */
-export function helperForm(argv: string[]): string[] | undefined {
-  const first = argv[0]
-  if (first === undefined || !/^-[a-zA-Z0-9]+$/.test(first) || first === '-h' || first === '-V')
-    return undefined
-  const letters = new Set<string>()
-  const files: string[] = []
-  const output: string[] = []
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (/^-[a-zA-Z0-9]+$/.test(a)) {
-      for (const ch of a.slice(1)) letters.add(ch)
-      // lzop's `-o FILE` (also at the end of a group, `-co FILE`): the output file, not an input.
-      if (a.endsWith('o') && i + 1 < argv.length) output.push('-o', argv[++i]!)
-    } else if (a === '--strict') output.push(a)
-    else if (a.startsWith('--')) continue
-    else files.push(a)
-  }
-  if (letters.has('d')) return ['decode', ...files, ...output.filter((x) => x !== '--strict')]
-  if (letters.has('c')) return ['encode', ...files, ...output]
-  return undefined
-}
-
 /** `500ms`, `2s`, `1m` or plain seconds → milliseconds. */
 function durationArg(v: string): number {
   const d = parseDuration(v)
@@ -143,14 +118,14 @@ function formatVersionOption(): Option {
 function compressOption(): Option {
   return new Option(
     '--compress <codec>',
-    'second stage for format v2 batches (default: best installed)',
-  ).choices([...CODEC_NAMES])
+    'second stage for format v2+ batches: auto (per batch, by the link rate; default on pipes and networks) or a fixed codec (default for files: best installed)',
+  ).choices(['auto', ...CODEC_NAMES])
 }
 
-function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | undefined {
+function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | 'auto' | undefined {
   if (o.compress === undefined) return undefined
   if (o.formatVersion === 1) throw new CliError('--compress needs format version 2 or later', ExitCode.USAGE)
-  return { codec: o.compress as Compression['codec'] }
+  return o.compress === 'auto' ? 'auto' : { codec: o.compress as Compression['codec'] }
 }
 
 /**
@@ -390,7 +365,7 @@ export function buildProgram(): Command {
     )
   addObserveOptions(send).action(async (url: string, input: string | undefined, o) => {
     const { runSend } = await import('./commands/ws.js')
-    await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) })
+    await runSend(url, input, { ...o, ...codecOptions(o), compression: compressionOf(o) ?? 'auto' })
   })
 
   const receive = program
@@ -505,4 +480,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-export { CliError, ExitCode }
+export { CliError, ExitCode, helperForm }

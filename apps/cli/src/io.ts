@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream, fstatSync, type Stats, statSync } from 'node:fs'
 import type { Readable, Writable } from 'node:stream'
-import { IO_CHUNK } from '@xbzrle/adapter-libvirt'
+import { IO_CHUNK } from '@xbzrle/adapter-libvirt/filter'
 import { CliError, ExitCode } from './errors.js'
 
 /** FILE or stdin ("-" or absent). Large reads: most of a filter's speed is its I/O size. */
@@ -68,4 +68,18 @@ export function formatBytes(n: number): string {
     i++
   }
   return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`
+}
+
+/**
+ * `--compress` when not given: a live migration (stdout a pipe or socket) gets `auto`, which never lets the second
+ * stage slow the link down; a file (-o, or stdout redirected to one) keeps the strongest installed codec, since a
+ * saved image is written once and read later.
+ */
+export function defaultCompression(output: string | undefined): 'auto' | undefined {
+  if (output !== undefined && output !== '-') return undefined
+  try {
+    return fstatSync(1).isFile() ? undefined : 'auto'
+  } catch {
+    return 'auto'
+  }
 }

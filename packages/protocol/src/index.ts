@@ -39,11 +39,18 @@ export {
   verifyEndTotals,
 } from './v1/index.js'
 export {
+  AdaptiveCompression,
+  type AdaptiveOptions,
   type Batch,
+  type BatchCodecOption,
+  type ChoiceInput,
   CODEC_NAMES,
+  type CodecMeasure,
   type CodecName,
   type Compression,
   CompressorUnavailableError,
+  chooseBatchCodec,
+  defaultLadder,
   isCompressorAvailable,
   PayloadEncoding,
 } from './v2/index.js'

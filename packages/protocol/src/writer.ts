@@ -1,8 +1,9 @@
 import type { WriteFormat } from './record/format.js'
 import { RecordWriter, type RecordWriterOptions, type WriterBatchStats } from './record/writer.js'
 import { V1_WRITE } from './v1/writer.js'
+import type { AdaptiveCompression } from './v2/adaptive.js'
 import type * as v2 from './v2/index.js'
-import { V2_WRITE } from './v2/writer.js'
+import { v2Write } from './v2/writer.js'
 import type * as v3 from './v3/index.js'
 import { v3Write } from './v3/writer.js'
 import { CURRENT_VERSION } from './versions.js'
@@ -12,14 +13,19 @@ export interface FrameWriterOptions extends RecordWriterOptions {
   version?: 1 | 2 | 3
   /** Version 3: the 16-byte stream id (deterministic tests and vectors); default 16 random bytes. */
   streamId?: Uint8Array
+  /**
+   * Version ≥ 2: choose plain / fast / strong per batch (`--compress auto`, v2/adaptive.ts). The header then names
+   * the adaptive ladder's compressor and `header.compression` is ignored.
+   */
+  adaptive?: AdaptiveCompression
 }
 
 /** Every format version this library can write: the strategy for the given options. */
 export const WRITE_FORMATS: Readonly<Record<number, (opts: FrameWriterOptions) => WriteFormat>> =
   Object.freeze({
     1: () => V1_WRITE,
-    2: () => V2_WRITE,
-    3: (opts) => v3Write(opts.streamId),
+    2: (opts) => v2Write(opts.adaptive),
+    3: (opts) => v3Write(opts.streamId, opts.adaptive),
   })
 
 /**
@@ -35,6 +41,8 @@ export class FrameWriter extends RecordWriter {
     if (format === undefined) throw new RangeError(`cannot write xbzrle format version ${version}`)
     if (opts.streamId !== undefined && version !== 3)
       throw new RangeError(`format version ${version} has no stream id: write version 3 or drop streamId`)
+    if (opts.adaptive !== undefined && version === 1)
+      throw new RangeError('format version 1 has no compression: write version 2 or drop adaptive')
     super(opts, format(opts))
   }
 

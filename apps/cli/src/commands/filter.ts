@@ -36,7 +36,8 @@ import {
 } from '../base-store.js'
 import { CliError, ExitCode } from '../errors.js'
 import { fileOutputSource, type OutputSink, readFileInto, writeAll } from '../file-filter.js'
-import { assertStdoutNotInput, formatBytes, openInput } from '../io.js'
+import { checkInput, inputProblem } from '../input-check.js'
+import { assertStdoutNotInput, defaultCompression, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
   isHelperImage,
@@ -58,7 +59,8 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   ways?: number
   mode?: 'canonical' | 'compact'
   formatVersion?: number
-  compression?: Compression
+  /** Default: `auto` when the output is a pipe or socket (a live migration), the best installed codec for files. */
+  compression?: Compression | 'auto'
   stats?: boolean
   /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
   strict?: boolean
@@ -97,7 +99,9 @@ async function filterToOutput(
     progress = startProgress()
     try {
       const steps = Array.isArray(transform) ? transform : [transform]
-      await pipeline([source ?? openInput(input), ...steps, out ? out.stream : process.stdout])
+      const dest = out ? out.stream : process.stdout
+      for (const step of steps) if (step instanceof EncodeStream) step.drainsInto(dest)
+      await pipeline([source ?? openInput(input), ...steps, dest])
     } finally {
       progress?.stop()
     }
@@ -208,6 +212,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     ways: o.ways,
     mode: o.mode,
     formatVersion: o.formatVersion,
+    compression: o.compression ?? defaultCompression(o.output),
     passListener: obs.observer.listener,
     base,
   }
@@ -296,43 +301,8 @@ async function encoderBase(o: EncodeCommandOptions): Promise<EncoderBase> {
   return base
 }
 
-/**
- * What was wrong with an encoded input, if anything: the QEMU stream ended early (inside an item, or between
- * items before QEMU's end of stream), or part of the input could not be parsed and was copied as it is. The
- * output is byte-exact in every case; this only says that the input itself is probably not what the user
- * wants to keep. A stream whose parse ends at the device state (the normal end for QEMU 7.2: FULL sections
- * cannot be delimited) or at the trailer is complete as far as the reader can tell; a cut inside the device
- * state, after the RAM part, cannot be told apart from a complete stream.
- */
-export function inputProblem(s: EncoderStats): { text: string; truncated: boolean } | undefined {
-  const q = s.qemu
-  const pt = q.passthrough
-  const prefix = s.bytesIn - q.bytes // a libvirt save image's header and XML, outside the QEMU reader
-  const truncated = (text: string) => ({ text: `the QEMU stream is truncated: ${text}`, truncated: true })
-  if (s.bytesIn === 0) return { text: 'the input is empty: no QEMU stream', truncated: false }
-  if (pt === undefined) {
-    if (q.bytes === 0)
-      return truncated(`the input ended after ${s.bytesIn} bytes, before the QEMU stream began`)
-    return truncated(`the input ended at byte ${s.bytesIn}, before QEMU's end of stream`)
-  }
-  switch (pt.reason) {
-    case 'trailer':
-    case 'device-state':
-      return undefined
-    case 'truncated':
-      return truncated(`${pt.detail} at byte ${prefix + pt.offset}`)
-    case 'not-qemu':
-      return {
-        text: `the input is not a QEMU migration stream (${pt.detail}): copied unchanged, nothing saved`,
-        truncated: false,
-      }
-    default:
-      return {
-        text: `from byte ${prefix + pt.offset} on, the input was copied unparsed (${pt.detail})`,
-        truncated: false,
-      }
-  }
-}
+export { checkInput, inputProblem }
+
 export function encodeSummary(s: EncoderStats, started: bigint): string {
   const secs = Number(process.hrtime.bigint() - started) / 1e9
   const p = s.pages

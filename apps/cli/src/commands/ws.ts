@@ -73,7 +73,7 @@ export interface SendCommandOptions extends ObserveCommandOptions {
   cacheSize?: number
   mode?: 'canonical' | 'compact'
   zeroMask?: boolean
-  compression?: Compression
+  compression?: Compression | 'auto'
   stats?: boolean
   /** A base image the receiver may hold (then the bases it depends on): used only if the receiver holds it. */
   base?: string[]
@@ -108,6 +108,11 @@ function agreedBase(
   return ours
 }
 
+/** Bytes between the encoder and the WebSocket sender. */
+const FEED_QUEUE = 64 * 1024
+/** The WebSocket's own send queue (bufferedAmount) before the sender waits; the kernel socket buffer comes after. */
+const SEND_QUEUE = 256 * 1024
+
 export async function runSend(url: string, input: string | undefined, o: SendCommandOptions): Promise<void> {
   if (!/^wss?:\/\//.test(url))
     throw new CliError(`send: expected a ws:// or wss:// URL, got ${url}`, ExitCode.USAGE)
@@ -128,7 +133,9 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
       ? await prepareEncoderBase(o.base, { cacheBytes: o.cacheSize, mode: o.mode })
       : undefined
   const versions = header ? [header.version] : [...SUPPORTED_VERSIONS]
-  const feed = new PassThrough({ highWaterMark: IO_CHUNK })
+  // Shallow on purpose: what waits here, in the sender's queue or in socket buffers counts as sent for QEMU's
+  // downtime estimate. The encoder sees this queue as its backlog (drainsInto) and keeps it to ~30 ms of link.
+  const feed = new PassThrough({ highWaterMark: FEED_QUEUE })
   let enc: EncodeStream | undefined
   let inputError: Error | undefined
   let started = false
@@ -148,7 +155,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
           passListener: obs.observer.listener,
           base: agreedBase(base, receiverBase, version, o.stats),
         })
-    const e = enc
+    const e = enc?.drainsInto(feed)
     obs.observer.attach(e ? encoderSource(e.encoder) : bytesSource(() => ({ bytesIn: sent, bytesOut: sent })))
     const done = enc ? pipeline(source, enc, feed) : pipeline(source, feed)
     done.catch((e: Error) => {
@@ -163,6 +170,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
     ...(base ? { base: offerOf(base) } : {}),
     ca: o.ca ? readFileSync(o.ca) : undefined,
     maxRate: o.maxRate,
+    highWaterBytes: SEND_QUEUE,
     migrationId: o.migrationId,
     zeroMask: o.zeroMask,
     onEvent: (e) => {

@@ -1,4 +1,4 @@
-import { type BaseRequirement, describeBaseRequirement, ProtocolError } from '@xbzrle/protocol'
+import { type BaseRequirement, describeBaseRequirement, ProtocolError } from '@xbzrle/protocol/stream'
 
 /** A base image problem: one line, code BASE_MISMATCH (the CLI's exit 3). */
 export function baseError(what: string): ProtocolError {

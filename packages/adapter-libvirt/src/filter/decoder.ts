@@ -12,7 +12,7 @@ import {
   type StreamHeader,
   verifyBatchOutput,
   verifyEndTotals,
-} from '@xbzrle/protocol'
+} from '@xbzrle/protocol/stream'
 import type { DecoderBase } from '../base/base-image.js'
 import { baseError, missingBaseError, needsBase } from '../base/errors.js'
 import {

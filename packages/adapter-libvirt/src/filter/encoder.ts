@@ -1,13 +1,15 @@
 import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
 import {
+  AdaptiveCompression,
   baseRequirementExtension,
   type Compression,
+  CURRENT_VERSION,
   FrameWriter,
   type FrameWriterOptions,
   type Mode,
   type SourceKind,
   type StreamHeader,
-} from '@xbzrle/protocol'
+} from '@xbzrle/protocol/stream'
 import type { EncoderBase } from '../base/base-image.js'
 import {
   parseSaveImageHeader,
@@ -37,8 +39,11 @@ export interface EncoderOptions {
   batchBytes?: number
   /** Format version to write (default: the newest). */
   formatVersion?: number
-  /** Second-stage compressor of format v2 batches (default: the best one installed; ignored by v1). */
-  compression?: Compression
+  /**
+   * Second-stage compressor of format v2 batches (default: the best one installed; ignored by v1). `auto`: chosen
+   * per batch from the measured drain rate (protocol v2/adaptive.ts; the stream feeds it, see streams.ts).
+   */
+  compression?: Compression | 'auto'
   targetPageSize?: number
   /** Informational header field; `libvirt-save` is set by the save-image wrapper. */
   source?: SourceKind
@@ -110,6 +115,8 @@ export class XbzrleEncoder {
   private completed = false
   /** With a base: cache block id per reader block id (the base's id for a name it has, new ids after). */
   private readonly keyIds: number[] = []
+  /** The per-batch second-stage choice, with `compression: 'auto'` and format v2 or later. */
+  readonly adaptive: AdaptiveCompression | undefined
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -117,7 +124,10 @@ export class XbzrleEncoder {
   ) {
     this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
     this.recorder = new PassRecorder(options.passListener)
+    const auto = options.compression === 'auto' && (options.formatVersion ?? CURRENT_VERSION) >= 2
+    this.adaptive = auto ? new AdaptiveCompression() : undefined
     this.writer = new FrameWriter({
+      adaptive: this.adaptive,
       onChunk: (c) => {
         this.bytesOut += c.length
         onChunk(c)
@@ -293,7 +303,9 @@ export class XbzrleEncoder {
       mode: o.mode ?? 'canonical',
       source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
       encoder: o.encoderName,
-      ...(this.writer.version >= 2 && o.compression ? { compression: o.compression } : {}),
+      ...(this.writer.version >= 2 && o.compression && o.compression !== 'auto'
+        ? { compression: o.compression }
+        : {}),
       ...(o.base ? { extensions: [baseRequirementExtension(o.base.requirement)] } : {}),
     }
     if (o.base && this.writer.version < 3)

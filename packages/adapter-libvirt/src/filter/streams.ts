@@ -1,5 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream'
 import { type DecoderOptions, XbzrleDecoder } from './decoder.js'
+import { DrainMeter, inFlightBudget, MIN_IN_FLIGHT } from './drain.js'
 import { type EncoderOptions, XbzrleEncoder } from './encoder.js'
 
 /** Read/write size for files and pipes: big I/O is most of the speed of a filter. */
@@ -11,29 +12,130 @@ function toError(e: unknown): Error {
 
 /** How long the input may pause before the open batch is closed and sent (see EncodeStream). */
 export const IDLE_FLUSH_MS = 2
+/** Input queued ahead of the encoder: one pipe read. More would be bytes QEMU counts as sent while they wait. */
+const INPUT_QUEUE = MIN_IN_FLIGHT
+/** How often a held input re-checks the backlog (ms). */
+const HOLD_POLL_MS = 1
+/** Raw bytes an open batch gathers before it is closed early for an idle output (fewer: per-batch overhead). */
+const MIN_EARLY_BATCH = 16 * 1024
+
+function hrNow(): number {
+  return Number(process.hrtime.bigint())
+}
 
 /**
- * A Transform that encodes a QEMU migration stream; backpressure is the Transform's own. Batches fill up to
- * their target size while input keeps coming (big batches compress better and cost less per byte), and the
- * open batch is closed as soon as the input pauses for IDLE_FLUSH_MS, so a live migration is never held back.
+ * A Transform that encodes a QEMU migration stream with a shallow, time-bounded pipeline. QEMU decides when to
+ * stop the guest from the rate at which its pipe accepts bytes (docs/live-migration-downtime), so the encoder
+ * takes input only as fast as its output drains:
+ * - the output may hold at most IN_FLIGHT_MS of what it drains (DrainMeter; 1 MiB while the link keeps up); beyond
+ *   that the Transform callback is held, so no more input is read, until the consumer takes bytes;
+ * - the open batch is closed as soon as the output is idle (after MIN_EARLY_BATCH), when it holds a budget's worth
+ *   of input, when the input pauses for IDLE_FLUSH_MS, and at every pass boundary (the encoder does that);
+ * - with `compression: 'auto'` the drain rate and the encoder's busy time feed the per-batch codec choice.
  */
 export class EncodeStream extends Transform {
   readonly encoder: XbzrleEncoder
+  readonly drain = new DrainMeter()
   private idle: NodeJS.Timeout | undefined
+  /** The Transform callback, held while the output is over its in-flight budget. */
+  private held: TransformCallback | undefined
+  private poll: NodeJS.Timeout | undefined
+  private sinceFlush = 0
+  /** Where the output goes: its write queue is part of the backlog (a 1 MiB batch is one write). */
+  private dest: { readonly writableLength: number } | undefined
 
-  constructor(options: EncoderOptions = {}) {
-    super({ readableHighWaterMark: IO_CHUNK, writableHighWaterMark: IO_CHUNK })
-    this.encoder = new XbzrleEncoder((c) => this.push(c), options)
+  constructor(
+    options: EncoderOptions = {},
+    private readonly now: () => number = hrNow,
+  ) {
+    super({ readableHighWaterMark: IO_CHUNK, writableHighWaterMark: INPUT_QUEUE })
+    this.encoder = new XbzrleEncoder((c) => {
+      this.sinceFlush = 0
+      this.drain.produce(c.length)
+      this.push(c)
+    }, options)
+  }
+
+  /**
+   * Counts `dest`'s write queue (stdout, a socket, a send queue) as backlog too: a pipe hands it whole chunks, so
+   * the backlog shows there first. Call it with the stream this one is piped into.
+   */
+  drainsInto(dest: { readonly writableLength: number }): this {
+    this.dest = dest
+    return this
+  }
+
+  /** Output bytes produced and not yet taken by the consumer. */
+  get backlog(): number {
+    return this.readableLength + (this.dest?.writableLength ?? 0)
+  }
+
+  /** Bytes the output may hold now. */
+  get budget(): number {
+    return inFlightBudget(this.drain.rate, IO_CHUNK)
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     try {
+      const t0 = this.now()
       this.encoder.push(chunk)
+      this.sinceFlush += chunk.length
+      const idleOutput = this.backlog === 0
+      if ((idleOutput && this.sinceFlush >= MIN_EARLY_BATCH) || this.sinceFlush >= this.budget)
+        this.encoder.flush()
+      const t1 = this.now()
+      this.measure(t1)
+      this.encoder.adaptive?.noteBusy(t1 - t0)
       this.armIdleFlush()
-      cb()
+      if (this.backlog > this.budget) this.hold(cb)
+      else cb()
     } catch (e) {
       cb(toError(e))
     }
+  }
+
+  private measure(t: number): void {
+    this.drain.sample(t, this.backlog)
+    this.encoder.adaptive?.setDrainRate(this.drain.rate)
+  }
+
+  override _read(size: number): void {
+    this.release()
+    super._read(size)
+  }
+
+  /**
+   * The consumer takes bytes through read(); the held input resumes once the output is within budget. (Not only
+   * in _read: Readable calls that once and then waits for a push, which a held callback would never bring.)
+   */
+  override read(size?: number): ReturnType<Transform['read']> {
+    const r = super.read(size)
+    if (this.held) this.release()
+    return r
+  }
+
+  /**
+   * Holds the input until the backlog is within budget. The destination's queue drains without telling this
+   * stream (no read() when its write() had not returned false), so a short poll re-checks as well.
+   */
+  private hold(cb: TransformCallback): void {
+    this.held = cb
+    this.poll ??= setInterval(() => this.release(), HOLD_POLL_MS)
+  }
+
+  private release(): void {
+    this.measure(this.now())
+    const cb = this.held
+    if (cb && this.backlog <= this.budget) {
+      this.held = undefined
+      this.stopPoll()
+      cb()
+    }
+  }
+
+  private stopPoll(): void {
+    if (this.poll) clearInterval(this.poll)
+    this.poll = undefined
   }
 
   private armIdleFlush(): void {
@@ -43,6 +145,7 @@ export class EncodeStream extends Transform {
         this.idle = undefined
         try {
           this.encoder.flush()
+          this.sinceFlush = 0
         } catch (e) {
           this.destroy(toError(e))
         }
@@ -67,6 +170,8 @@ export class EncodeStream extends Transform {
 
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
     this.disarm()
+    this.stopPoll()
+    this.held = undefined
     cb(err)
   }
 }

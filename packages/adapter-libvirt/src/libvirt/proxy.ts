@@ -241,10 +241,17 @@ interface SessionPlan {
 function makeFilter(
   f: ReturnType<SessionPlan['filter']>,
   observer: ProxySessionObserver | undefined,
+  out: Duplex,
 ): Pick<RelayEnds, 'filter' | 'gate'> {
   const listen = observer?.passListener ? { passListener: observer.passListener } : {}
   if ('encoder' in f) {
-    const enc = new EncodeStream({ ...f.encoder, ...listen })
+    // A live migration: the second stage adapts to the link, and the transport's write queue is the encoder's
+    // backlog, kept to ~30 ms of link in flight (streams.ts).
+    const enc = new EncodeStream({
+      ...f.encoder,
+      compression: f.encoder.compression ?? 'auto',
+      ...listen,
+    }).drainsInto(out)
     observer?.attach?.({ encoder: enc.encoder })
     return { filter: enc }
   }
@@ -320,7 +327,7 @@ function runSession(registry: SessionRegistry, options: ProxyCommonOptions, plan
           to: out,
           fromName: plan.inboundName,
           toName: plan.outboundName,
-          ...makeFilter(f, observer),
+          ...makeFilter(f, observer, out),
           // the encoder reads QEMU's stream, the decoder writes it
           qemuIs: 'encoder' in f ? 'from' : 'to',
         },

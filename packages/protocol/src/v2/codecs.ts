@@ -156,6 +156,22 @@ export function getCompressor(name: Exclude<CodecName, 'none'>): Compressor {
   return c
 }
 
+/**
+ * Whether the package of `name` is installed, without loading it (start-up: a native module costs milliseconds
+ * that `xbzrle -c` should not spend before its first byte). `findCompressor` still decides whether it loads.
+ */
+export function isCompressorInstalled(name: CodecName): boolean {
+  if (name === 'none' || name === 'deflate') return true
+  if (cache.has(name)) return cache.get(name) !== null
+  if (process.env[`XBZRLE_NO_${name.toUpperCase()}`] === '1') return false
+  try {
+    require.resolve(name === 'lz4' ? 'lz4-napi' : 'zstd-napi/binding')
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** Whether `name` can be used here (`none` and `deflate` always can). */
 export function isCompressorAvailable(name: CodecName): boolean {
   return name === 'none' || findCompressor(name) !== undefined

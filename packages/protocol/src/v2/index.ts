@@ -6,6 +6,15 @@ export { ProtocolError, type ProtocolErrorCode } from '../errors.js'
 export { verifyBatchOutput, verifyEndTotals } from '../v1/reader.js'
 export type { EndFrame, EndStats, Frame, PageCounts } from '../v1/types.js'
 export {
+  AdaptiveCompression,
+  type AdaptiveOptions,
+  type BatchCodecOption,
+  type ChoiceInput,
+  type CodecMeasure,
+  chooseBatchCodec,
+  defaultLadder,
+} from './adaptive.js'
+export {
   CODEC_LEVELS,
   CODEC_NAMES,
   CODEC_PACKAGES,
@@ -27,4 +36,4 @@ export type {
   ReaderItem,
   StreamHeader,
 } from './types.js'
-export { FrameWriter, resolveCompression, type WriterBatchStats } from './writer.js'
+export { FrameWriter, resolveCompression, v2Write, type WriterBatchStats } from './writer.js'

@@ -2,6 +2,7 @@ import type { StreamWriting, WriteFormat } from '../record/format.js'
 import { RecordWriter, type WriterBatchStats } from '../record/writer.js'
 import type { ByteWriter } from '../wire/byte-writer.js'
 import { varintLength } from '../wire/varint.js'
+import type { AdaptiveCompression } from './adaptive.js'
 import { CODEC_LEVELS, getCompressor, isCompressorAvailable } from './codecs.js'
 import { DEFAULT_CODEC_ORDER, VERSION } from './constants.js'
 import { validateHeaderV2, writeHeaderBodyV2 } from './header.js'
@@ -21,35 +22,45 @@ export function resolveCompression(c: Compression | undefined): Required<Compres
 /**
  * The v2 batch payload, writer side (SPEC.md §11.5), shared by every version that has it: the header's compressor
  * (validated; its package must be installed) and the choice rule, keep the compressed frames only when
- * `varintLength(framesLength) + compressed.length < framesLength`.
+ * `varintLength(framesLength) + compressed.length < framesLength`. With `adaptive`, the header names its
+ * compressor and each batch is compressed (or not) as it decides (`--compress auto`, ./adaptive.ts).
  */
 export function payloadWriter(
   h: StreamHeader,
   writeHeaderBody: (w: ByteWriter, compression: Required<Compression>) => void,
   prefix = EMPTY,
+  adaptive?: AdaptiveCompression,
 ): StreamWriting {
-  const compression = resolveCompression(h.compression)
+  const compression = adaptive ? adaptive.header : resolveCompression(h.compression)
   validateHeaderV2(h, compression)
-  const compressor = compression.codec === 'none' ? undefined : getCompressor(compression.codec)
+  // Adaptive: its compressor loads on first use (start-up), and a batch it cannot compress stays plain.
+  const compressor = adaptive || compression.codec === 'none' ? undefined : getCompressor(compression.codec)
+  const squeeze = adaptive
+    ? (frames: Uint8Array) => adaptive.compress(frames)
+    : compressor && ((frames: Uint8Array) => compressor.compress(frames, compression.level))
   return {
     compression,
     writeHeaderBody: (w) => writeHeaderBody(w, compression),
     prefix,
     payloadEncoding: true,
     compress:
-      compressor &&
+      squeeze &&
       ((frames) => {
-        const z = compressor.compress(frames, compression.level)
-        return varintLength(frames.length) + z.length < frames.length ? z : undefined
+        const z = squeeze(frames)
+        return z !== undefined && varintLength(frames.length) + z.length < frames.length ? z : undefined
       }),
   }
 }
 
 /** Format v2 for the record layer: the compressor in the header, plain or compressed batches. */
-export const V2_WRITE: WriteFormat = {
-  version: VERSION,
-  begin: (h) => payloadWriter(h, (w, compression) => writeHeaderBodyV2(w, h, compression)),
+export function v2Write(adaptive?: AdaptiveCompression): WriteFormat {
+  return {
+    version: VERSION,
+    begin: (h) => payloadWriter(h, (w, compression) => writeHeaderBodyV2(w, h, compression), EMPTY, adaptive),
+  }
 }
+
+export const V2_WRITE: WriteFormat = v2Write()
 
 /**
  * Writes a v2 xbzrle stream: v1's frames (the same record layer writes them, so every frame layout is v1's to the

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { WriteFormat } from '../record/format.js'
 import { RecordWriter } from '../record/writer.js'
+import type { AdaptiveCompression } from '../v2/adaptive.js'
 import type { WriterBatchStats } from '../v2/writer.js'
 import { payloadWriter } from '../v2/writer.js'
 import { BINDING_BYTES, STREAM_ID_BYTES, VERSION } from './constants.js'
@@ -18,7 +19,7 @@ export function checkStreamId(id: Uint8Array | undefined): void {
  * Format v3 for the record layer: v2 plus stream binding. `streamId` (16 bytes) is the id written in the header;
  * default: 16 random bytes (node:crypto), drawn when the header is written.
  */
-export function v3Write(streamId?: Uint8Array): WriteFormat {
+export function v3Write(streamId?: Uint8Array, adaptive?: AdaptiveCompression): WriteFormat {
   checkStreamId(streamId)
   return {
     version: VERSION,
@@ -27,7 +28,7 @@ export function v3Write(streamId?: Uint8Array): WriteFormat {
       const prefix = new Uint8Array(BINDING_BYTES)
       new DataView(prefix.buffer).setUint32(0, streamBinding(id), true)
       return {
-        ...payloadWriter(h, (w, compression) => writeHeaderBodyV3(w, h, compression, id), prefix),
+        ...payloadWriter(h, (w, compression) => writeHeaderBodyV3(w, h, compression, id), prefix, adaptive),
         streamId: id,
       }
     },
