@@ -2,8 +2,8 @@
 // Thin launcher: the CLI always runs built JavaScript, never TypeScript on the fly. It runs the one-file bundles
 // (dist/*.mjs, made by scripts/bundle.mjs) because libvirt and QEMU start us once per save, restore and
 // migration, and loading hundreds of separate modules cost more start-up time than the work on a small image.
-// dist/index.js and dist/fast-encode.js are the same programs unbundled (a build without the bundle step).
-import { isFastEncode } from '../dist/helper-form.js'
+// dist/index.js and dist/fast.js are the same programs unbundled (a build without the bundle step).
+import { fastForm } from '../dist/helper-form.js'
 
 // A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
 // error handling (exit 4); anything else written to a closed stdout is simply dropped.
@@ -18,8 +18,13 @@ async function load(name) {
   }
 }
 
-// `xbzrle -c` in QEMU's exec: pipe loads only the encoder: its first byte is on the migration's critical path.
+// `xbzrle -c` / `-dc` and the libvirt helper load only the filters: QEMU and libvirt start them once per
+// migration, save and restore, and their first byte is on the critical path (src/fast.ts).
 const argv = process.argv.slice(2)
-process.exitCode = isFastEncode(argv, process.stderr.isTTY === true)
-  ? await (await load('fast-encode')).fastEncode()
-  : await (await load('xbzrle')).main(argv)
+const form = fastForm(argv, process.stderr.isTTY === true)
+process.exitCode =
+  form === 'helper'
+    ? await (await load('fast')).runHelper(argv)
+    : form !== undefined
+      ? await (await load('fast')).fastFilter(form)
+      : await (await load('xbzrle')).main(argv)

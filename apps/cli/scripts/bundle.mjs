@@ -1,6 +1,6 @@
 // Bundles the built CLI (dist/index.js and everything it imports, our packages and npm dependencies alike) into
-// one file, dist/xbzrle.mjs, which bin/xbzrle.js runs; and the fast `xbzrle -c` path (dist/fast-encode.js: only
-// the encoder) into dist/fast-encode.mjs.
+// one file, dist/xbzrle.mjs, which bin/xbzrle.js runs; and the fast forms (dist/fast.js: `-c`, `-dc` and the libvirt
+// helper, only the filters) into dist/fast.mjs.
 //
 // Why: libvirt starts the helper once per save and restore, and QEMU's exec: migration starts it once per
 // migration, so start-up is on the critical path. Node resolving and compiling ~300 separate ES modules took
@@ -8,15 +8,22 @@
 //
 // Kept outside the bundle: the native addons (they load .node binaries from their own directories, and are
 // optional), ws's optional native helpers, and the private testkit (only `demo --qemu` in a source checkout).
+import { rmSync } from 'node:fs'
 import { build } from 'esbuild'
 
 const here = new URL('..', import.meta.url)
+// Chunk names carry a content hash: drop the last build's, or dist/ keeps every chunk ever made.
+rmSync(new URL('dist/chunks', here), { recursive: true, force: true })
 
 await build({
   absWorkingDir: here.pathname,
-  entryPoints: { xbzrle: 'dist/index.js', 'fast-encode': 'dist/fast-encode.js' },
+  entryPoints: { xbzrle: 'dist/index.js', fast: 'dist/fast.js' },
   outdir: 'dist',
   outExtension: { '.js': '.mjs' },
+  // Code the fast bundle reaches only through a dynamic import (the helper config's zod schema) and the commands
+  // the CLI imports when they run go to chunks of their own, loaded only when used.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
   platform: 'node',
   format: 'esm',

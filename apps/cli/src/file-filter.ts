@@ -12,6 +12,11 @@
  * awaited, so signals, the progress bar and the metrics endpoint run between reads.
  */
 import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
+import type { Readable } from 'node:stream'
+import { IDLE_FLUSH_MS } from '@xbzrle/adapter-libvirt/filter'
+import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from './atomic-output.js'
+import { CliError, ExitCode } from './errors.js'
+import { assertStdoutNotInput, openInput } from './io.js'
 
 /** Read size: large reads are most of the speed of a filter (fewer calls, fewer batches split by a read). */
 export const FILE_READ_BYTES = 4 << 20
@@ -115,4 +120,89 @@ export async function readFileInto(
 function rawBytes(n: number): Uint8Array {
   const b = Buffer.allocUnsafeSlow(n)
   return new Uint8Array(b.buffer, b.byteOffset, n)
+}
+
+/** What fileToFile drives: XbzrleEncoder or XbzrleDecoder. */
+export interface SyncFilter {
+  push(chunk: Uint8Array): void
+  finish(): void
+  /** The encoder's: closes the open batch (when the input pauses). */
+  flush?(): void
+}
+
+/**
+ * Feeds a stream's chunks to `filter`; with `filter.flush`, the open batch is closed once the input pauses for
+ * IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
+ */
+async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
+  let idle: NodeJS.Timeout | undefined
+  let failed: unknown
+  const flush = filter.flush?.bind(filter)
+  try {
+    for await (const chunk of source) {
+      if (failed !== undefined) throw failed
+      filter.push(chunk as Uint8Array)
+      if (!flush) continue
+      if (idle) idle.refresh()
+      else
+        idle = setTimeout(() => {
+          idle = undefined
+          try {
+            flush()
+          } catch (e) {
+            failed = e
+          }
+        }, IDLE_FLUSH_MS)
+    }
+    if (failed !== undefined) throw failed
+  } finally {
+    if (idle) clearTimeout(idle)
+  }
+}
+
+/**
+ * filterToOutput for a regular file out, stdout or `-o` (see file-filter.ts): the filter gets the input (a
+ * regular file's descriptor: large reads, into reused buffers when `reuse`; else the stream) and writes its
+ * output to `sink.fd` (stdout, or the atomic output's temporary file, set here before the first read); then it
+ * finishes, `check` runs, and a named output is committed (or, on any error or signal, left as it was). Closes a
+ * descriptor it was given (unless it is stdin).
+ */
+export async function fileToFile(
+  input: string | undefined,
+  output: string | undefined,
+  source: { fd: number } | 'stream',
+  sink: OutputSink,
+  filter: SyncFilter,
+  reuse: boolean,
+  startProgress: () => { stop(): void } | undefined,
+  check: () => void,
+): Promise<void> {
+  const fd = source === 'stream' ? 0 : source.fd
+  installSignalHandlers()
+  let out: AtomicOutput | undefined
+  let progress: { stop(): void } | undefined
+  try {
+    if (output === undefined || output === '-') assertStdoutNotInput(input)
+    else {
+      out = await createAtomicOutput(output, { sameAs: [input ?? '-'] })
+      // fileToFileInput saw a regular file or nothing there; a device put there since gets no descriptor.
+      if (out.fd === undefined) throw new CliError(`${output}: no longer a regular file`, ExitCode.IO)
+      sink.fd = out.fd
+    }
+    progress = startProgress()
+    try {
+      if (source === 'stream') await pushStream(openInput(input), filter)
+      else await readFileInto(fd, (c) => filter.push(c), reuse)
+      filter.finish()
+    } finally {
+      progress?.stop()
+    }
+    check()
+    await out?.commit()
+  } catch (e) {
+    await out?.abort()
+    throw e
+  } finally {
+    if (fd !== 0) closeSync(fd)
+  }
 }

@@ -1,21 +1,30 @@
 import { describe, expect, it } from 'vitest'
-import { isFastEncode } from './helper-form.js'
+import { fastForm } from './helper-form.js'
 
-describe('isFastEncode (which invocations skip loading the whole CLI)', () => {
-  it('is the plain stdin → stdout compress form, with the flags lzop users add', () => {
-    expect(isFastEncode(['-c'], false)).toBe(true)
-    expect(isFastEncode(['-c', '-1', '--ignore-warn'], false)).toBe(true)
-    expect(isFastEncode(['-qc'], false)).toBe(true)
+describe('fastForm (which invocations skip loading the whole CLI)', () => {
+  it('is the plain stdin → stdout compress and decompress forms, with the flags lzop users add', () => {
+    expect(fastForm(['-c'], false)).toBe('encode')
+    expect(fastForm(['-c', '-1', '--ignore-warn'], false)).toBe('encode')
+    expect(fastForm(['-qc'], false)).toBe('encode')
+    expect(fastForm(['-dc'], false)).toBe('decode')
+    expect(fastForm(['-dc', '--ignore-warn'], false)).toBe('decode')
+    expect(fastForm(['-d'], false)).toBe('decode')
   })
 
-  it('is not decompression, files, -o, --strict, --debug, a terminal on stderr or a subcommand', () => {
-    expect(isFastEncode(['-dc'], false)).toBe(false)
-    expect(isFastEncode(['-c', 'in.mig'], false)).toBe(false)
-    expect(isFastEncode(['-co', 'out.xbz'], false)).toBe(false)
-    expect(isFastEncode(['-c', '--strict'], false)).toBe(false)
-    expect(isFastEncode(['-c', '--debug'], false)).toBe(false)
-    expect(isFastEncode(['-c'], true)).toBe(false)
-    expect(isFastEncode(['encode'], false)).toBe(false)
-    expect(isFastEncode(['--libvirt-helper', 'lzop', '-c'], false)).toBe(false)
+  it('is the libvirt helper form, in both spellings', () => {
+    expect(fastForm(['--libvirt-helper', 'lzop', '-c'], false)).toBe('helper')
+    expect(fastForm(['--libvirt-helper=zstd', '-dc'], true)).toBe('helper')
+  })
+
+  it('is not files, -o, --strict, --debug, a terminal on stderr or a subcommand', () => {
+    expect(fastForm(['-c', 'in.mig'], false)).toBeUndefined()
+    expect(fastForm(['-dc', 'in.xbz'], false)).toBeUndefined()
+    expect(fastForm(['-co', 'out.xbz'], false)).toBeUndefined()
+    expect(fastForm(['-c', '--strict'], false)).toBeUndefined()
+    expect(fastForm(['-c', '--debug'], false)).toBeUndefined()
+    expect(fastForm(['-c'], true)).toBeUndefined()
+    expect(fastForm(['-dc'], true)).toBeUndefined()
+    expect(fastForm(['encode'], false)).toBeUndefined()
+    expect(fastForm(['-V'], false)).toBeUndefined()
   })
 })

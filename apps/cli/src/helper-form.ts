@@ -27,11 +27,19 @@ export function helperForm(argv: string[]): string[] | undefined {
 }
 
 /**
- * `xbzrle -c` reading stdin and writing stdout with nothing else asked (no files, no -o, --strict or --debug, no
- * progress bar to draw): the form QEMU's `exec:` and libvirt run. bin/xbzrle.js then loads only the encoder
- * (fast-encode.ts), so the first output byte does not wait for the whole CLI and its option parser to load.
+ * The invocations bin/xbzrle.js runs from the small fast bundle (fast.ts) instead of the whole CLI, because each
+ * one is started by QEMU or libvirt once per migration, save or restore, with its first byte on their critical
+ * path:
+ * - `encode` / `decode`: `xbzrle -c` / `xbzrle -dc` reading stdin and writing stdout with nothing else asked (no
+ *   files, no -o, --strict or --debug, no progress bar to draw), what QEMU's `exec:` and libvirt run;
+ * - `helper`: `xbzrle --libvirt-helper=NAME ...`, what the installed lzop/zstd wrapper runs.
+ * Anything else (undefined) goes through the whole CLI and its option parser.
  */
-export function isFastEncode(argv: string[], stderrIsTTY: boolean): boolean {
+export function fastForm(argv: string[], stderrIsTTY: boolean): 'encode' | 'decode' | 'helper' | undefined {
+  const first = argv[0]
+  if (first === '--libvirt-helper' || first?.startsWith('--libvirt-helper=')) return 'helper'
+  if (stderrIsTTY || argv.includes('--debug')) return undefined
   const form = helperForm(argv)
-  return !stderrIsTTY && form?.length === 1 && form[0] === 'encode' && !argv.includes('--debug')
+  if (form?.length !== 1) return undefined
+  return form[0] === 'encode' ? 'encode' : form[0] === 'decode' ? 'decode' : undefined
 }

@@ -1,6 +1,6 @@
 /**
  * What an encode says about its input at the end (a truncated or unparseable QEMU stream). Its own small module:
- * the fast `xbzrle -c` path (fast-encode.ts) loads it without the rest of the CLI.
+ * the fast `xbzrle -c` path (fast.ts) loads it without the rest of the CLI.
  */
 import type { EncoderStats } from '@xbzrle/adapter-libvirt'
 import { CliError, ExitCode } from './errors.js'

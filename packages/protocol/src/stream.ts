@@ -13,6 +13,7 @@ export {
   verifyBatchOutput,
   verifyEndTotals,
 } from './v1/index.js'
+export { CODEC_NAMES } from './v2/codecs.js'
 export { AdaptiveCompression, type Batch, type Compression } from './v2/index.js'
 export {
   BASE_IMAGE_EXTENSION,

@@ -13,7 +13,6 @@ import {
   DecodeStream,
   type EncoderBase,
   EncodeStream,
-  IO_CHUNK,
   prepareDecoderBase,
   prepareEncoderBase,
 } from '@xbzrle/adapter-libvirt'

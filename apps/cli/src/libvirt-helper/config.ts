@@ -12,15 +12,13 @@
  *   real_zstd = "/usr/bin/zstd.distrib"
  */
 import { readFileSync } from 'node:fs'
-import { CODEC_NAMES, type Compression, SUPPORTED_VERSIONS } from '@xbzrle/protocol'
+import { CODEC_NAMES, SUPPORTED_VERSIONS } from '@xbzrle/protocol/stream'
 import { z } from 'zod'
 import { parseSize } from '../io.js'
 
-export const DEFAULT_HELPER_CONF = '/etc/xbzrle/helper.conf'
+import { DEFAULT_HELPER_CONF, HelperConfigError } from './config-file.js'
 
-export class HelperConfigError extends Error {
-  override readonly name = 'HelperConfigError'
-}
+export { DEFAULT_HELPER_CONF, encoderOptionsOf, HelperConfigError } from './config-file.js'
 
 const sizeValue = z.union([z.string(), z.number().int().positive()]).transform((v, ctx) => {
   if (typeof v === 'number') return v
@@ -136,21 +134,4 @@ export function loadHelperConfig(
     throw new HelperConfigError(`cannot read helper config ${file}: ${code ?? (e as Error).message}`)
   }
   return { config: validateConfig(parseConfText(text, file), file), file }
-}
-
-/** EncodeStream options from the settings. */
-export function encoderOptionsOf(c: HelperConfig): {
-  cacheBytes?: number
-  ways?: number
-  mode?: 'canonical' | 'compact'
-  formatVersion?: number
-  compression?: Compression
-} {
-  return {
-    cacheBytes: c.cache_size,
-    ways: c.ways,
-    mode: c.mode,
-    formatVersion: c.format_version,
-    compression: c.compression ? { codec: c.compression } : undefined,
-  }
 }

@@ -15,11 +15,11 @@ import { fstatSync, readFileSync, readSync, realpathSync, writeSync } from 'node
 import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt'
-import { isXbzrleStream } from '@xbzrle/protocol'
+import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
+import { isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { openInput } from '../io.js'
-import { encoderOptionsOf, HelperConfigError, loadHelperConfig } from './config.js'
+import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
 export const HELPER_FLAG = '--libvirt-helper'
@@ -94,7 +94,7 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     return ExitCode.ENVIRONMENT
   }
   try {
-    const { config } = loadHelperConfig(inv.conf)
+    const { config } = await readHelperConfig(inv.conf)
     const real = () => {
       const explicit = name === 'lzop' ? config.real_lzop : config.real_zstd
       const self = process.argv[1] ? [process.argv[1]] : []

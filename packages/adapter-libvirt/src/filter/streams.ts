@@ -3,6 +3,9 @@ import { type DecoderOptions, XbzrleDecoder } from './decoder.js'
 import { DrainMeter, inFlightBudget, MIN_IN_FLIGHT } from './drain.js'
 import { type EncoderOptions, XbzrleEncoder } from './encoder.js'
 
+// The `@xbzrle/adapter-libvirt/filter` entry (zod-free, for the CLI's fast start) also hands out the filters.
+export { XbzrleDecoder, XbzrleEncoder }
+
 /** Read/write size for files and pipes: big I/O is most of the speed of a filter. */
 export const IO_CHUNK = 1 << 20
 

@@ -1,0 +1,48 @@
+/**
+ * The helper's settings as the helper itself needs them, without the schema: libvirt starts the helper once per
+ * save and restore, and most hosts have no helper.conf, so the zod schema (config.ts) is loaded only when there
+ * is a file to check.
+ */
+import { readFileSync } from 'node:fs'
+import type { Compression } from '@xbzrle/protocol/stream'
+import type { HelperConfig } from './config.js'
+
+export const DEFAULT_HELPER_CONF = '/etc/xbzrle/helper.conf'
+
+export class HelperConfigError extends Error {
+  override readonly name = 'HelperConfigError'
+}
+
+/** loadHelperConfig (config.ts, same rules and messages), loading the schema only when a file is there. */
+export async function readHelperConfig(
+  path?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ config: HelperConfig; file?: string }> {
+  const explicit = path ?? env.XBZRLE_HELPER_CONF
+  if (explicit === undefined) {
+    try {
+      readFileSync(DEFAULT_HELPER_CONF)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { config: {} }
+    }
+  }
+  const { loadHelperConfig } = await import('./config.js')
+  return loadHelperConfig(path, env)
+}
+
+/** EncodeStream options from the settings. */
+export function encoderOptionsOf(c: HelperConfig): {
+  cacheBytes?: number
+  ways?: number
+  mode?: 'canonical' | 'compact'
+  formatVersion?: number
+  compression?: Compression
+} {
+  return {
+    cacheBytes: c.cache_size,
+    ways: c.ways,
+    mode: c.mode,
+    formatVersion: c.format_version,
+    compression: c.compression ? { codec: c.compression } : undefined,
+  }
+}
