@@ -12,7 +12,7 @@ import { installSignalHandlers } from './atomic-output.js'
 import { classify, ExitCode } from './errors.js'
 import { fileOutputSource, fileToFile, type OutputSink, writeAll } from './file-filter.js'
 import { checkInput } from './input-check.js'
-import { assertStdoutNotInput, defaultCompression, openInput } from './io.js'
+import { assertStdoutNotInput, defaultCompression, defaultThreads, openInput } from './io.js'
 
 export { runHelper } from './libvirt-helper/helper.js'
 
@@ -25,7 +25,7 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
     const source = fileOutputSource(undefined, undefined)
     const sink: OutputSink = { fd: 1 }
     if (kind === 'encode') {
-      const options = { compression: defaultCompression(undefined) }
+      const options = { compression: defaultCompression(undefined), threads: defaultThreads() }
       if (source) {
         const enc = new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
         await fileToFile(undefined, undefined, source, sink, enc, true, NO_PROGRESS, () =>

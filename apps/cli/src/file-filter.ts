@@ -90,7 +90,7 @@ function readInto(fd: number, buf: Uint8Array): Promise<number> {
  */
 export async function readFileInto(
   fd: number,
-  push: (chunk: Uint8Array) => void,
+  push: (chunk: Uint8Array) => void | Promise<void>,
   reuse: boolean,
 ): Promise<void> {
   const pair = reuse ? [rawBytes(FILE_READ_BYTES), rawBytes(FILE_READ_BYTES)] : undefined
@@ -108,7 +108,7 @@ export async function readFileInto(
     if (got === 0) return
     pending = next()
     try {
-      push(buf.subarray(0, got))
+      await push(buf.subarray(0, got))
     } catch (e) {
       // Let the read in flight finish before the caller closes its descriptor.
       await pending.n.catch(() => {})
@@ -128,6 +128,22 @@ export interface SyncFilter {
   finish(): void
   /** The encoder's: closes the open batch (when the input pauses). */
   flush?(): void
+  /** The encoder's, with a compression pool: records waiting for it, and the most a caller should let wait. */
+  readonly inFlight?: number
+  readonly maxInFlight?: number
+  inFlightBelow?(n: number): Promise<void>
+  /** The encoder's: resolves once every record is out (after finish: the whole stream). */
+  settled?(): Promise<void>
+  close?(): Promise<void>
+}
+
+/** Pushes `chunk`; with a compression pool, returns a promise when too many batches wait for it. */
+function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undefined {
+  filter.push(chunk)
+  const max = filter.maxInFlight
+  if (max === undefined || filter.inFlightBelow === undefined || (filter.inFlight ?? 0) < max)
+    return undefined
+  return filter.inFlightBelow(max)
 }
 
 /**
@@ -141,7 +157,8 @@ async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
   try {
     for await (const chunk of source) {
       if (failed !== undefined) throw failed
-      filter.push(chunk as Uint8Array)
+      const paced = pushPaced(filter, chunk as Uint8Array)
+      if (paced) await paced
       if (!flush) continue
       if (idle) idle.refresh()
       else
@@ -192,14 +209,16 @@ export async function fileToFile(
     progress = startProgress()
     try {
       if (source === 'stream') await pushStream(openInput(input), filter)
-      else await readFileInto(fd, (c) => filter.push(c), reuse)
+      else await readFileInto(fd, (c) => pushPaced(filter, c), reuse)
       filter.finish()
+      await filter.settled?.()
     } finally {
       progress?.stop()
     }
     check()
     await out?.commit()
   } catch (e) {
+    await filter.close?.()
     await out?.abort()
     throw e
   } finally {

@@ -10,7 +10,7 @@ import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { registerProxyCommand, SilentExit } from './commands/proxy.js'
 import { CliError, classify, ExitCode } from './errors.js'
 import { helperForm } from './helper-form.js'
-import { parseSize } from './io.js'
+import { defaultThreads, parseSize } from './io.js'
 import { parseDuration } from './observe/run.js'
 
 const SETUPS = `
@@ -188,6 +188,11 @@ export function buildProgram(): Command {
     .addOption(formatVersionOption())
     .addOption(compressOption())
     .option(
+      '--threads <n>',
+      `worker threads for a fixed zstd second stage, same output bytes (0: on the main thread; default here ${defaultThreads()}: 0 below 4 cores, else cores - 1, at most 4)`,
+      intArg(0, 64),
+    )
+    .option(
       '--base <file>',
       'encode against an earlier image of the same VM (QEMU stream, save image or xbzrle stream); repeat it for the bases an xbzrle base depends on',
       collectArg,
@@ -216,6 +221,7 @@ export function buildProgram(): Command {
       ...codecOptions(o),
       formatVersion: o.formatVersion,
       compression: compressionOf(o),
+      threads: o.threads,
       stats: o.stats,
       strict: o.strict,
       base: o.base,

@@ -1,4 +1,5 @@
 import { createReadStream, createWriteStream, fstatSync, type Stats, statSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import type { Readable, Writable } from 'node:stream'
 import { IO_CHUNK } from '@xbzrle/adapter-libvirt/filter'
 import { CliError, ExitCode } from './errors.js'
@@ -82,4 +83,14 @@ export function defaultCompression(output: string | undefined): 'auto' | undefin
   } catch {
     return 'auto'
   }
+}
+
+/**
+ * Compression worker threads by default: none on machines with fewer than 4 cores, else the cores minus one (the
+ * encoder's own), at most 4. On our 2-core test machine a worker made `xbzrle encode` 0–25% slower (its start-up
+ * and the cross-core copies cost more than the zstd time it took off the main thread, BENCHMARKS.md), and there
+ * QEMU needs the other core anyway.
+ */
+export function defaultThreads(cores = availableParallelism()): number {
+  return cores < 4 ? 0 : Math.min(4, cores - 1)
 }

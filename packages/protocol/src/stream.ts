@@ -13,7 +13,8 @@ export {
   verifyBatchOutput,
   verifyEndTotals,
 } from './v1/index.js'
-export { CODEC_NAMES } from './v2/codecs.js'
+export { CODEC_NAMES, isCompressorAvailable } from './v2/codecs.js'
+export { type BatchCompressor, CompressPool, type PooledResult } from './v2/compress-pool.js'
 export { AdaptiveCompression, type Batch, type Compression } from './v2/index.js'
 export {
   BASE_IMAGE_EXTENSION,

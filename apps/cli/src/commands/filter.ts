@@ -35,7 +35,7 @@ import {
 import { CliError, ExitCode } from '../errors.js'
 import { fileOutputSource, fileToFile, type OutputSink, writeAll } from '../file-filter.js'
 import { checkInput, inputProblem } from '../input-check.js'
-import { assertStdoutNotInput, defaultCompression, formatBytes, openInput } from '../io.js'
+import { assertStdoutNotInput, defaultCompression, defaultThreads, formatBytes, openInput } from '../io.js'
 import {
   describeLibvirtImage,
   isHelperImage,
@@ -59,6 +59,8 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   formatVersion?: number
   /** Default: `auto` when the output is a pipe or socket (a live migration), the best installed codec for files. */
   compression?: Compression | 'auto'
+  /** Compression worker threads (default: defaultThreads()). */
+  threads?: number
   stats?: boolean
   /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
   strict?: boolean
@@ -126,6 +128,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
     compression: o.compression ?? defaultCompression(o.output),
+    threads: o.threads ?? defaultThreads(),
     passListener: obs.observer.listener,
     base,
   }

@@ -3,9 +3,11 @@ import {
   AdaptiveCompression,
   baseRequirementExtension,
   type Compression,
+  CompressPool,
   CURRENT_VERSION,
   FrameWriter,
   type FrameWriterOptions,
+  isCompressorAvailable,
   type Mode,
   type SourceKind,
   type StreamHeader,
@@ -61,6 +63,12 @@ export interface EncoderOptions {
    * copy of every output byte into fresh memory.
    */
   chunkView?: boolean
+  /**
+   * Worker threads that compress batches while this thread encodes (issue #13): format v2 or later with a fixed
+   * zstd second stage (not `auto`). 0 or unset: everything on this thread. Records still come out in order and
+   * byte-identical; the caller must await `settled()` after `finish()` (and may pace itself with `inFlightBelow`).
+   */
+  threads?: number
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -117,6 +125,8 @@ export class XbzrleEncoder {
   private readonly keyIds: number[] = []
   /** The per-batch second-stage choice, with `compression: 'auto'` and format v2 or later. */
   readonly adaptive: AdaptiveCompression | undefined
+  /** Worker threads compressing batches (options.threads), or undefined: compressed on this thread. */
+  private readonly pool: CompressPool | undefined
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -126,8 +136,16 @@ export class XbzrleEncoder {
     this.recorder = new PassRecorder(options.passListener)
     const auto = options.compression === 'auto' && (options.formatVersion ?? CURRENT_VERSION) >= 2
     this.adaptive = auto ? new AdaptiveCompression() : undefined
+    // A pool only for a fixed zstd second stage (the adaptive choice measures its cost on this thread); the
+    // writer decides per stream whether the header's compressor is one the pool handles.
+    const threads = options.threads ?? 0
+    this.pool =
+      threads > 0 && !auto && (options.formatVersion ?? CURRENT_VERSION) >= 2 && isCompressorAvailable('zstd')
+        ? new CompressPool(threads)
+        : undefined
     this.writer = new FrameWriter({
       adaptive: this.adaptive,
+      pool: this.pool,
       onChunk: (c) => {
         this.bytesOut += c.length
         onChunk(c)
@@ -150,6 +168,39 @@ export class XbzrleEncoder {
     if (rest.length > 0) this.reader.push(rest)
     // Once the reader gave up on the grammar, nothing will size the cache any more.
     if (!this.codec && this.reader.stats.passthrough) this.start()
+  }
+
+  /** Records written but not yet handed out (batches on the compression pool, and what waits behind them). */
+  get inFlight(): number {
+    return this.writer.inFlight
+  }
+
+  /** Resolves once fewer than `n` records are in flight (backpressure for the pool); rejects on its failure. */
+  inFlightBelow(n: number): Promise<void> {
+    return this.writer.inFlightBelow(n)
+  }
+
+  /** Most records a caller should let wait for the pool before it pushes more: two per thread. */
+  get maxInFlight(): number {
+    return 2 * (this.pool?.threads ?? 0) + 1
+  }
+
+  /**
+   * Resolves once every record written so far is out: after finish(), the whole stream. With a pool, call it
+   * after finish() (its workers stop then) and before taking the output as complete. Rejects if a pooled batch
+   * failed; nothing after that batch was handed out.
+   */
+  async settled(): Promise<void> {
+    try {
+      await this.writer.settled()
+    } finally {
+      if (this.finished) await this.pool?.close()
+    }
+  }
+
+  /** Stops the pool's workers (an encoder given up on); records still in flight are dropped. */
+  close(): Promise<void> {
+    return this.pool?.close() ?? Promise.resolve()
   }
 
   /** Closes the current batch so that everything pushed so far reaches the output (live migrations). */

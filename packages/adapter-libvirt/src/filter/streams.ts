@@ -91,10 +91,21 @@ export class EncodeStream extends Transform {
       this.encoder.adaptive?.noteBusy(t1 - t0)
       this.armIdleFlush()
       if (this.backlog > this.budget) this.hold(cb)
-      else cb()
+      else this.paced(cb)
     } catch (e) {
       cb(toError(e))
     }
+  }
+
+  /** With a compression pool: takes more input only once few enough batches wait for it (bounded memory). */
+  private paced(cb: TransformCallback): void {
+    const max = this.encoder.maxInFlight
+    if (this.encoder.inFlight < max) cb()
+    else
+      this.encoder.inFlightBelow(max).then(
+        () => cb(),
+        (e: unknown) => cb(toError(e)),
+      )
   }
 
   private measure(t: number): void {
@@ -165,16 +176,22 @@ export class EncodeStream extends Transform {
     this.disarm()
     try {
       this.encoder.finish()
-      cb()
     } catch (e) {
       cb(toError(e))
+      return
     }
+    // Batches still on the compression pool come out (pushed) before the stream ends.
+    this.encoder.settled().then(
+      () => cb(),
+      (e: unknown) => cb(toError(e)),
+    )
   }
 
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
     this.disarm()
     this.stopPoll()
     this.held = undefined
+    void this.encoder.close()
     cb(err)
   }
 }

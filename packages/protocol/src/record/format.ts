@@ -57,6 +57,8 @@ export interface StreamWriting {
   readonly streamId?: Uint8Array
   /** Compresses a batch's frames; returns the compressed bytes, or undefined to store them plain. */
   compress?(frames: Uint8Array): Uint8Array | undefined
+  /** `compress` is the header's compressor at its level for every batch (not the adaptive choice): a pool may do it. */
+  readonly fixed?: boolean
 }
 
 export interface WriteFormat {

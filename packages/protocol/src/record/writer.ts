@@ -11,6 +11,7 @@ import {
 } from '../v1/constants.js'
 import { derivableFlags, pageIndexField } from '../v1/page-key.js'
 import type { EndStats, PageCounts } from '../v1/types.js'
+import type { BatchCompressor, PooledResult } from '../v2/compress-pool.js'
 import { PayloadEncoding } from '../v2/constants.js'
 import type { Compression, StreamHeader } from '../v2/types.js'
 import { ByteWriter } from '../wire/byte-writer.js'
@@ -41,6 +42,27 @@ export interface RecordWriterOptions {
   chunkView?: boolean
   /** Target output bytes per batch (1 – 4 MiB), default 1 MiB. A batch closes once it reaches this. */
   batchBytes?: number
+  /**
+   * Compress batches on other threads (v2 and later, a fixed compressor the pool handles): records are then
+   * handed to `onChunk` later, still strictly in order; `settled()` tells when all are out.
+   */
+  pool?: BatchCompressor
+}
+
+/** A batch whose frames the pool compressed, waiting for its turn (see closeBatchPooled). */
+interface PooledBatch {
+  /** The record up to its frames (envelope, prefix, seq, output length and CRC, payload encoding byte). */
+  head: Uint8Array
+  encAt: number
+  framesLen: number
+  /** The record CRC if it is stored plain. */
+  plainCrc: number
+  result: PooledResult
+}
+
+interface QueuedRecord {
+  bytes: Uint8Array | undefined
+  pooled: PooledBatch | undefined
 }
 
 export interface WriterBatchStats {
@@ -99,6 +121,15 @@ export class RecordWriter {
   private totalOut = 0
   private readonly pages: PageCounts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0 }
   private written = 0
+  private readonly pool: BatchCompressor | undefined
+  /** Records not handed out yet, in stream order: a pooled batch (set once compressed) or a record behind one. */
+  private readonly queue: QueuedRecord[] = []
+  /** Where pooled records are built when they are handed out as views. */
+  private scratch: ByteWriter | undefined
+  /** The first failure of a pooled batch or of `onChunk` called for one; every later call throws it. */
+  private failure: Error | undefined
+  /** Callers waiting until fewer than `below` records are queued (0 < below; 1 = all out). */
+  private waiters: { below: number; resolve: () => void; reject: (e: Error) => void }[] = []
 
   constructor(
     opts: RecordWriterOptions,
@@ -110,6 +141,7 @@ export class RecordWriter {
     this.batchBytes = bb
     this.onChunk = opts.onChunk
     this.chunkView = opts.chunkView === true
+    this.pool = opts.pool
     // A batch closes once it reaches batchBytes, so it ends at most one frame beyond: with this capacity a
     // full batch fits without regrowing.
     this.w = new ByteWriter(bb + BATCH_SLACK)
@@ -118,6 +150,23 @@ export class RecordWriter {
   /** Wire bytes handed to `onChunk` so far. */
   get bytesWritten(): number {
     return this.written
+  }
+
+  /** Records not yet handed to `onChunk` because a batch before them is still being compressed. */
+  get inFlight(): number {
+    return this.queue.length
+  }
+
+  /** Resolves once every record written so far was handed to `onChunk`; rejects on a pooled batch's failure. */
+  settled(): Promise<void> {
+    return this.inFlightBelow(1)
+  }
+
+  /** Resolves once fewer than `n` records wait (backpressure for a pool's batches); rejects on a failure. */
+  inFlightBelow(n: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure)
+    if (this.queue.length < n) return Promise.resolve()
+    return new Promise((resolve, reject) => this.waiters.push({ below: n, resolve, reject }))
   }
 
   /** The format version written. */
@@ -326,6 +375,7 @@ export class RecordWriter {
   // ---- internals ----
 
   private checkOpen(): void {
+    if (this.failure) throw this.failure
     if (this.state !== 'open')
       throw new Error(
         this.state === 'new' ? 'FrameWriter: header() first' : 'FrameWriter: stream already ended',
@@ -437,6 +487,17 @@ export class RecordWriter {
     w.patchU32le(this.outAt, this.outLen)
     w.patchU32le(this.outAt + 4, this.outCrc)
     const framesLen = w.pos - this.framesStart
+    const stream = this.stream!
+    if (
+      this.pool &&
+      framesLen > 0 &&
+      stream.compress &&
+      stream.fixed &&
+      this.pool.handles(stream.compression)
+    ) {
+      this.closeBatchPooled(framesLen)
+      return
+    }
     const packed =
       framesLen > 0 ? this.stream!.compress?.(w.buf.subarray(this.framesStart, w.pos)) : undefined
     const s = this.stats
@@ -465,6 +526,111 @@ export class RecordWriter {
     this.emit()
   }
 
+  /**
+   * closeBatch with the frames compressed on the pool: everything but the compression happens now, exactly as in
+   * closeBatch (sequence, totals, the plain record's CRC); the record is finished and released when the pool is
+   * done and every record before it is out. Same bytes as closeBatch for the same compressor output.
+   */
+  private closeBatchPooled(framesLen: number): void {
+    const w = this.w
+    this.catchUpCrc()
+    w.patchU32le(this.batchStart + 1, w.pos - this.bodyStart)
+    const plainCrc = crc32Combine(
+      crc32Range(w.buf, this.batchStart, this.framesStart),
+      this.recCrc,
+      framesLen,
+    )
+    const head = w.buf.slice(this.batchStart, this.framesStart)
+    const encAt = this.encAt - this.batchStart
+    const job = this.pool!.compress(w.buf.subarray(this.framesStart, w.pos), this.stream!.compression)
+    w.pos = this.batchStart
+    if (w.pos > 0) this.emit() // records before this batch (none today: each is handed out when written)
+    this.stats.frameBytes += framesLen
+    this.totalOut += this.outLen
+    this.seq++
+    this.inBatch = false
+    const slot: QueuedRecord = { bytes: undefined, pooled: undefined }
+    this.queue.push(slot)
+    job.then(
+      (result) => {
+        slot.pooled = { head, encAt, framesLen, plainCrc, result }
+        this.release()
+      },
+      (e: Error) => this.poolFailed(e),
+    )
+  }
+
+  /**
+   * Writes the record of a pooled batch into `out` (reset first): compressed when that is smaller (the
+   * payloadWriter rule), else plain with the CRC computed when the batch closed.
+   */
+  private pooledRecord(out: ByteWriter, p: PooledBatch): void {
+    const { head, framesLen } = p
+    const z = p.result.compressed
+    const s = this.stats
+    out.pos = 0
+    const compressed = z !== undefined && varintLength(framesLen) + z.length < framesLen
+    const n = head.length + (compressed ? varintLength(framesLen) + z.length : framesLen)
+    out.ensure(n + 4)
+    out.bytes(head)
+    if (compressed) {
+      out.buf[p.encAt] = PayloadEncoding.COMPRESSED
+      out.varint(framesLen)
+      out.bytes(z)
+      out.patchU32le(1, n - 5)
+      out.u32le(crc32Range(out.buf, 0, n))
+      s.compressed++
+    } else {
+      out.bytes(p.result.frames)
+      out.u32le(p.plainCrc)
+      s.plain++
+    }
+    s.payloadBytes += n - head.length
+  }
+
+  /**
+   * Hands out the finished records at the head of the queue, in order. A pooled batch's record is built here, at
+   * its turn: with chunkView in one reused buffer (no fresh memory per batch), else in an array the caller owns.
+   */
+  private release(): void {
+    const q = this.queue
+    try {
+      while (q.length > 0 && this.failure === undefined) {
+        const head = q[0]!
+        if (head.bytes === undefined && head.pooled === undefined) break
+        q.shift()
+        let bytes = head.bytes
+        if (head.pooled) {
+          this.scratch ??= new ByteWriter(this.batchBytes + BATCH_SLACK)
+          const scratch = this.scratch
+          try {
+            this.pooledRecord(scratch, head.pooled)
+          } finally {
+            head.pooled.result.release()
+          }
+          bytes = this.chunkView ? scratch.view() : scratch.buf.slice(0, scratch.pos)
+        }
+        this.written += bytes!.length
+        this.onChunk(bytes!)
+      }
+    } catch (e) {
+      this.poolFailed(e instanceof Error ? e : new Error(String(e)))
+      return
+    }
+    const waiting = this.waiters
+    if (waiting.length === 0) return
+    this.waiters = waiting.filter((w) => q.length >= w.below)
+    for (const w of waiting) if (q.length < w.below) w.resolve()
+  }
+
+  /** A pooled batch (or handing one out) failed: nothing after it is released; waiters and later calls see it. */
+  private poolFailed(e: Error): void {
+    this.failure ??= e
+    for (const r of this.queue) r.pooled?.result.release()
+    this.queue.length = 0
+    for (const w of this.waiters.splice(0)) w.reject(this.failure)
+  }
+
   /** Extends `recCrc` over the frame bytes written since `crcPos`. */
   private catchUpCrc(): void {
     const w = this.w
@@ -475,6 +641,13 @@ export class RecordWriter {
   }
 
   private emit(): void {
+    if (this.queue.length > 0) {
+      // a pooled batch before this record is not out yet: this one waits behind it, as a copy
+      const w = this.w
+      this.queue.push({ bytes: w.buf.slice(0, w.pos), pooled: undefined })
+      w.pos = 0
+      return
+    }
     if (this.chunkView) {
       const w = this.w
       const chunk = w.view()

@@ -153,12 +153,17 @@ function adaptiveRun(ladder: BatchCodecOption[], phases: (number | undefined)[])
   const nsPerByte = { lz4: 5, zstd: 9, deflate: 40 }
   const charge = (name: Parameters<typeof getCompressor>[0]): Compressor => {
     const c = getCompressor(name)
+    const cost = (data: Uint8Array, level: number) => {
+      t += data.length * (level < 0 ? 5 : nsPerByte[name])
+    }
+    const view = c.compressView?.bind(c)
     return {
       ...c,
       compress: (data, level) => {
-        t += data.length * (level < 0 ? 5 : nsPerByte[name])
+        cost(data, level)
         return c.compress(data, level)
       },
+      compressView: view && ((data, level) => (cost(data, level), view(data, level))),
     }
   }
   const adaptive = new AdaptiveCompression({ ladder, now: () => t, compressor: charge, probeEvery: 0 })

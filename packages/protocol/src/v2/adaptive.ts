@@ -226,7 +226,9 @@ export class AdaptiveCompression {
     const c = this.compressorOf(i)
     if (c === undefined || frames.length === 0) return undefined
     const t0 = this.now()
-    const z = c.compress(frames, this.ladder[i]!.level)
+    const level = this.ladder[i]!.level
+    // a view is enough: the writer copies the bytes out before the next batch
+    const z = c.compressView ? c.compressView(frames, level) : c.compress(frames, level)
     const ns = Math.max(0, this.now() - t0)
     this.total.compress += ns
     this.learn(i, ns / frames.length, Math.min(1, z.length / frames.length))

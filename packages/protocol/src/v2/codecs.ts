@@ -39,6 +39,11 @@ export interface Compressor {
   /** Compressed form of `data` (may be larger than `data`; the writer then stores the batch plain). */
   compress(data: Uint8Array, level: number): Uint8Array
   /**
+   * The same bytes as `compress`, in a buffer the compressor reuses: valid only until its next call (for the
+   * writer, which copies them out at once; a fresh output buffer per batch costs its page faults every time).
+   */
+  compressView?(data: Uint8Array, level: number): Uint8Array
+  /**
    * Exactly `size` bytes decompressed from `data`, or an Error (corrupt input, wrong size, trailing bytes).
    * Never allocates more than `size` bytes of output (plus the codec's constant working memory).
    */
@@ -106,12 +111,19 @@ interface ZstdBinding {
 function makeZstd(b: ZstdBinding): Compressor {
   let cctx: InstanceType<ZstdBinding['CCtx']> | undefined
   let dctx: InstanceType<ZstdBinding['DCtx']> | undefined
+  let scratch: Buffer | undefined
   return {
     name: 'zstd',
     compress(data, level) {
       cctx ??= new b.CCtx()
       const dst = Buffer.allocUnsafe(b.compressBound(data.length))
       return dst.subarray(0, cctx.compress(dst, data, level))
+    },
+    compressView(data, level) {
+      cctx ??= new b.CCtx()
+      const bound = b.compressBound(data.length)
+      if (scratch === undefined || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(bound)
+      return scratch.subarray(0, cctx.compress(scratch, data, level))
     },
     decompress(data, size) {
       // Exactly one frame: ZSTD_decompressDCtx would also accept concatenated and skippable frames.

@@ -466,3 +466,21 @@ describe('v1 vectors with the v2-capable library', () => {
 
   it('the v1 vectors exist', () => expect(existsSync(join(v1dir, 'verbatim.xbz'))).toBe(true))
 })
+
+describe.skipIf(!isCompressorAvailable('zstd'))(
+  'zstd compressView (the writer path, no fresh buffer per batch)',
+  () => {
+    it('gives the bytes of compress, in one reused buffer that decompresses back', () => {
+      const z = getCompressor('zstd')
+      const a = new TextEncoder().encode('abcabcabd'.repeat(5000))
+      const b = new TextEncoder().encode('xyz123'.repeat(3000))
+      const va = z.compressView!(a, 1)
+      expect(sameBytes(va, z.compress(a, 1))).toBe(true)
+      const copy = new Uint8Array(va) // a copy (Buffer#slice would be a view)
+      const vb = z.compressView!(b, 1)
+      expect(vb.buffer).toBe(va.buffer)
+      expect(sameBytes(vb, z.compress(b, 1))).toBe(true)
+      expect(sameBytes(z.decompress(copy, a.length), a)).toBe(true)
+    })
+  },
+)

@@ -37,12 +37,17 @@ export function payloadWriter(
   const compressor = adaptive || compression.codec === 'none' ? undefined : getCompressor(compression.codec)
   const squeeze = adaptive
     ? (frames: Uint8Array) => adaptive.compress(frames)
-    : compressor && ((frames: Uint8Array) => compressor.compress(frames, compression.level))
+    : compressor &&
+      ((frames: Uint8Array) =>
+        compressor.compressView
+          ? compressor.compressView(frames, compression.level)
+          : compressor.compress(frames, compression.level))
   return {
     compression,
     writeHeaderBody: (w) => writeHeaderBody(w, compression),
     prefix,
     payloadEncoding: true,
+    fixed: !adaptive,
     compress:
       squeeze &&
       ((frames) => {

@@ -43,11 +43,7 @@ export class ByteWriter {
   }
 
   patchU32le(at: number, value: number): void {
-    const b = this.buf
-    b[at] = value & 0xff
-    b[at + 1] = (value >>> 8) & 0xff
-    b[at + 2] = (value >>> 16) & 0xff
-    b[at + 3] = (value >>> 24) & 0xff
+    writeU32le(this.buf, at, value)
   }
 
   varint(value: number): void {
@@ -87,6 +83,14 @@ export class ByteWriter {
     this.buf = allocRaw(this.capacity)
     return buf.subarray(0, n)
   }
+}
+
+/** Little-endian u32 write, no bounds check. */
+export function writeU32le(b: Uint8Array, at: number, value: number): void {
+  b[at] = value & 0xff
+  b[at + 1] = (value >>> 8) & 0xff
+  b[at + 2] = (value >>> 16) & 0xff
+  b[at + 3] = (value >>> 24) & 0xff
 }
 
 /** Little-endian u32 read, no bounds check. */
