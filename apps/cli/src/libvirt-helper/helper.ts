@@ -18,7 +18,7 @@ import { pipeline } from 'node:stream/promises'
 import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
 import { isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
-import { openInput } from '../io.js'
+import { defaultThreads, openInput } from '../io.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
@@ -108,7 +108,8 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     if (kind === 'compress') {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
       if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
-      await pipeline(head.rest(), new EncodeStream(encoderOptionsOf(config)), process.stdout)
+      const options = { threads: defaultThreads(), ...encoderOptionsOf(config) }
+      await pipeline(head.rest(), new EncodeStream(options), process.stdout)
       return ExitCode.OK
     }
     if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
