@@ -1,8 +1,9 @@
 // Test-only helpers: run the built CLI as a child process, the way users and QEMU's exec: run it.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 
 export const CLI = fileURLToPath(new URL('../bin/xbzrle.js', import.meta.url))
 /** Shell form for QEMU exec: commands. */
@@ -101,13 +102,57 @@ export function installPacked(
   scratch: string,
   name: string,
 ): { app: string; tarballs: string[] } {
+  const { dir, app } = packedLayout(scratch, name)
+  for (const p of PUBLIC_PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', dir], join(root, p))
+  const tarballs = readdirSync(dir).map((f) => join(dir, f))
+  sh('npm', ['install', ...INSTALL_FLAGS, ...tarballs], app)
+  return { app, tarballs }
+}
+
+/**
+ * installPacked without blocking, so that two of them (compat.test.ts's releases) overlap their npm work. With
+ * `nativeFrom` (a checkout whose node_modules has zstd-napi built), the install runs without install scripts and
+ * takes that build when the version is the same: compiling zstd-napi from source costs most of a minute per
+ * install, and what the compatibility matrix tests is the wire format (consumability.test.ts installs as users do).
+ */
+export async function installPackedAsync(
+  root: string,
+  scratch: string,
+  name: string,
+  nativeFrom?: string,
+): Promise<{ app: string; tarballs: string[] }> {
+  const { dir, app } = packedLayout(scratch, name)
+  const run = promisify(execFile)
+  for (const p of PUBLIC_PACKAGES)
+    await run('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: join(root, p) })
+  const tarballs = readdirSync(dir).map((f) => join(dir, f))
+  const flags = nativeFrom ? [...INSTALL_FLAGS, '--ignore-scripts'] : INSTALL_FLAGS
+  await run('npm', ['install', ...flags, ...tarballs], { cwd: app, maxBuffer: 64 << 20 })
+  if (nativeFrom) {
+    const version = (d: string) => {
+      try {
+        return JSON.parse(readFileSync(join(d, 'package.json'), 'utf8')).version as string
+      } catch {
+        return undefined
+      }
+    }
+    const ours = join(nativeFrom, 'node_modules', 'zstd-napi')
+    const theirs = join(app, 'node_modules', 'zstd-napi')
+    if (version(theirs) === undefined) return { app, tarballs }
+    if (version(theirs) === version(ours) && existsSync(join(ours, 'build')))
+      cpSync(join(ours, 'build'), join(theirs, 'build'), { recursive: true })
+    else await run('npm', ['rebuild', 'zstd-napi', '--loglevel=error'], { cwd: app, maxBuffer: 64 << 20 })
+  }
+  return { app, tarballs }
+}
+
+const INSTALL_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
+
+function packedLayout(scratch: string, name: string): { dir: string; app: string } {
   const dir = join(scratch, 'tarballs')
   mkdirSync(dir, { recursive: true })
-  for (const p of PUBLIC_PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', dir], join(root, p))
   const app = join(scratch, 'app')
   mkdirSync(app, { recursive: true })
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }))
-  const tarballs = readdirSync(dir).map((f) => join(dir, f))
-  sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', ...tarballs], app)
-  return { app, tarballs }
+  return { dir, app }
 }
