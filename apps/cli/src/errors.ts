@@ -80,3 +80,15 @@ export function classify(e: unknown): Classified {
     hint: 'this looks like a bug; run with --debug for details',
   }
 }
+
+/**
+ * Prints a failure as the CLI does: one `xbzrle: …` line, a hint line if there is one, the stack with --debug.
+ * Returns the exit code.
+ */
+export function reportError(e: unknown, debug = false): ExitCodeValue {
+  const c = classify(e)
+  process.stderr.write(`xbzrle: ${c.message}\n`)
+  if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)
+  if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`)
+  return c.exitCode
+}

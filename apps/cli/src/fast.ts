@@ -7,10 +7,9 @@
  * - `xbzrle --libvirt-helper=NAME ...` (libvirt-helper/helper.ts).
  */
 import { pipeline } from 'node:stream/promises'
-import { DecodeStream, EncodeStream, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
 import { installSignalHandlers } from './atomic-output.js'
-import { classify, ExitCode } from './errors.js'
-import { fileOutputSource, fileToFile, type OutputSink, writeAll } from './file-filter.js'
+import { ExitCode, reportError } from './errors.js'
+import { decoderFor, encoderFor, fileOutputSource, fileToFile } from './file-filter.js'
 import { checkInput } from './input-check.js'
 import { assertStdoutNotInput, defaultCompression, defaultThreads, openInput } from './io.js'
 
@@ -23,30 +22,23 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
     installSignalHandlers()
     assertStdoutNotInput(undefined)
     const source = fileOutputSource(undefined, undefined)
-    const sink: OutputSink = { fd: 1 }
     if (kind === 'encode') {
       const options = { compression: defaultCompression(undefined), threads: defaultThreads() }
-      if (source) {
-        const enc = new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
-        await fileToFile(undefined, undefined, source, sink, enc, true, NO_PROGRESS, () =>
-          checkInput(enc.stats),
-        )
-      } else {
-        const enc = new EncodeStream(options).drainsInto(process.stdout)
-        await pipeline(openInput(undefined), enc, process.stdout)
-        checkInput(enc.encoder.stats)
+      const { sink, encoder, stream } = encoderFor(source, options)
+      const check = () => checkInput(encoder.stats)
+      if (!stream) await fileToFile(undefined, undefined, source!, sink, encoder, true, NO_PROGRESS, check)
+      else {
+        await pipeline(openInput(undefined), stream.drainsInto(process.stdout), process.stdout)
+        check()
       }
-    } else if (source) {
-      const dec = new XbzrleDecoder((c) => writeAll(sink, c), { reuseOutput: true })
-      await fileToFile(undefined, undefined, source, sink, dec, false, NO_PROGRESS, () => {})
     } else {
-      await pipeline(openInput(undefined), new DecodeStream({}), process.stdout)
+      const { sink, decoder, stream } = decoderFor(source, {})
+      if (!stream)
+        await fileToFile(undefined, undefined, source!, sink, decoder, false, NO_PROGRESS, () => {})
+      else await pipeline(openInput(undefined), stream, process.stdout)
     }
     return ExitCode.OK
   } catch (e) {
-    const c = classify(e)
-    process.stderr.write(`xbzrle: ${c.message}\n`)
-    if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)
-    return c.exitCode
+    return reportError(e)
   }
 }

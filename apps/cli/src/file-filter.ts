@@ -13,7 +13,14 @@
  */
 import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
 import type { Readable } from 'node:stream'
-import { IDLE_FLUSH_MS } from '@xbzrle/adapter-libvirt/filter'
+import type { DecoderOptions, EncoderOptions } from '@xbzrle/adapter-libvirt'
+import {
+  DecodeStream,
+  EncodeStream,
+  IDLE_FLUSH_MS,
+  XbzrleDecoder,
+  XbzrleEncoder,
+} from '@xbzrle/adapter-libvirt/filter'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from './atomic-output.js'
 import { CliError, ExitCode } from './errors.js'
 import { assertStdoutNotInput, openInput } from './io.js'
@@ -49,7 +56,7 @@ function fileOrNothing(path: string): boolean {
 export function fileOutputSource(
   input: string | undefined,
   output: string | undefined,
-): { fd: number } | 'stream' | undefined {
+): FileSource | undefined {
   if (output === undefined || output === '-' ? !isFile(1) : !fileOrNothing(output)) return undefined
   if (input === undefined || input === '-') return isFile(0) ? { fd: 0 } : 'stream'
   let fd: number
@@ -63,9 +70,46 @@ export function fileOutputSource(
   return 'stream'
 }
 
+/** How the file-to-file path reads its input (fileOutputSource). */
+export type FileSource = { fd: number } | 'stream'
+
 /** Where the file-to-file path writes: stdout, or the temporary file of an atomic `-o` output. */
 export interface OutputSink {
   fd: number
+}
+
+/**
+ * The encoder for what fileOutputSource found: on the file path (`source` set) an XbzrleEncoder that writes each
+ * chunk to `sink` before it goes on, so the chunk can be a view of its buffer (no copy); else an EncodeStream.
+ */
+export function encoderFor(
+  source: FileSource | undefined,
+  options: EncoderOptions,
+): { sink: OutputSink; encoder: XbzrleEncoder; stream: EncodeStream | undefined } {
+  const sink: OutputSink = { fd: 1 }
+  if (source === undefined) {
+    const stream = new EncodeStream(options)
+    return { sink, encoder: stream.encoder, stream }
+  }
+  const encoder = new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
+  return { sink, encoder, stream: undefined }
+}
+
+/**
+ * The decoder for what fileOutputSource found: on the file path an XbzrleDecoder that writes each verified batch
+ * to `sink` before it decodes the next, so one buffer serves them all; else a DecodeStream.
+ */
+export function decoderFor(
+  source: FileSource | undefined,
+  options: DecoderOptions,
+): { sink: OutputSink; decoder: XbzrleDecoder; stream: DecodeStream | undefined } {
+  const sink: OutputSink = { fd: 1 }
+  if (source === undefined) {
+    const stream = new DecodeStream(options)
+    return { sink, decoder: stream.decoder, stream }
+  }
+  const decoder = new XbzrleDecoder((c) => writeAll(sink, c), { ...options, reuseOutput: true })
+  return { sink, decoder, stream: undefined }
 }
 
 /** Writes all of `chunk` to the sink (a regular file: a short write is unlikely, but allowed). */
@@ -128,10 +172,8 @@ export interface SyncFilter {
   finish(): void
   /** The encoder's: closes the open batch (when the input pauses). */
   flush?(): void
-  /** The encoder's, with a compression pool: records waiting for it, and the most a caller should let wait. */
-  readonly inFlight?: number
-  readonly maxInFlight?: number
-  inFlightBelow?(n: number): Promise<void>
+  /** The encoder's: what to await before pushing more while batches wait for its compression pool. */
+  paced?(): Promise<void> | undefined
   /** The encoder's: resolves once every record is out (after finish: the whole stream). */
   settled?(): Promise<void>
   close?(): Promise<void>
@@ -140,10 +182,7 @@ export interface SyncFilter {
 /** Pushes `chunk`; with a compression pool, returns a promise when too many batches wait for it. */
 function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undefined {
   filter.push(chunk)
-  const max = filter.maxInFlight
-  if (max === undefined || filter.inFlightBelow === undefined || (filter.inFlight ?? 0) < max)
-    return undefined
-  return filter.inFlightBelow(max)
+  return filter.paced?.()
 }
 
 /**
@@ -187,7 +226,7 @@ async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
 export async function fileToFile(
   input: string | undefined,
   output: string | undefined,
-  source: { fd: number } | 'stream',
+  source: FileSource,
   sink: OutputSink,
   filter: SyncFilter,
   reuse: boolean,

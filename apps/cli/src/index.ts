@@ -8,7 +8,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { runDecode, runEncode, runRebase } from './commands/filter.js'
 import { registerLibvirtCommand, runHelper } from './commands/libvirt.js'
 import { registerProxyCommand, SilentExit } from './commands/proxy.js'
-import { CliError, classify, ExitCode } from './errors.js'
+import { CliError, ExitCode, reportError } from './errors.js'
 import { helperForm } from './helper-form.js'
 import { defaultThreads, parseSize } from './io.js'
 import { parseDuration } from './observe/run.js'
@@ -478,11 +478,7 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.USAGE
     }
     if (e instanceof SilentExit) return e.exitCode
-    const c = classify(e)
-    process.stderr.write(`xbzrle: ${c.message}\n`)
-    if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)
-    if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`)
-    return c.exitCode
+    return reportError(e, debug)
   }
 }
 

@@ -12,8 +12,6 @@ import {
   prepareDecoderBase,
   prepareEncoderBase,
   replay,
-  XbzrleDecoder,
-  XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt'
 import type { Compression } from '@xbzrle/protocol'
 import {
@@ -33,7 +31,7 @@ import {
   writeChain,
 } from '../base-store.js'
 import { CliError, ExitCode } from '../errors.js'
-import { fileOutputSource, fileToFile, type OutputSink, writeAll } from '../file-filter.js'
+import { decoderFor, encoderFor, fileOutputSource, fileToFile } from '../file-filter.js'
 import { checkInput, inputProblem } from '../input-check.js'
 import { assertStdoutNotInput, defaultCompression, defaultThreads, formatBytes, openInput } from '../io.js'
 import {
@@ -134,11 +132,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
   }
   // The base store hashes the input on its way (a stream step), so it keeps the stream path.
   const source = store ? undefined : fileOutputSource(input, o.output)
-  const stream = source === undefined ? new EncodeStream(options) : undefined
-  // File to file: each output chunk is written before the encoder goes on, so it can be a view (no copy).
-  const sink: OutputSink = { fd: 1 }
-  const encoder =
-    stream?.encoder ?? new XbzrleEncoder((c) => writeAll(sink, c), { ...options, chunkView: true })
+  const { sink, encoder, stream } = encoderFor(source, options)
   obs.observer.attach(encoderSource(encoder))
   const progress = () =>
     obs.bar
@@ -301,11 +295,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   const options = { maxCacheBytes: o.maxCache, passListener: obs.observer.listener, base: based?.base }
   // A based decode has read the header already (based.source replays it), so it keeps the stream path.
   const source = based ? undefined : fileOutputSource(input, o.output)
-  const stream = source === undefined ? new DecodeStream(options) : undefined
-  // File to file: each verified batch is written before the next is decoded, so one buffer serves them all.
-  const sink: OutputSink = { fd: 1 }
-  const decoder =
-    stream?.decoder ?? new XbzrleDecoder((c) => writeAll(sink, c), { ...options, reuseOutput: true })
+  const { sink, decoder, stream } = decoderFor(source, options)
   obs.observer.attach(decoderSource(decoder))
   const progress = () =>
     obs.bar

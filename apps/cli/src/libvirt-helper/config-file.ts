@@ -3,7 +3,7 @@
  * save and restore, and most hosts have no helper.conf, so the zod schema (config.ts) is loaded only when there
  * is a file to check.
  */
-import { readFileSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import type { Compression } from '@xbzrle/protocol/stream'
 import type { HelperConfig } from './config.js'
 
@@ -19,13 +19,8 @@ export async function readHelperConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ config: HelperConfig; file?: string }> {
   const explicit = path ?? env.XBZRLE_HELPER_CONF
-  if (explicit === undefined) {
-    try {
-      readFileSync(DEFAULT_HELPER_CONF)
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { config: {} }
-    }
-  }
+  // Only a missing default file means defaults; any other problem with it is loadHelperConfig's to report.
+  if (explicit === undefined && !existsOrUnknown(DEFAULT_HELPER_CONF)) return { config: {} }
   const { loadHelperConfig } = await import('./config.js')
   return loadHelperConfig(path, env)
 }
@@ -44,5 +39,15 @@ export function encoderOptionsOf(c: HelperConfig): {
     mode: c.mode,
     formatVersion: c.format_version,
     compression: c.compression ? { codec: c.compression } : undefined,
+  }
+}
+
+/** False only when stat says ENOENT; true when something is there, or when stat fails otherwise. */
+function existsOrUnknown(path: string): boolean {
+  try {
+    statSync(path)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT'
   }
 }

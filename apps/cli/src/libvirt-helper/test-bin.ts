@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from 'commander'
 import { registerLibvirtCommand, runHelper } from '../commands/libvirt.js'
-import { classify, ExitCode } from '../errors.js'
+import { ExitCode, reportError } from '../errors.js'
 import { main } from '../index.js'
 
 async function run(argv: string[]): Promise<number> {
@@ -22,10 +22,7 @@ async function run(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError)
       return e.code === 'commander.helpDisplayed' || e.code === 'commander.help' ? 0 : ExitCode.USAGE
-    const c = classify(e)
-    process.stderr.write(`xbzrle: ${c.message}\n`)
-    if (c.hint) process.stderr.write(`hint: ${c.hint}\n`)
-    return c.exitCode
+    return reportError(e)
   }
 }
 

@@ -15,7 +15,7 @@ async function encode(input: Uint8Array, threads: number, seed: number): Promise
   const enc = new XbzrleEncoder((c) => out.push(c), { threads, formatVersion: 2, batchBytes: 256 * 1024 })
   for (const c of randomChunks(input, seed, 3 << 20)) {
     enc.push(c)
-    if (enc.inFlight >= enc.maxInFlight) await enc.inFlightBelow(enc.maxInFlight)
+    await enc.paced()
   }
   enc.finish()
   await enc.settled()

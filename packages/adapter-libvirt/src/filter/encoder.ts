@@ -66,7 +66,7 @@ export interface EncoderOptions {
   /**
    * Worker threads that compress batches while this thread encodes (issue #13): format v2 or later with a fixed
    * zstd second stage (not `auto`). 0 or unset: everything on this thread. Records still come out in order and
-   * byte-identical; the caller must await `settled()` after `finish()` (and may pace itself with `inFlightBelow`).
+   * byte-identical; the caller must await `settled()` after `finish()` (and should await `paced()` between pushes).
    */
   threads?: number
 }
@@ -134,13 +134,14 @@ export class XbzrleEncoder {
   ) {
     this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
     this.recorder = new PassRecorder(options.passListener)
-    const auto = options.compression === 'auto' && (options.formatVersion ?? CURRENT_VERSION) >= 2
+    const secondStage = (options.formatVersion ?? CURRENT_VERSION) >= 2
+    const auto = secondStage && options.compression === 'auto'
     this.adaptive = auto ? new AdaptiveCompression() : undefined
     // A pool only for a fixed zstd second stage (the adaptive choice measures its cost on this thread); the
     // writer decides per stream whether the header's compressor is one the pool handles.
     const threads = options.threads ?? 0
     this.pool =
-      threads > 0 && !auto && (options.formatVersion ?? CURRENT_VERSION) >= 2 && isCompressorAvailable('zstd')
+      threads > 0 && secondStage && !auto && isCompressorAvailable('zstd')
         ? new CompressPool(threads)
         : undefined
     this.writer = new FrameWriter({
@@ -170,19 +171,14 @@ export class XbzrleEncoder {
     if (!this.codec && this.reader.stats.passthrough) this.start()
   }
 
-  /** Records written but not yet handed out (batches on the compression pool, and what waits behind them). */
-  get inFlight(): number {
-    return this.writer.inFlight
-  }
-
-  /** Resolves once fewer than `n` records are in flight (backpressure for the pool); rejects on its failure. */
-  inFlightBelow(n: number): Promise<void> {
-    return this.writer.inFlightBelow(n)
-  }
-
-  /** Most records a caller should let wait for the pool before it pushes more: two per thread. */
-  get maxInFlight(): number {
-    return 2 * (this.pool?.threads ?? 0) + 1
+  /**
+   * Backpressure for the compression pool: a promise to await before pushing more while too many records wait
+   * for it (two per worker), else undefined. Rejects if a pooled batch failed.
+   */
+  paced(): Promise<void> | undefined {
+    if (!this.pool) return undefined
+    const max = 2 * this.pool.threads + 1
+    return this.writer.inFlight < max ? undefined : this.writer.inFlightBelow(max)
   }
 
   /**

@@ -99,10 +99,10 @@ export class EncodeStream extends Transform {
 
   /** With a compression pool: takes more input only once few enough batches wait for it (bounded memory). */
   private paced(cb: TransformCallback): void {
-    const max = this.encoder.maxInFlight
-    if (this.encoder.inFlight < max) cb()
+    const wait = this.encoder.paced()
+    if (!wait) cb()
     else
-      this.encoder.inFlightBelow(max).then(
+      wait.then(
         () => cb(),
         (e: unknown) => cb(toError(e)),
       )
