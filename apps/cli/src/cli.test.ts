@@ -3,22 +3,13 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
-import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, runCli } from './test-cli.js'
+import { CLI, fixture, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
 let encoded: Buffer
-
-function fixture(name: string): Buffer {
-  const p = fileURLToPath(
-    new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url),
-  )
-  return Buffer.from(decompress(readFileSync(p)))
-}
 
 /** A 92-byte libvirt save header (little-endian, as on x86) + XML area + the stream. */
 function saveImage(magic: string, format: number, body: Buffer): Buffer {

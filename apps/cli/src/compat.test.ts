@@ -12,7 +12,7 @@ import { promisify } from 'node:util'
 import { SimulatedGuest } from '@xbzrle/adapter-libvirt'
 import { freePort } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, installPackedAsync } from './test-cli.js'
+import { CLI, installPacked } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 const releases = JSON.parse(readFileSync(join(root, 'packages/protocol/RELEASES.json'), 'utf8')) as {
@@ -78,9 +78,9 @@ async function buildRelease(release: Release): Promise<void> {
 async function installRelease(release: Release): Promise<void> {
   const dir = releaseDir(release)
   const src = join(dir, 'src')
-  release.app = (await installPackedAsync(src, dir, `v${release.format}-consumer`, root)).app
+  release.app = (await installPacked(src, dir, `v${release.format}-consumer`, root)).app
   // A release with zstd (format v2 on) must write and read zstd batches as its users' installs do: its binding
-  // (taken from this checkout's build, see installPackedAsync) has to load.
+  // (taken from this checkout's build, see installPacked) has to load.
   const zstd = join(release.app, 'node_modules', 'zstd-napi', 'binding.js')
   if (existsSync(zstd)) await execFileAsync(process.execPath, ['-e', `require(${JSON.stringify(zstd)})`])
   else expect(release.format).toBe(1)

@@ -11,9 +11,9 @@ import { installPacked, PUBLIC_PACKAGES, sh } from './test-cli.js'
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 let scratch: string
 
-beforeAll(() => {
+beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'xbzrle-consumer-'))
-  const { tarballs } = installPacked(root, scratch, 'consumer')
+  const { tarballs } = await installPacked(root, scratch, 'consumer')
   expect(tarballs).toHaveLength(PUBLIC_PACKAGES.length)
 }, 240_000)
 

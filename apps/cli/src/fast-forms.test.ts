@@ -1,22 +1,17 @@
 // The fast forms as the built bin runs them (dist/fast.mjs and its chunks, not the sources): `-c`, `-dc` and the
 // libvirt helper form, including the helper's config file, whose schema the fast bundle loads only on demand.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { runCli } from './test-cli.js'
+import { fixture, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'xbzrle-fast-'))
-  const p = fileURLToPath(
-    new URL('../../../packages/adapter-libvirt/fixtures/qemu-7.2/pc-idle.mig.zst', import.meta.url),
-  )
-  stream = Buffer.from(decompress(readFileSync(p)))
+  stream = fixture('pc-idle.mig')
 })
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }))

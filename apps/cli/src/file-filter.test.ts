@@ -4,21 +4,12 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { waitFor } from '@xbzrle/testkit'
-import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, CLI_SH, runCli } from './test-cli.js'
+import { CLI, CLI_SH, fixture, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
-
-function fixture(name: string): Buffer {
-  const p = fileURLToPath(
-    new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url),
-  )
-  return Buffer.from(decompress(readFileSync(p)))
-}
 
 /** Runs `sh -c SCRIPT` in the test directory; returns the exit status and stderr. */
 function sh(script: string): { status: number; stderr: string } {

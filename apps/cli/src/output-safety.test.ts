@@ -22,9 +22,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { SimulatedGuest, XbzrleEncoder } from '@xbzrle/adapter-libvirt'
 import { removeTmpDir, removeTmpDirs, skipOrFail, tmpDir } from '@xbzrle/testkit'
-import { decompress } from 'fzstd'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { CLI, runCli } from './test-cli.js'
+import { CLI, fixture, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
@@ -42,13 +41,6 @@ function scene(): { d: string; out: string } {
   const out = join(s, 'out')
   writeFileSync(out, GOOD)
   return { d: s, out }
-}
-
-function fixture(name: string): Buffer {
-  const p = fileURLToPath(
-    new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url),
-  )
-  return Buffer.from(decompress(readFileSync(p)))
 }
 
 beforeAll(async () => {

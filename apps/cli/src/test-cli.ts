@@ -4,6 +4,15 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { decompress } from 'fzstd'
+
+/** A real QEMU 7.2 capture from adapter-libvirt's fixtures (zstd-compressed in the repository), e.g. `pc-idle.mig`. */
+export function fixture(name: string): Buffer {
+  const p = fileURLToPath(
+    new URL(`../../../packages/adapter-libvirt/fixtures/qemu-7.2/${name}.zst`, import.meta.url),
+  )
+  return Buffer.from(decompress(readFileSync(p)))
+}
 
 export const CLI = fileURLToPath(new URL('../bin/xbzrle.js', import.meta.url))
 /** Shell form for QEMU exec: commands. */
@@ -95,33 +104,23 @@ export function sh(cmd: string, args: string[], cwd: string, env: NodeJS.Process
 
 /**
  * What a user gets from the registry: the public packages of the checkout at `root`, npm-packed into
- * `scratch`/tarballs and installed into a new ESM project `scratch`/app named `name`. Returns both.
+ * `scratch`/tarballs and installed into a new ESM project `scratch`/app named `name`. Returns both. Asynchronous,
+ * so that two of them (compat.test.ts's releases) overlap their npm work. With `nativeFrom` (a checkout whose
+ * node_modules has zstd-napi built), the install runs without install scripts and takes that build when the
+ * version is the same: compiling zstd-napi from source costs most of a minute per install, and what the
+ * compatibility matrix tests is the wire format (consumability.test.ts installs as users do).
  */
-export function installPacked(
-  root: string,
-  scratch: string,
-  name: string,
-): { app: string; tarballs: string[] } {
-  const { dir, app } = packedLayout(scratch, name)
-  for (const p of PUBLIC_PACKAGES) sh('npm', ['pack', '--silent', '--pack-destination', dir], join(root, p))
-  const tarballs = readdirSync(dir).map((f) => join(dir, f))
-  sh('npm', ['install', ...INSTALL_FLAGS, ...tarballs], app)
-  return { app, tarballs }
-}
-
-/**
- * installPacked without blocking, so that two of them (compat.test.ts's releases) overlap their npm work. With
- * `nativeFrom` (a checkout whose node_modules has zstd-napi built), the install runs without install scripts and
- * takes that build when the version is the same: compiling zstd-napi from source costs most of a minute per
- * install, and what the compatibility matrix tests is the wire format (consumability.test.ts installs as users do).
- */
-export async function installPackedAsync(
+export async function installPacked(
   root: string,
   scratch: string,
   name: string,
   nativeFrom?: string,
 ): Promise<{ app: string; tarballs: string[] }> {
-  const { dir, app } = packedLayout(scratch, name)
+  const dir = join(scratch, 'tarballs')
+  mkdirSync(dir, { recursive: true })
+  const app = join(scratch, 'app')
+  mkdirSync(app, { recursive: true })
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }))
   const run = promisify(execFile)
   for (const p of PUBLIC_PACKAGES)
     await run('npm', ['pack', '--silent', '--pack-destination', dir], { cwd: join(root, p) })
@@ -147,12 +146,3 @@ export async function installPackedAsync(
 }
 
 const INSTALL_FLAGS = ['--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error']
-
-function packedLayout(scratch: string, name: string): { dir: string; app: string } {
-  const dir = join(scratch, 'tarballs')
-  mkdirSync(dir, { recursive: true })
-  const app = join(scratch, 'app')
-  mkdirSync(app, { recursive: true })
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name, private: true, type: 'module' }))
-  return { dir, app }
-}

@@ -163,7 +163,12 @@ function adaptiveRun(ladder: BatchCodecOption[], phases: (number | undefined)[])
         cost(data, level)
         return c.compress(data, level)
       },
-      compressView: view && ((data, level) => (cost(data, level), view(data, level))),
+      compressView:
+        view &&
+        ((data, level) => {
+          cost(data, level)
+          return view(data, level)
+        }),
     }
   }
   const adaptive = new AdaptiveCompression({ ladder, now: () => t, compressor: charge, probeEvery: 0 })
