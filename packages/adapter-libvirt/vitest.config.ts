@@ -1,3 +1,3 @@
 import { xbzrleProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('adapter-libvirt')
+export default xbzrleProject('adapter-libvirt', 'serial')

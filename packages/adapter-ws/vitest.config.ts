@@ -1,3 +1,3 @@
 import { xbzrleProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('adapter-ws')
+export default xbzrleProject('adapter-ws', 'parallel')

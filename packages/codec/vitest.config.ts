@@ -1,3 +1,3 @@
 import { xbzrleProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('codec')
+export default xbzrleProject('codec', 'parallel')

@@ -1,3 +1,3 @@
 import { xbzrleProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('protocol')
+export default xbzrleProject('protocol', 'parallel')

@@ -1,3 +1,3 @@
 import { xbzrleProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('testkit')
+export default xbzrleProject('testkit', 'serial')

@@ -45,6 +45,7 @@ export {
   unixSocketAnswers,
   virsh,
   waitForLibvirt,
+  writeTcgDirtyWorkaroundEmulator,
 } from './libvirt.js'
 export {
   iteratingMigration,

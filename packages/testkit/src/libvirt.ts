@@ -208,6 +208,37 @@ export async function startLibvirtInNamespace(
   return daemons
 }
 
+/**
+ * Writes `<dir>/qemu-tcg-dirty-workaround`, an emulator for libvirt domains that runs
+ * /usr/bin/qemu-system-x86_64 with 8 KiB more guest RAM than libvirt asks for, and returns its path.
+ *
+ * Why: QEMU 7.2 under TCG loses dirty pages during a live migration when guest RAM is a multiple of 256 KiB
+ * (README: "QEMU 7.2 + TCG loses dirty pages"). The harness avoids it with `-m <N*1024+8>K`, but libvirt rounds
+ * `<memory>` to whole MiB, so a libvirt live migration can resume a destination guest with a stale stack that
+ * never runs again. The wrapper rewrites libvirt 9's `-m <MiB>` and the `pc.ram` memory backend's `"size"`, the
+ * two places that carry the RAM size, and refuses (exit 1, one line) a command line it does not recognise.
+ * Both ends of a migration must use it (the migratable XML keeps the `<emulator>`). Not for KVM hosts.
+ */
+export function writeTcgDirtyWorkaroundEmulator(dir: string, qemu = '/usr/bin/qemu-system-x86_64'): string {
+  const path = join(dir, 'qemu-tcg-dirty-workaround')
+  const script = `#!/bin/bash
+extra=8192 id='"id":"pc.ram"' size='"size":([0-9]+)' args=() prev=
+for a in "$@"; do
+  arg=$a
+  if [[ $prev == -m ]]; then
+    [[ $a =~ ^[0-9]+$ ]] || { echo "qemu-tcg-dirty-workaround: unexpected -m $a" >&2; exit 1; }
+    a="$((a * 1024 + extra / 1024))K"
+  elif [[ $prev == -object && $a == *$id* && $a =~ $size ]]; then
+    a=\${a/"\${BASH_REMATCH[0]}"/'"size":'$((BASH_REMATCH[1] + extra))}
+  fi
+  args+=("$a") prev=$arg
+done
+exec ${qemu} "\${args[@]}"
+`
+  writeFileSync(path, script, { mode: 0o755 })
+  return path
+}
+
 /** Domain XML running the testkit guest under TCG with COM1 into `serial` (64 MiB, one vCPU, no devices). */
 export function testGuestDomainXml(o: {
   name: string

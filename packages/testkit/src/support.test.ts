@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -24,6 +24,7 @@ import {
   virsh,
   waitFor,
   waitForPassInFile,
+  writeTcgDirtyWorkaroundEmulator,
 } from './index.js'
 import { wrapCommand, wrappedResult } from './shell.js'
 import { removeTmpDirs } from './tmp.js'
@@ -192,6 +193,33 @@ describe('daemons and serial files', () => {
     expect(xml).toContain('<kernel>/k.elf</kernel>')
     expect(xml).toContain('<cmdline>mem=8</cmdline>')
     expect(xml).toContain("<source path='/s.log'/>")
+  })
+
+  it("the TCG dirty-page emulator adds 8 KiB to libvirt's -m and pc.ram backend, and refuses an -m it cannot read", () => {
+    const dir = tmpDir('xbzrle-emu-')
+    // a stand-in QEMU that prints its arguments, one per line
+    const qemu = join(dir, 'args')
+    writeFileSync(qemu, '#!/bin/sh\nprintf "%s\\n" "$@"\n', { mode: 0o755 })
+    const emulator = writeTcgDirtyWorkaroundEmulator(dir, qemu)
+    const backend = (id: string, size: number) =>
+      `{"qom-type":"memory-backend-ram","id":"${id}","size":${size}}`
+    const argv = ['-machine', 'pc,memory-backend=pc.ram', '-m', '64', '-object', backend('pc.ram', 64 << 20)]
+    const other = ['-object', backend('other', 4096), '-name', 'a b']
+    const out = execFileSync(emulator, [...argv, ...other], { encoding: 'utf8' })
+      .split('\n')
+      .slice(0, -1)
+    const expected = [
+      '-machine',
+      'pc,memory-backend=pc.ram',
+      '-m',
+      '65544K',
+      '-object',
+      backend('pc.ram', 67117056),
+    ]
+    expect(out).toEqual([...expected, ...other])
+    expect(() => execFileSync(emulator, ['-m', 'size=65536k'], { stdio: 'pipe' })).toThrow(
+      /unexpected -m size=65536k/,
+    )
   })
 })
 

@@ -20,6 +20,7 @@ import {
   tmpDir,
   virsh,
   waitForPassInFile,
+  writeTcgDirtyWorkaroundEmulator,
 } from '@xbzrle/testkit'
 import { afterAll, describe, expect, it } from 'vitest'
 import { type MigrationProxy, startDestinationProxy, startSourceProxy, tcpConnector } from './proxy.js'
@@ -74,7 +75,15 @@ describe('virsh migrate between two libvirtd instances through the proxy pair', 
     const cmdline = 'workload=sparse mem=32 rate=4000 period=200'
     writeFileSync(
       join(dir, 'domain.xml'),
-      testGuestDomainXml({ name: domainName, kernel, cmdline, serial: serialA }),
+      // the emulator adds 8 KiB of RAM: QEMU 7.2's TCG dirty-tracking bug (testkit README) otherwise leaves the
+      // destination guest with stale pages, sometimes a stack it never runs again on
+      testGuestDomainXml({
+        name: domainName,
+        kernel,
+        cmdline,
+        serial: serialA,
+        emulator: writeTcgDirtyWorkaroundEmulator(dir),
+      }),
     )
     await virsh(src.uri, ['create', join(dir, 'domain.xml')])
     await waitForPassInFile(serialA, 3)
@@ -113,10 +122,10 @@ describe('virsh migrate between two libvirtd instances through the proxy pair', 
     const firstOnDest = parsePassLines(await readFile(serialB, 'utf8'))[0]?.pass ?? 0
     await waitForPassInFile(serialB, firstOnDest + 3) // the guest runs on at the destination
     expect(await readFile(serialB, 'utf8')).not.toContain('xbzrle-guest boot') // resumed, not rebooted
-    // Not asserted: firstOnDest === lastOnSource + 1. libvirt rounds guest RAM to whole MiB, which triggers
-    // QEMU 7.2's TCG dirty-tracking bug (see @xbzrle/testkit README: the harness avoids it with +8 KiB, which
-    // libvirt does not allow), so the guest's counter page can arrive stale. The sha256 check above proves the
-    // proxies delivered exactly the bytes the source QEMU sent.
+    // Its counter continues where the source stopped: +1, or +2 when the source stopped in the middle of a line
+    // (neither file then has that pass as a whole line).
+    expect(firstOnDest - lastOnSource).toBeGreaterThanOrEqual(1)
+    expect(firstOnDest - lastOnSource).toBeLessThanOrEqual(2)
     console.info(
       `virsh migrate (2 libvirtd, ${ms} ms): QEMU ${s.forwardIn} B → xbzrle ${s.forwardOut} B ` +
         `(ratio ${(s.forwardIn / s.forwardOut).toFixed(2)}), return path ${s.returnPath} B, sha256 equal ` +
