@@ -1,7 +1,4 @@
-import { xbzrleProject } from '../../vitest.shared.js'
+import { xbzrleLaneProject } from '../../vitest.shared.js'
 
-/** The CLI's packaging tests: they pack, install and run releases and tarballs, and start no QEMU. */
-export const PACKAGING_TESTS = ['src/compat.test.ts', 'src/consumability.test.ts']
-
-// Everything else: many of these run real QEMU and libvirtd (see vitest.shared.ts).
-export default xbzrleProject('cli', 'serial', { exclude: PACKAGING_TESTS })
+// The CLI's tests that start no QEMU; apps/cli/vitest.qemu.config.ts has the others.
+export default xbzrleLaneProject('apps/cli', 'cli', 'parallel')

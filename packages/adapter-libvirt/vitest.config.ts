@@ -1,3 +1,4 @@
-import { xbzrleProject } from '../../vitest.shared.js'
+import { xbzrleLaneProject } from '../../vitest.shared.js'
 
-export default xbzrleProject('adapter-libvirt', 'serial')
+// Tests that start no QEMU; vitest.qemu.config.ts has the others.
+export default xbzrleLaneProject('packages/adapter-libvirt', 'adapter-libvirt', 'parallel')
