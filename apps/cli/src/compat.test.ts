@@ -383,30 +383,38 @@ describe('golden vectors with the released decoders', () => {
         .filter((n) => n.endsWith('.xbz'))
         .map((f) => ({ version: Number(v.slice(1)), path: join(dir, v, f), name: `${v}/${f}` })),
     )
-  // What the current decoder makes of each vector: computed once, shared by every release.
+  // What the current decoder makes of each vector a release reads: computed once, shared by every release.
+  const newest = Math.max(...RELEASES.map((r) => r.format))
+  const readable = vectors.filter((v) => v.version <= newest)
   let current: Promise<Array<{ code: number | null; sha: string; stderr: string }>> | undefined
   const currentResults = () =>
-    (current ??= mapTwoAtATime(vectors, (v) => decodeDigest([process.execPath, CLI, 'decode', v.path])))
+    (current ??= mapTwoAtATime(readable, (v) => decodeDigest([process.execPath, CLI, 'decode', v.path])))
 
   it.each(RELEASES.map((r) => ({ format: r.format })))(
     'the released v$format decoder reads every committed vector up to v$format as the current one does (exit code and SHA-256 of the output), and refuses newer ones',
     { timeout: 300_000 },
     async ({ format }) => {
-      expect(vectors.filter((v) => v.version > format).length).toBeGreaterThan(0)
+      // The refusal comes from the header's version alone, so one vector of each newer version is enough.
+      const newer = [...new Set(vectors.filter((v) => v.version > format).map((v) => v.version))].map(
+        (version) => vectors.find((v) => v.version === version)!,
+      )
+      expect(newer.length).toBeGreaterThan(0)
       const cli = releaseOf(`v${format}-release`).cli
-      const [now, old] = [
-        await currentResults(),
-        await mapTwoAtATime(vectors, (v) => decodeDigest([cli, 'decode', v.path])),
+      const now = await currentResults()
+      const mine = readable.filter((v) => v.version <= format)
+      const [old, refused] = [
+        await mapTwoAtATime(mine, (v) => decodeDigest([cli, 'decode', v.path])),
+        await mapTwoAtATime(newer, (v) => decodeDigest([cli, 'decode', v.path])),
       ]
-      vectors.forEach((v, i) => {
-        if (v.version <= format) {
-          expect(old[i]!.code, `${v.name}: ${old[i]!.stderr}`).toBe(now[i]!.code)
-          // A stream both refuse may stop at different bytes; the bytes of one both read must be the same.
-          if (now[i]!.code === 0) expect(old[i]!.sha, v.name).toBe(now[i]!.sha)
-        } else {
-          expect(old[i]!.code, `${v.name} must be refused by v${format}`).not.toBe(0)
-          expect(old[i]!.stderr, v.name).toContain(`version ${v.version}`)
-        }
+      mine.forEach((v, i) => {
+        const cur = now[readable.indexOf(v)]!
+        expect(old[i]!.code, `${v.name}: ${old[i]!.stderr}`).toBe(cur.code)
+        // A stream both refuse may stop at different bytes; the bytes of one both read must be the same.
+        if (cur.code === 0) expect(old[i]!.sha, v.name).toBe(cur.sha)
+      })
+      newer.forEach((v, i) => {
+        expect(refused[i]!.code, `${v.name} must be refused by v${format}`).not.toBe(0)
+        expect(refused[i]!.stderr, v.name).toContain(`version ${v.version}`)
       })
     },
   )
