@@ -3,7 +3,7 @@
  * (encode/decode/pass-through, exit codes), install/uninstall in a temp root (real dpkg-divert --root), qemu.conf
  * edits and their undo, images whose header says lzop but whose payload is xbzrle.
  */
-import { spawn, spawnSync } from 'node:child_process'
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
   chmodSync,
@@ -284,6 +284,22 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     const fromFile = runWrapperOnFile(wrapper, ['-dc', '--ignore-warn'], file, prefix.length, env)
     expect(fromFile.code, fromFile.stderr).toBe(0)
     expect(sha(fromFile.stdout)).toBe(sha(qemuStream))
+  })
+
+  it('writes a 1 MiB cache into the stream by default (a save sends every page once), cache_size when set', async () => {
+    const cacheOf = async (w: string) => {
+      const enc = await runWrapper(w, ['-c'], qemuStream, env)
+      expect(enc.code, enc.stderr).toBe(0)
+      const file = join(dir, 'cache.xbz')
+      writeFileSync(file, enc.stdout)
+      const info = JSON.parse(
+        execFileSync(XBZRLE[0]!, [...XBZRLE.slice(1), 'inspect', '--json', file], { encoding: 'utf8' }),
+      )
+      return info.header.cache.cacheBytes
+    }
+    expect(await cacheOf(wrapper)).toBe(4 << 20) // helper.conf: cache_size = "4M"
+    const defaults = makeWrapper('lzop-defaults', 'lzop', { name: 'defaults.conf', text: '# nothing set\n' })
+    expect(await cacheOf(defaults)).toBe(1 << 20)
   })
 
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {
