@@ -15,7 +15,7 @@ beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'xbzrle-consumer-'))
   const { tarballs } = await installPacked(root, scratch, 'consumer')
   expect(tarballs).toHaveLength(PUBLIC_PACKAGES.length)
-}, 240_000)
+}, 480_000) // packs and installs every package; beside the compat matrix setup it took 130 s here
 
 afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
