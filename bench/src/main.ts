@@ -1,7 +1,7 @@
 /**
  * xbzrle benchmarks. `npm run bench -w @xbzrle/bench [-- flags]`:
  *
- *   --only corpus,filter,live,compress,codec,libvirt
+ *   --only corpus,filter,live,live-big,compress,codec,libvirt
  *                                     stages to run (default: all). The report is always rewritten from the
  *                                     latest results of every stage (bench/results/*.json, kept in git so that
  *                                     one stage can be re-run alone and the report keeps the others).
@@ -11,6 +11,7 @@
  *   --streams sparse,text             subset of the corpus
  *   --runs N                          live migrations per setup and link (default 3)
  *   --links 8,32,1g,0                 link rates in MiB/s, 1g = 1 Gbit/s, 0 = no limit (default 8,32,1g,0)
+ *   --big-links 32                    link rates of the live-big stage (512 MiB guest; default 32)
  *   --limits 300,50                   QEMU downtime-limits in ms (default 300,50)
  *   --setups 'plain,xbzrle filter'    only these live setups
  *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
@@ -24,14 +25,14 @@ import { runCompress } from './compress.js'
 import { ensureCorpus, type StreamInfo } from './corpus.js'
 import { type FilterStreamResult, runFilter } from './filter.js'
 import { runLibvirt } from './libvirt.js'
-import { runLive } from './live.js'
+import { BIG_SETUPS, bigGuest, runLive } from './live.js'
 import { machineInfo } from './machine.js'
 import { GBIT_MIBS } from './netlink.js'
 import { writeReport } from './report.js'
 import { CACHE, ensureTools, log, ROOT, readJson, writeJson } from './util.js'
 
-type Stage = 'corpus' | 'filter' | 'live' | 'compress' | 'codec' | 'libvirt'
-const STAGES: Stage[] = ['corpus', 'filter', 'live', 'compress', 'codec', 'libvirt']
+type Stage = 'corpus' | 'filter' | 'live' | 'live-big' | 'compress' | 'codec' | 'libvirt'
+const STAGES: Stage[] = ['corpus', 'filter', 'live', 'live-big', 'compress', 'codec', 'libvirt']
 
 function parseArgs(argv: string[]) {
   const o = {
@@ -41,6 +42,7 @@ function parseArgs(argv: string[]) {
     streams: undefined as string[] | undefined,
     runs: undefined as number | undefined,
     links: [8, 32, GBIT_MIBS, 0],
+    bigLinks: [32],
     limits: undefined as number[] | undefined,
     setups: undefined as string[] | undefined,
     repeat: 1,
@@ -67,6 +69,10 @@ function parseArgs(argv: string[]) {
       o.links = val()
         .split(',')
         .map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
+    else if (a === '--big-links')
+      o.bigLinks = val()
+        .split(',')
+        .map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
     else if (a === '--limits') o.limits = val().split(',').map(Number)
     else if (a === '--setups') o.setups = val().split(',')
     else if (a === '--repeat') o.repeat = Number(val())
@@ -74,7 +80,7 @@ function parseArgs(argv: string[]) {
     else if (a === '--report-only') o.reportOnly = true
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32,1g,0] [--limits 300,50] [--setups a,b] [--repeat N] [--libvirt-rounds N] [--report-only]',
+        'usage: npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,live-big,compress,codec,libvirt] [--quick] [--refresh-corpus] [--streams a,b] [--runs N] [--links 8,32,1g,0] [--big-links 32] [--limits 300,50] [--setups a,b] [--repeat N] [--libvirt-rounds N] [--report-only]',
       )
       process.exit(0)
     } else throw new Error(`unknown argument ${a}`)
@@ -91,7 +97,7 @@ ensureTools(['/usr/bin/time', 'lzop', 'lz4', 'zstd', 'gzip', 'pv', 'socat', 'qem
 
 // The filter rows run the built CLI (apps/cli/bin/xbzrle.js → its dist/xbzrle.mjs bundle). turbo builds this
 // workspace's dependencies before `bench`, but the CLI is not one of them: bring its dist and bundle up to date.
-if (has('filter') || has('live') || has('corpus') || has('libvirt')) {
+if (has('filter') || has('live') || has('live-big') || has('corpus') || has('libvirt')) {
   const r = spawnSync('npm', ['run', 'build', '-w', 'xbzrle'], { cwd: ROOT, encoding: 'utf8' })
   if (r.status !== 0)
     log(`warning: building apps/cli failed, using its existing dist:\n${r.stdout}${r.stderr}`)
@@ -133,6 +139,18 @@ if (has('live')) {
     setups: opts.setups,
   })
   writeJson(join(resultsDir, 'live.json'), { machine: machineInfo(), ...r })
+}
+
+if (has('live-big')) {
+  const r = await runLive({
+    quick: opts.quick,
+    runs: opts.runs ?? (opts.quick ? 1 : 3),
+    links: opts.bigLinks,
+    limits: opts.limits,
+    setups: opts.setups ?? BIG_SETUPS,
+    guest: bigGuest(opts.quick),
+  })
+  writeJson(join(resultsDir, 'live-big.json'), { machine: machineInfo(), ...r })
 }
 
 if (has('compress')) {

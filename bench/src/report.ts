@@ -8,7 +8,7 @@ import { type MachineInfo, machineInfo } from './machine.js'
 import { type CompressResults, renderCompress } from './report-compress.js'
 import { type CorpusResults, type FilterResults, renderCorpus, renderFilter } from './report-filter.js'
 import { type LibvirtResults, libvirtVerdicts, renderLibvirt } from './report-libvirt.js'
-import { type LiveResults, renderLive } from './report-live.js'
+import { bigLiveVerdicts, type LiveResults, liveBigSection, renderLive } from './report-live.js'
 import { CACHE, ensureDir, fix, mdTable, ROOT, readJson } from './util.js'
 import { allVerdicts, missCauses, type Verdict } from './verdicts.js'
 
@@ -56,6 +56,7 @@ export function writeReport(inp: Inputs): string {
   const corpus = readJson<CorpusResults>(join(inp.resultsDir, 'corpus.json'))
   const filter = readJson<FilterResults>(join(inp.resultsDir, 'filter.json'))
   const live = readJson<LiveResults>(join(inp.resultsDir, 'live.json'))
+  const liveBig = readJson<LiveResults>(join(inp.resultsDir, 'live-big.json'))
   const compress = readJson<CompressResults>(join(inp.resultsDir, 'compress.json'))
   const libvirt = readJson<LibvirtResults>(join(inp.resultsDir, 'libvirt.json'))
   const lastRun = readJson<{ stages: string[]; wallS: number; date: string }>(
@@ -77,6 +78,9 @@ export function writeReport(inp: Inputs): string {
     live
       ? `- Live table measured on ${live.machine.date} (commit \`${live.machine.commit}\`)`
       : '- Live table: not run yet',
+    liveBig
+      ? `- ${liveBig.guest.memMiB} MiB guest live table measured on ${liveBig.machine.date} (commit \`${liveBig.machine.commit}\`)`
+      : '- 512 MiB guest live table: not run yet (`--only live-big`)',
     compress
       ? `- Second-stage table measured on ${compress.machine.date} (commit \`${compress.machine.commit}\`)`
       : '- Second-stage table: not run yet',
@@ -85,7 +89,7 @@ export function writeReport(inp: Inputs): string {
       : '- libvirt table: not run yet (needs root and libvirtd)',
     '',
     "Reproduce: `bash scripts/install-deps.sh && npm ci && npm run bench` (root: every workspace's bench, this one",
-    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,compress,codec,libvirt]',
+    'included), or only this harness: `npm run bench -w @xbzrle/bench -- [--only corpus,filter,live,live-big,compress,codec,libvirt]',
     '[--quick] [--refresh-corpus] [--streams sparse,text] [--runs 3] [--links 8,32] [--repeat 1]`. The stream corpus is cached in',
     '`bench/.cache/corpus/` (not in git) and captured again when missing or when its recipe changes; the comparison',
     'tools are installed with apt-get when missing.',
@@ -96,6 +100,7 @@ export function writeReport(inp: Inputs): string {
   const verdicts = [
     ...allVerdicts(filter?.results, undefined, filter?.machine ?? m),
     ...allVerdicts(undefined, live, live?.machine ?? m),
+    ...(liveBig ? bigLiveVerdicts(liveBig.runs, liveBig.guest.memMiB) : []),
     ...(libvirt ? libvirtVerdicts(libvirt.rows) : []),
   ]
   md.push(...renderTargets(verdicts))
@@ -106,6 +111,7 @@ export function writeReport(inp: Inputs): string {
   const hotPath = join(ROOT, 'bench/profiles/hot-path.md')
   if (existsSync(hotPath)) md.push(readFileSync(hotPath, 'utf8').trim(), '')
   if (live) md.push(...renderLive(live, ctx))
+  if (liveBig) md.push(...renderLive(liveBig, ctx, liveBigSection(liveBig.guest)))
   if (compress) md.push(...renderCompress(compress))
   if (libvirt) md.push(...renderLibvirt(libvirt))
   // Sections measured outside this harness (real-QEMU tests), kept verbatim across regenerations.

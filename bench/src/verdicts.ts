@@ -56,7 +56,7 @@ export function toolRun(r: FilterStreamResult, tool: string): ToolRun | undefine
   return r.runs.find((t) => t.tool === tool && !t.error)
 }
 
-function judge(measurable: boolean, ok: boolean): VerdictStatus {
+export function judge(measurable: boolean, ok: boolean): VerdictStatus {
   if (!measurable) return 'not measured'
   return ok ? 'met' : 'missed'
 }
