@@ -22,10 +22,10 @@ export interface LiveSection {
 }
 
 export const LIVE_SECTION: LiveSection = { title: 'Live migration table', chart: 'live.svg' }
-export const LIVE_BIG_SECTION: LiveSection = {
-  title: 'Live migration of a 512 MiB guest',
+export const liveBigSection = (guest: LiveGuest): LiveSection => ({
+  title: `Live migration of a ${guest.memMiB} MiB guest`,
   chart: 'live-big.svg',
-}
+})
 
 export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE_SECTION): string[] {
   const md: string[] = []
