@@ -46,6 +46,8 @@ export interface LiveGuest {
   append: GuestConfig
   /** Dirty syncs after which the run raises downtime-limit to finish (a forced pause). Default FORCE_AFTER. */
   forceAfterSyncs?: number
+  /** Instead: ms after which the run is forced (the same time for every setup, whatever its pace of syncs). */
+  forceAfterMs?: number
   /** QEMU's xbzrle-cache-size (bytes) in its xbzrle setups; absent: QEMU's default, 64 MiB. */
   qemuXbzrleCacheBytes?: number
 }
@@ -58,16 +60,17 @@ export function liveGuest(quick: boolean): LiveGuest {
 
 /**
  * The big guest of issue #14: 512 MiB, rewriting 256 MiB at 20k writes/s, more than plain can send at 32 MiB/s,
- * so plain runs until the forced pause (8 dirty syncs, about a minute at 32 MiB/s). QEMU's xbzrle gets a cache as
- * big as ours (the guest's RAM), so the comparison is not about cache size.
+ * so plain runs until the forced pause after 60 s (the issue's "paused after 60 s"; by time, because a setup
+ * that iterates fast would reach any sync count early). QEMU's xbzrle gets a cache as big as ours (the guest's
+ * RAM), so the comparison is not about cache size.
  */
 export function bigGuest(quick: boolean): LiveGuest {
   return quick
-    ? { memMiB: 128, append: { workload: 'sparse', mem: 64, rate: 8000 }, forceAfterSyncs: 6 }
+    ? { memMiB: 128, append: { workload: 'sparse', mem: 64, rate: 8000 }, forceAfterMs: 10_000 }
     : {
         memMiB: 512,
         append: { workload: 'sparse', mem: 256, rate: 20000 },
-        forceAfterSyncs: 8,
+        forceAfterMs: 60_000,
         qemuXbzrleCacheBytes: 512 * MiB,
       }
 }
@@ -122,7 +125,9 @@ async function oneRun(
   const base: LiveRun = { setup: setup.name, linkMiBs, limitMs, run, ok: false }
   let source: QemuProcess | undefined
   let dest: QemuProcess | undefined
-  const forceAfter = guest.forceAfterSyncs ?? FORCE_AFTER
+  const force = guest.forceAfterMs
+    ? { forceConvergeAfterMs: guest.forceAfterMs }
+    : { forceConvergeAfterSyncs: guest.forceAfterSyncs ?? FORCE_AFTER }
   const xbzrleCache =
     setup.capabilities.xbzrle && guest.qemuXbzrleCacheBytes
       ? { 'xbzrle-cache-size': guest.qemuXbzrleCacheBytes }
@@ -145,7 +150,7 @@ async function oneRun(
         'downtime-limit': limitMs,
         ...xbzrleCache,
       },
-      forceConvergeAfterSyncs: forceAfter,
+      ...force,
       timeoutMs: 300_000,
     })
     const setupEv = await source.waitForEvent('MIGRATION', 1000, {
@@ -173,7 +178,7 @@ async function oneRun(
       wireBytes: wire,
       ramTransferred: s.ramTransferred,
       dirtySyncs: s.dirtySyncCount,
-      forced: (s.dirtySyncCount ?? 0) >= forceAfter,
+      forced: res.stats.forced === true,
       xbzrlePages: s.xbzrle?.pages,
       xbzrleCacheMiss: s.xbzrle?.cacheMiss,
       ramIdentical: same,

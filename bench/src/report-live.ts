@@ -32,7 +32,9 @@ export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE
   const qemuCache = live.guest.qemuXbzrleCacheBytes
     ? `a ${fix(live.guest.qemuXbzrleCacheBytes / 2 ** 20, 0)} MiB cache (xbzrle-cache-size set to the guest's RAM, as big as ours)`
     : `its default 64 MiB cache${live.guest.memMiB <= 64 ? ' (the whole guest)' : ''}`
-  const forceAfter = live.guest.forceAfterSyncs ?? 40
+  const forceAfter = live.guest.forceAfterMs
+    ? `${fix(live.guest.forceAfterMs / 1000, 0)} s`
+    : `${live.guest.forceAfterSyncs ?? 40} dirty syncs`
   const links = [...new Set(live.runs.map((r) => r.linkMiBs))]
   const limitOf = (r: LiveRun) => r.limitMs ?? 300
   const limits = [...new Set(live.runs.map(limitOf))]
@@ -47,7 +49,7 @@ export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE
     "buffer of its own. The qdisc counts the **wire** bytes (IP packets). QEMU's",
     'max-bandwidth counts bytes before our filter, so it is set to 1 GiB/s (the link is the bottleneck) except in',
     `"max-bw = link". QEMU's xbzrle uses ${qemuCache}. Each link runs at the`,
-    `downtime-limits ${limits.join(' and ')} ms. A run that has not converged after ${forceAfter} dirty syncs is finished`,
+    `downtime-limits ${limits.join(' and ')} ms. A run that has not converged after ${forceAfter} is finished`,
     'by raising downtime-limit (a forced pause, marked "forced").',
     "Values are medians of the runs. **total** = from the source's migration `setup` event to the destination's",
     '`completed` event (QMP timestamps: includes draining the link and the filters); **QEMU total** = `total-time` of the',

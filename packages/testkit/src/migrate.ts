@@ -22,6 +22,7 @@ export interface MigrationRunOptions {
   destParameters?: Record<string, unknown>
   /** See WaitForMigrationOptions. */
   forceConvergeAfterSyncs?: number
+  forceConvergeAfterMs?: number
   convergeDowntimeMs?: number
   /** Timeout for the whole migration. Default 120000 ms. */
   timeoutMs?: number

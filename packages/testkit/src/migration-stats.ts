@@ -26,6 +26,8 @@ export interface MigrationStats {
   dirtySyncCount?: number
   mbps?: number
   xbzrle?: XbzrleCacheStats
+  /** Set by waitForMigration when it raised downtime-limit (forceConvergeAfterSyncs / forceConvergeAfterMs). */
+  forced?: boolean
   errorDesc?: string
   /** The raw query-migrate reply. */
   raw: Record<string, unknown>
@@ -41,7 +43,13 @@ export interface WaitForMigrationOptions {
    * migration completes. Combine with a tiny downtime-limit to get a fixed number of passes.
    */
   forceConvergeAfterSyncs?: number
-  /** downtime-limit used by forceConvergeAfterSyncs. Default 60000 ms. */
+  /**
+   * The same once this many ms have passed since waitForMigration started: a migration that cannot converge is
+   * paused after a fixed time whatever its pace of dirty syncs (a fast-iterating setup reaches a sync count much
+   * sooner than a slow one).
+   */
+  forceConvergeAfterMs?: number
+  /** downtime-limit used by forceConvergeAfterSyncs and forceConvergeAfterMs. Default 60000 ms. */
   convergeDowntimeMs?: number
 }
 
@@ -85,11 +93,12 @@ export function toMigrationStats(raw: Record<string, unknown>): MigrationStats {
 
 /** WaitForMigrationOptions from a run's options (forceConvergeAfterSyncs, convergeDowntimeMs) and a timeout. */
 export function migrationWaitOptions(
-  run: { forceConvergeAfterSyncs?: number; convergeDowntimeMs?: number },
+  run: { forceConvergeAfterSyncs?: number; forceConvergeAfterMs?: number; convergeDowntimeMs?: number },
   timeoutMs: number,
 ): WaitForMigrationOptions {
   const wait: WaitForMigrationOptions = { timeoutMs }
   if (run.forceConvergeAfterSyncs !== undefined) wait.forceConvergeAfterSyncs = run.forceConvergeAfterSyncs
+  if (run.forceConvergeAfterMs !== undefined) wait.forceConvergeAfterMs = run.forceConvergeAfterMs
   if (run.convergeDowntimeMs !== undefined) wait.convergeDowntimeMs = run.convergeDowntimeMs
   return wait
 }

@@ -57,6 +57,7 @@ describe('live migration between two QEMU processes', () => {
       ...iteratingMigration({ xbzrle: true, syncs: 4 }),
     })
     expect(stats.dirtySyncCount).toBeGreaterThanOrEqual(4)
+    expect(stats.forced).toBe(true) // a 1 ms downtime-limit never converges by itself
     expect(stats.xbzrle?.pages).toBeGreaterThan(0)
     expect(stats.xbzrle?.bytes).toBeGreaterThan(0)
     expect(await compareGuestRam(source, dest)).toBeNull()
@@ -64,6 +65,21 @@ describe('live migration between two QEMU processes', () => {
     const last = await source.lastPass()
     await dest.cont()
     await dest.waitForPass(last + 1)
+  })
+
+  it('forceConvergeAfterMs pauses a migration that cannot converge once that time has passed, and says so', async (ctx) => {
+    if (!requireQemu(ctx)) return
+    const source = await startRunningGuest({ memMiB: 64, append: SPARSE_4000 })
+    const t0 = Date.now()
+    const { dest, stats } = await migrateThrough({
+      source,
+      // 8 MiB/s against ~16 MB/s of dirtying: it cannot converge, and its first pass alone outlasts 3 s
+      parameters: { 'max-bandwidth': 8 << 20, 'downtime-limit': 1 },
+      forceConvergeAfterMs: 3000,
+    })
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3000)
+    expect(stats.forced).toBe(true)
+    expect(await compareGuestRam(source, dest)).toBeNull()
   })
 
   it('reports a failing filter command', async (ctx) => {

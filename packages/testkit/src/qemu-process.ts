@@ -219,23 +219,25 @@ export class QemuProcess {
    */
   async waitForMigration(options: WaitForMigrationOptions = {}): Promise<MigrationStats> {
     const timeoutMs = options.timeoutMs ?? 120_000
-    const deadline = Date.now() + timeoutMs
+    const started = Date.now()
+    const deadline = started + timeoutMs
     let forced = false
     let last: MigrationStats | undefined
     for (;;) {
       if (this.hasExited) throw new Error(`QEMU exited while waiting for migration ${this.context()}`)
       last = await this.queryMigrate()
-      if (last.status === 'completed') return last
+      if (last.status === 'completed') return forced ? { ...last, forced } : last
       if (last.status === 'failed' || last.status === 'cancelled') {
         throw new Error(
           `migration ${last.status}${last.errorDesc ? `: ${last.errorDesc}` : ''} ${this.context()}`,
         )
       }
-      if (
-        !forced &&
+      const bySyncs =
         options.forceConvergeAfterSyncs !== undefined &&
         (last.dirtySyncCount ?? 0) >= options.forceConvergeAfterSyncs
-      ) {
+      const byTime =
+        options.forceConvergeAfterMs !== undefined && Date.now() - started >= options.forceConvergeAfterMs
+      if (!forced && (bySyncs || byTime)) {
         forced = true
         await this.migrateSetParameters({ 'downtime-limit': options.convergeDowntimeMs ?? 60_000 })
       }
