@@ -44,9 +44,10 @@ export const DOWNTIME_LIMITS = [300, 50]
 export interface LiveGuest {
   memMiB: number
   append: GuestConfig
-  /** Dirty syncs after which the run raises downtime-limit to finish (a forced pause). Default FORCE_AFTER. */
-  forceAfterSyncs?: number
-  /** Instead: ms after which the run is forced (the same time for every setup, whatever its pace of syncs). */
+  /**
+   * ms after which a run that has not converged is finished by raising downtime-limit (a forced pause): the same
+   * time for every setup, whatever its pace of syncs. Absent: after FORCE_AFTER dirty syncs.
+   */
   forceAfterMs?: number
   /** QEMU's xbzrle-cache-size (bytes) in its xbzrle setups; absent: QEMU's default, 64 MiB. */
   qemuXbzrleCacheBytes?: number
@@ -102,7 +103,8 @@ export interface LiveRun {
   ramIdentical?: boolean
 }
 
-const FORCE_AFTER = 40
+/** Dirty syncs after which a run of a guest without forceAfterMs is forced. */
+export const FORCE_AFTER = 40
 
 export const linkLabel = (mibs: number): string =>
   Math.abs(mibs - GBIT_MIBS) < 0.5 ? '1 Gbit/s' : mibs > 0 ? `${mibs} MiB/s` : 'no limit'
@@ -127,7 +129,7 @@ async function oneRun(
   let dest: QemuProcess | undefined
   const force = guest.forceAfterMs
     ? { forceConvergeAfterMs: guest.forceAfterMs }
-    : { forceConvergeAfterSyncs: guest.forceAfterSyncs ?? FORCE_AFTER }
+    : { forceConvergeAfterSyncs: FORCE_AFTER }
   const xbzrleCache =
     setup.capabilities.xbzrle && guest.qemuXbzrleCacheBytes
       ? { 'xbzrle-cache-size': guest.qemuXbzrleCacheBytes }

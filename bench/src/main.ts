@@ -130,28 +130,24 @@ if (has('filter')) {
   })
 }
 
-if (has('live')) {
+/** One live stage: `live` (the test guest over every link) or `live-big` (issue #14's 512 MiB guest). */
+async function liveStage(file: string, o: Pick<Parameters<typeof runLive>[0], 'links' | 'setups' | 'guest'>) {
   const r = await runLive({
     quick: opts.quick,
     runs: opts.runs ?? (opts.quick ? 1 : 3),
-    links: opts.links,
     limits: opts.limits,
-    setups: opts.setups,
+    ...o,
   })
-  writeJson(join(resultsDir, 'live.json'), { machine: machineInfo(), ...r })
+  writeJson(join(resultsDir, file), { machine: machineInfo(), ...r })
 }
 
-if (has('live-big')) {
-  const r = await runLive({
-    quick: opts.quick,
-    runs: opts.runs ?? (opts.quick ? 1 : 3),
+if (has('live')) await liveStage('live.json', { links: opts.links, setups: opts.setups })
+if (has('live-big'))
+  await liveStage('live-big.json', {
     links: opts.bigLinks,
-    limits: opts.limits,
     setups: opts.setups ?? BIG_SETUPS,
     guest: bigGuest(opts.quick),
   })
-  writeJson(join(resultsDir, 'live-big.json'), { machine: machineInfo(), ...r })
-}
 
 if (has('compress')) {
   const ts = performance.now()

@@ -1,12 +1,15 @@
 /** BENCHMARKS.md section of the `live` stage: the live migration table, per-link observations, the chart. */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { type LiveGuest, type LiveRun, linkLabel, SETUPS } from './live.js'
+import { FORCE_AFTER, type LiveGuest, type LiveRun, linkLabel, SETUPS } from './live.js'
 import type { MachineInfo } from './machine.js'
 import type { RenderContext } from './report-filter.js'
 import { barChart } from './svg.js'
 import { fix, MB, mdTable, median } from './util.js'
 import { judge, r0, type Verdict } from './verdicts.js'
+
+/** A run's downtime-limit; results from before it varied ran at 300 ms. */
+const limitOf = (r: LiveRun): number => r.limitMs ?? 300
 
 export interface LiveResults {
   machine: MachineInfo
@@ -34,9 +37,8 @@ export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE
     : `its default 64 MiB cache${live.guest.memMiB <= 64 ? ' (the whole guest)' : ''}`
   const forceAfter = live.guest.forceAfterMs
     ? `${fix(live.guest.forceAfterMs / 1000, 0)} s`
-    : `${live.guest.forceAfterSyncs ?? 40} dirty syncs`
+    : `${FORCE_AFTER} dirty syncs`
   const links = [...new Set(live.runs.map((r) => r.linkMiBs))]
-  const limitOf = (r: LiveRun) => r.limitMs ?? 300
   const limits = [...new Set(live.runs.map(limitOf))]
   const nRuns = Math.max(...live.runs.map((r) => r.run))
   md.push(
@@ -169,7 +171,6 @@ export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE
  */
 export function bigLiveVerdicts(runs: LiveRun[], memMiB = 512): Verdict[] {
   const out: Verdict[] = []
-  const limitOf = (r: LiveRun) => r.limitMs ?? 300
   const keys = [...new Set(runs.map((r) => `${r.linkMiBs}/${limitOf(r)}`))]
   for (const key of keys) {
     const [link, limit] = key.split('/').map(Number) as [number, number]

@@ -137,8 +137,9 @@ export async function installPacked(
     }
     const ours = join(nativeFrom, 'node_modules', 'zstd-napi')
     const theirs = join(app, 'node_modules', 'zstd-napi')
-    if (version(theirs) === undefined) return { app, tarballs }
-    if (version(theirs) === version(ours) && existsSync(join(ours, 'build')))
+    const wanted = version(theirs)
+    if (wanted === undefined) return { app, tarballs }
+    if (wanted === version(ours) && existsSync(join(ours, 'build')))
       cpSync(join(ours, 'build'), join(theirs, 'build'), { recursive: true })
     else await run('npm', ['rebuild', 'zstd-napi', '--loglevel=error'], { cwd: app, maxBuffer: 64 << 20 })
   }
