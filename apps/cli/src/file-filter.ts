@@ -189,7 +189,7 @@ function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undef
  * Feeds a stream's chunks to `filter`; with `filter.flush`, the open batch is closed once the input pauses for
  * IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
  */
-async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
+export async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
   let idle: NodeJS.Timeout | undefined
   let failed: unknown
   const flush = filter.flush?.bind(filter)

@@ -73,6 +73,10 @@ beforeAll(async () => {
   xbzStream = Buffer.concat(out)
 })
 
+function* chunks(b: Buffer, n: number): Generator<Buffer> {
+  for (let i = 0; i < b.length; i += n) yield b.subarray(i, i + n)
+}
+
 function script(path: string, body: string): string {
   writeFileSync(path, `#!/bin/sh\n${body}\n`)
   chmodSync(path, 0o755)
@@ -300,6 +304,42 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     expect(await cacheOf(wrapper)).toBe(4 << 20) // helper.conf: cache_size = "4M"
     const defaults = makeWrapper('lzop-defaults', 'lzop', { name: 'defaults.conf', text: '# nothing set\n' })
     expect(await cacheOf(defaults)).toBe(1 << 20)
+  })
+
+  it('-c into a regular file (the image fd libvirt gives) from a pipe or a file: whole batches, byte for byte', async () => {
+    const batchesOf = (file: string) =>
+      JSON.parse(
+        execFileSync(XBZRLE[0]!, [...XBZRLE.slice(1), 'inspect', '--json', file], { encoding: 'utf8' }),
+      ).batches as number
+    // stdin a pipe fed in 64 KiB writes, stdout a regular file: as `virsh save` runs the helper
+    const piped = join(dir, 'save-piped.xbz')
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const out = openSync(piped, 'w')
+      const c = spawn(wrapper, ['-c'], { stdio: ['pipe', out, 'inherit'], env: { ...process.env, ...env } })
+      c.on('error', reject)
+      c.on('close', resolve)
+      c.stdin!.on('error', () => {})
+      Readable.from(chunks(qemuStream, 64 << 10)).pipe(c.stdin!)
+    })
+    expect(code).toBe(0)
+    // ~4 MiB of QEMU stream in 1 MiB batches; the stream path closed one per pipe read (64 and more)
+    expect(qemuStream.length).toBeGreaterThan(4 << 20)
+    expect(batchesOf(piped)).toBeLessThan(16)
+    const back = await runWrapper(wrapper, ['-dc', '--ignore-warn'], readFileSync(piped), env)
+    expect(back.code, back.stderr).toBe(0)
+    expect(sha(back.stdout)).toBe(sha(qemuStream))
+    // stdin a regular file too (read with large reads), positioned after a prefix
+    const input = join(dir, 'save-in.mig')
+    writeFileSync(input, Buffer.concat([Buffer.alloc(100, 1), qemuStream]))
+    const fromFile = join(dir, 'save-file.xbz')
+    const r = spawnSync('sh', ['-c', 'dd bs=100 count=1 of=/dev/null 2>/dev/null; exec "$0" -c', wrapper], {
+      stdio: [openSync(input, 'r'), openSync(fromFile, 'w'), 'pipe'],
+      env: { ...process.env, ...env },
+    })
+    expect(r.status, r.stderr?.toString()).toBe(0)
+    expect(batchesOf(fromFile)).toBeLessThan(16)
+    const back2 = await runWrapper(wrapper, ['-dc', '--ignore-warn'], readFileSync(fromFile), env)
+    expect(sha(back2.stdout)).toBe(sha(qemuStream))
   })
 
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {

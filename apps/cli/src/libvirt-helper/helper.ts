@@ -15,9 +15,11 @@ import { fstatSync, readFileSync, readSync, realpathSync, writeSync } from 'node
 import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import type { EncoderOptions } from '@xbzrle/adapter-libvirt'
 import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
 import { isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
+import { encoderFor, fileOutputSource, pushStream, readFileInto } from '../file-filter.js'
 import { defaultThreads, openInput } from '../io.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
@@ -109,7 +111,7 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
       if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
       const options = { threads: defaultThreads(), ...encoderOptionsOf(config) }
-      await pipeline(head.rest(), new EncodeStream(options), process.stdout)
+      await encodeToOutput(head, options)
       return ExitCode.OK
     }
     if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
@@ -122,6 +124,39 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     return ExitCode.OK
   } catch (e) {
     return fail(name, e)
+  }
+}
+
+/**
+ * `-c` into libvirt's image file (stdout a regular file, as `virsh save` and `virsh dump` run us): the file path
+ * of `xbzrle -c` (file-filter.ts), where batches close at their target size or when QEMU pauses. The stream path
+ * closes a batch whenever the output is idle, and a regular file always is: every pipe read (64 KiB) became a
+ * batch of its own, which cost 12% of image size and a second-stage call per read. Anything else on stdout (a
+ * pipe, as libvirt's `--bypass-cache` iohelper) takes the stream path, with its backpressure.
+ */
+async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<void> {
+  const source = fileOutputSource(undefined, undefined)
+  if (source === undefined) {
+    await pipeline(head.rest(), new EncodeStream(options), process.stdout)
+    return
+  }
+  const { encoder } = encoderFor(source, options)
+  try {
+    if (head.consumed || source === 'stream') await pushStream(head.rest(), encoder)
+    else
+      await readFileInto(
+        source.fd,
+        (c) => {
+          encoder.push(c)
+          return encoder.paced()
+        },
+        true,
+      )
+    encoder.finish()
+    await encoder.settled()
+  } catch (e) {
+    await encoder.close()
+    throw e
   }
 }
 
