@@ -186,13 +186,13 @@ function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undef
 }
 
 /**
- * Feeds a stream's chunks to `filter`; with `filter.flush`, the open batch is closed once the input pauses for
- * IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
+ * Feeds a stream's chunks to `filter`; with `filter.flush` (and `idleFlush`), the open batch is closed once the
+ * input pauses for IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
  */
-export async function pushStream(source: Readable, filter: SyncFilter): Promise<void> {
+export async function pushStream(source: Readable, filter: SyncFilter, idleFlush = true): Promise<void> {
   let idle: NodeJS.Timeout | undefined
   let failed: unknown
-  const flush = filter.flush?.bind(filter)
+  const flush = idleFlush ? filter.flush?.bind(filter) : undefined
   try {
     for await (const chunk of source) {
       if (failed !== undefined) throw failed

@@ -24,6 +24,7 @@ export {
   XbzrleEncoder,
 } from './filter/encoder.js'
 export { type PassCounters, zeroCounters } from './filter/pass-stats.js'
+export type { EncodeStreamOptions } from './filter/streams.js'
 export { DecodeStream, EncodeStream, IDLE_FLUSH_MS, IO_CHUNK } from './filter/streams.js'
 export { RelayState } from './libvirt/proxy/relay.js'
 export { ReturnPathWatcher } from './libvirt/proxy/return-path.js'

@@ -128,21 +128,22 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
 }
 
 /**
- * `-c` into libvirt's image file (stdout a regular file, as `virsh save` and `virsh dump` run us): the file path
- * of `xbzrle -c` (file-filter.ts), where batches close at their target size or when QEMU pauses. The stream path
- * closes a batch whenever the output is idle, and a regular file always is: every pipe read (64 KiB) became a
- * batch of its own, which cost 12% of image size and a second-stage call per read. Anything else on stdout (a
- * pipe, as libvirt's `--bypass-cache` iohelper) takes the stream path, with its backpressure.
+ * `-c`: libvirt pauses the guest before it saves or dumps it, so nothing waits on the image piece by piece: the
+ * encoder runs with bulk pacing (batches close at their target size, EncodeStreamOptions), not with the live
+ * rules, which close a batch whenever the output is idle. libvirt 9 gives us a pipe into libvirt_iohelper, which
+ * is nearly always idle: every 64 KiB read became a batch of its own, which cost 12% of image size and a
+ * second-stage call per read. A regular file on stdout (the helper run by hand, other callers) takes the file path
+ * of `xbzrle -c` (file-filter.ts): the same batches, written from the encoder's buffer without a copy.
  */
 async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<void> {
   const source = fileOutputSource(undefined, undefined)
   if (source === undefined) {
-    await pipeline(head.rest(), new EncodeStream(options), process.stdout)
+    await pipeline(head.rest(), new EncodeStream({ ...options, pacing: 'bulk' }), process.stdout)
     return
   }
   const { encoder } = encoderFor(source, options)
   try {
-    if (head.consumed || source === 'stream') await pushStream(head.rest(), encoder)
+    if (head.consumed || source === 'stream') await pushStream(head.rest(), encoder, false)
     else
       await readFileInto(
         source.fd,

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest'
 import { SimulatedGuest } from '../simulate/simulated-guest.js'
 import { XbzrleDecoder } from './decoder.js'
 import { DrainMeter, IN_FLIGHT_MS, inFlightBudget, MIN_IN_FLIGHT } from './drain.js'
+import { XbzrleEncoder } from './encoder.js'
 import { EncodeStream } from './streams.js'
 
 const MS = 1e6
@@ -102,4 +103,40 @@ describe('EncodeStream: shallow pipeline', () => {
       expect(enc.drain.rate).toBeGreaterThan(0)
     },
   )
+})
+
+describe('EncodeStream: bulk pacing (a save of a paused guest)', () => {
+  const input = Buffer.concat([...new SimulatedGuest({ memMiB: 8, passes: 2, workload: 'text' }).stream()])
+  const chunks = function* () {
+    for (let o = 0; o < input.length; o += 64 * 1024) yield input.subarray(o, o + 64 * 1024)
+  }
+  const run = async (pacing: 'live' | 'bulk') => {
+    const out: Buffer[] = []
+    const fast = new Writable({
+      write(c: Buffer, _e, cb) {
+        out.push(c)
+        cb()
+      },
+    })
+    const enc = new EncodeStream({ compression: 'none', formatVersion: 2, pacing })
+    await pipeline(Readable.from(chunks()), enc, fast)
+    return Buffer.concat(out)
+  }
+
+  it('closes batches at their size only: the bytes of an encoder fed the same input, whatever the timing', async () => {
+    const bulk = await run('bulk')
+    const ref: Uint8Array[] = []
+    const e = new XbzrleEncoder((c) => ref.push(c), { compression: 'none', formatVersion: 2 })
+    for (const c of chunks()) e.push(c)
+    e.finish()
+    await e.settled()
+    expect(bulk.equals(Buffer.concat(ref))).toBe(true)
+    // the live rules, into an output that is always idle, close a batch per input chunk: more bytes
+    expect((await run('live')).length).toBeGreaterThan(bulk.length)
+    const back: Uint8Array[] = []
+    const dec = new XbzrleDecoder((c) => back.push(c))
+    dec.push(bulk)
+    dec.finish()
+    expect(Buffer.concat(back).equals(input)).toBe(true)
+  })
 })

@@ -26,6 +26,17 @@ function hrNow(): number {
   return Number(process.hrtime.bigint())
 }
 
+export interface EncodeStreamOptions extends EncoderOptions {
+  /**
+   * 'live' (default): the shallow, time-bounded pipeline below, for a migration whose guest runs while it is sent.
+   * 'bulk': for a stream nobody waits on piece by piece, such as a save or dump of a paused guest into libvirt's
+   * image pipe: batches close only at their target size and at the end, input is taken as fast as the stream's
+   * own backpressure allows, and the output depends on the input alone, not on timing. (The live rules close a
+   * batch whenever the output is idle; into a fast pipe that made every 64 KiB read a batch of its own.)
+   */
+  pacing?: 'live' | 'bulk'
+}
+
 /**
  * A Transform that encodes a QEMU migration stream with a shallow, time-bounded pipeline. QEMU decides when to
  * stop the guest from the rate at which its pipe accepts bytes (docs/live-migration-downtime), so the encoder
@@ -38,6 +49,8 @@ function hrNow(): number {
  */
 export class EncodeStream extends Transform {
   readonly encoder: XbzrleEncoder
+  /** pacing 'bulk': no early batch close, no time budget (EncodeStreamOptions). */
+  private readonly bulk: boolean
   readonly drain = new DrainMeter()
   private idle: NodeJS.Timeout | undefined
   /** The Transform callback, held while the output is over its in-flight budget. */
@@ -48,15 +61,17 @@ export class EncodeStream extends Transform {
   private dest: { readonly writableLength: number } | undefined
 
   constructor(
-    options: EncoderOptions = {},
+    options: EncodeStreamOptions = {},
     private readonly now: () => number = hrNow,
   ) {
     super({ readableHighWaterMark: IO_CHUNK, writableHighWaterMark: INPUT_QUEUE })
+    const { pacing, ...encoderOptions } = options
+    this.bulk = pacing === 'bulk'
     this.encoder = new XbzrleEncoder((c) => {
       this.sinceFlush = 0
       this.drain.produce(c.length)
       this.push(c)
-    }, options)
+    }, encoderOptions)
   }
 
   /**
@@ -79,6 +94,16 @@ export class EncodeStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.bulk) {
+      try {
+        this.encoder.push(chunk)
+      } catch (e) {
+        cb(toError(e))
+        return
+      }
+      this.paced(cb)
+      return
+    }
     try {
       const t0 = this.now()
       this.encoder.push(chunk)
