@@ -290,7 +290,9 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     expect(sha(fromFile.stdout)).toBe(sha(qemuStream))
   })
 
-  it('writes a 1 MiB cache into the stream by default (a save sends every page once), cache_size when set', async () => {
+  it('by default copies the stream without parsing pages (a save sends every page once); caches them with cache_size', async () => {
+    // biome-ignore lint/suspicious/noExplicitAny: inspect's JSON
+    let lastInfo: any
     const cacheOf = async (w: string) => {
       const enc = await runWrapper(w, ['-c'], qemuStream, env)
       expect(enc.code, enc.stderr).toBe(0)
@@ -299,11 +301,16 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
       const info = JSON.parse(
         execFileSync(XBZRLE[0]!, [...XBZRLE.slice(1), 'inspect', '--json', file], { encoding: 'utf8' }),
       )
+      lastInfo = info
       return info.header.cache.cacheBytes
     }
     expect(await cacheOf(wrapper)).toBe(4 << 20) // helper.conf: cache_size = "4M"
+    expect(lastInfo.frames.full).toBeGreaterThan(0) // pages parsed and cached
     const defaults = makeWrapper('lzop-defaults', 'lzop', { name: 'defaults.conf', text: '# nothing set\n' })
     expect(await cacheOf(defaults)).toBe(1 << 20)
+    // no cache_size: a save sends each page once, so the stream is copied without parsing pages
+    expect(Object.keys(lastInfo.frames)).toEqual(['verbatim'])
+    expect(lastInfo.batches).toBeGreaterThan(0)
   })
 
   it('-c batches by size, not by pipe reads: pipe or file in, regular file or pipe out, byte for byte', async () => {

@@ -26,12 +26,13 @@ export async function readHelperConfig(
 }
 
 /**
- * The helper's cache when helper.conf sets none: 1 MiB, not the guest's RAM as for `xbzrle encode`. libvirt runs
- * its compressor for `virsh save`, `managedsave` and `dump`, and pauses the guest first, so QEMU sends every page
- * exactly once: no page is ever looked up again, and a cache the size of the guest only costs its first-touch
- * page faults on both ends (64 MiB test guest, 4 alternating rounds against a 64 MiB cache: `virsh save` 2.23 ->
- * 2.16 s, restore 0.95 -> 0.92 s, medians; same image size). A live memory snapshot
- * (`virsh snapshot-create-as --live`) re-sends pages: set cache_size for those.
+ * What the helper does when helper.conf sets no cache_size. libvirt runs its compressor for `virsh save`,
+ * `managedsave` and `dump`, and pauses the guest first, so QEMU sends every page exactly once: XBZRLE never finds a
+ * page to send as a delta. The helper then copies the stream into verbatim frames without parsing its pages
+ * (`pages: false`: no page or cache work on either end, the second stage compresses every batch as before; the
+ * 135 MB save stream of a 160 MiB guest encoded in 0.72-0.75 s instead of 0.97-1.11 s, same size), and the
+ * header names the smallest cache, 1 MiB. A live memory snapshot (`virsh snapshot-create-as --live`) re-sends
+ * pages: set cache_size for those, and the pages are parsed and cached.
  */
 export const HELPER_CACHE_BYTES = 1 << 20
 
@@ -42,8 +43,10 @@ export function encoderOptionsOf(c: HelperConfig): {
   mode?: 'canonical' | 'compact'
   formatVersion?: number
   compression?: Compression
+  pages: boolean
 } {
   return {
+    pages: c.cache_size !== undefined,
     cacheBytes: c.cache_size ?? HELPER_CACHE_BYTES,
     ways: c.ways,
     mode: c.mode,

@@ -2,10 +2,15 @@
 # Measures virsh save / restore of the test guest (64 MiB, TCG) with libvirt's save_image_format = "lzop", once
 # with the real /usr/bin/lzop as the helper and once with the xbzrle helper, in a private libvirtd (mount
 # namespace, as libvirt-helper.virsh.test.ts runs it). Root only; touches nothing outside a temp dir.
-#   bash apps/cli/src/libvirt-helper/measure.sh [ROUNDS]
+#   bash apps/cli/src/libvirt-helper/measure.sh [ROUNDS [MEM_MIB [HELPERS]]]
+# MEM_MIB: guest RAM (default 64); its workload rewrites a quarter of it. HELPERS (default "lzop xbzrle") may add
+# lzop-late: the real lzop started 0.3 s late, a control that shows how much of a helper's start-up virsh save
+# time can see at all.
 # The helper is the built CLI as installed (`npm run build` first): bin/xbzrle.js running the dist/xbzrle.mjs bundle.
 set -euo pipefail
 ROUNDS=${1:-3}
+MEM_MIB=${2:-64}
+HELPERS=${3:-lzop xbzrle}
 REPO=$(cd "$(dirname "$0")/../../../.." && pwd)
 T=$(mktemp -d /tmp/xbzrle-measure-XXXXXX)
 chmod 755 "$T"
@@ -38,9 +43,9 @@ PATH="$T/helper-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 for _ in $(seq 100); do virsh -c "$U" version >/dev/null 2>&1 && break; sleep 0.2; done
 
 cat >"$T/domain.xml" <<EOF
-<domain type='qemu'><name>$NAME</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu>
+<domain type='qemu'><name>$NAME</name><memory unit='KiB'>$((MEM_MIB * 1024))</memory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type><kernel>$T/guest.elf</kernel>
-<cmdline>workload=sparse mem=16 rate=2000 period=200 seed=7</cmdline></os>
+<cmdline>workload=sparse mem=$((MEM_MIB / 4)) rate=2000 period=200 seed=7</cmdline></os>
 <clock offset='utc'/><on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
 <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
 <serial type='file'><source path='$T/serial.log'/><target port='0'/></serial><memballoon model='none'/></devices>
@@ -48,13 +53,17 @@ cat >"$T/domain.xml" <<EOF
 EOF
 virsh -c "$U" define "$T/domain.xml" >/dev/null
 virsh -c "$U" start "$NAME" >/dev/null
-sleep 3
+sleep $((3 + MEM_MIB / 64)) # the guest fills its workload region first
 
 ms() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
 printf 'helper\tround\timage_bytes\tsave_ms\trestore_ms\n'
 for r in $(seq "$ROUNDS"); do
-  for helper in lzop xbzrle; do
+  for helper in $HELPERS; do
     rm -f "$T/helper-bin/lzop"
+    if [ "$helper" = lzop-late ]; then
+      printf '#!/bin/sh\nsleep 0.3\nexec /usr/bin/lzop "$@"\n' >"$T/helper-bin/lzop"
+      chmod 755 "$T/helper-bin/lzop"
+    fi
     if [ "$helper" = xbzrle ]; then
       printf '#!/bin/sh\n# xbzrle-libvirt-helper (measure.sh)\nexec %s %s --libvirt-helper=lzop --helper-wrapper="$0" "$@"\n' \
         "$(command -v node)" "$CLI" >"$T/helper-bin/lzop"

@@ -69,6 +69,13 @@ export interface EncoderOptions {
    * byte-identical; the caller must await `settled()` after `finish()` (and should await `paced()` between pushes).
    */
   threads?: number
+  /**
+   * false: copy the input into verbatim frames without parsing it into pages, so neither end does any page or cache
+   * work; the second stage still compresses every batch. For a stream in which no page is sent twice, such as the
+   * save of a paused guest (libvirt's helper): XBZRLE has nothing to work on there, and the per-page path cost a
+   * third of the encoder's time. Not with a base image. Default true.
+   */
+  pages?: boolean
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -132,6 +139,8 @@ export class XbzrleEncoder {
     onChunk: (chunk: Uint8Array) => void,
     private readonly options: EncoderOptions = {},
   ) {
+    if (options.pages === false && options.base)
+      throw new RangeError('a base image needs the pages parsed (pages: false was asked for)')
     this.pageSize = options.targetPageSize ?? DEFAULT_TARGET_PAGE_SIZE
     this.recorder = new PassRecorder(options.passListener)
     const secondStage = (options.formatVersion ?? CURRENT_VERSION) >= 2
@@ -165,6 +174,12 @@ export class XbzrleEncoder {
     if (this.finished) throw new Error('XbzrleEncoder: push after finish')
     this.recorder.start()
     this.bytesIn += chunk.length
+    if (this.options.pages === false) {
+      this.start()
+      this.emitted += chunk.length
+      this.writer.verbatim(chunk)
+      return
+    }
     const rest = this.prefix === 'done' ? chunk : this.consumePrefix(chunk)
     if (rest.length > 0) this.reader.push(rest)
     // Once the reader gave up on the grammar, nothing will size the cache any more.

@@ -132,3 +132,27 @@ describe('bad input never produces a wrong byte', () => {
     expect(out.length).toBe(0)
   })
 })
+
+describe('XbzrleEncoder pages: false (a stream in which no page comes twice)', () => {
+  const input = Buffer.concat([...new SimulatedGuest({ memMiB: 4, passes: 1, seed: 5 }).stream()])
+
+  it('copies the input into verbatim frames that decode byte for byte, and refuses a base', () => {
+    const out: Uint8Array[] = []
+    const e = new XbzrleEncoder((c) => out.push(c), {
+      pages: false,
+      formatVersion: 2,
+      compression: { codec: 'zstd' },
+    })
+    for (let o = 0; o < input.length; o += 100_000) e.push(input.subarray(o, o + 100_000))
+    e.finish()
+    expect(e.stats.pages).toMatchObject({ full: 0, delta: 0, same: 0, zero: 0 })
+    const encoded = Buffer.concat(out)
+    expect(encoded.length).toBeLessThan(input.length)
+    const back: Uint8Array[] = []
+    const d = new XbzrleDecoder((c) => back.push(c))
+    d.push(encoded)
+    d.finish()
+    expect(Buffer.concat(back).equals(input)).toBe(true)
+    expect(() => new XbzrleEncoder(() => {}, { pages: false, base: {} as never })).toThrow(/base image/)
+  })
+})
