@@ -1,43 +1,71 @@
 /**
  * The `libvirt` stage: libvirt itself runs the compressor on `virsh save` / `virsh restore`
- * (save_image_format = "lzop"), once with the real lzop and once with the xbzrle helper, in a private libvirtd.
+ * (save_image_format = "lzop"), with the real lzop, the real lzop started 0.3 s late (a control: how much of a
+ * helper's start-up the save time shows) and the xbzrle helper, in a private libvirtd, for two guest sizes.
  * The measuring is apps/cli/src/libvirt-helper/measure.sh (root, real libvirtd and QEMU); this stage runs it and
  * keeps its rows.
  */
 import { join } from 'node:path'
 import { log, ROOT, run } from './util.js'
 
+/** The helpers measure.sh runs: the real lzop, the real lzop started 0.3 s late (a control), ours. */
+export const LIBVIRT_HELPERS = ['lzop', 'lzop-late', 'xbzrle'] as const
+export type LibvirtHelper = (typeof LIBVIRT_HELPERS)[number]
+
 export interface LibvirtRow {
-  helper: 'lzop' | 'xbzrle'
+  helper: LibvirtHelper
+  /** Guest RAM; absent in results from before it varied: 64. */
+  memMiB?: number
   round: number
   imageBytes: number
   saveMs: number
   restoreMs: number
 }
 
+/** The guests of the stage: the test guest of issue #16, and one whose image is large enough for throughput to show. */
+export const LIBVIRT_GUESTS = [
+  { memMiB: 64, rounds: 5 },
+  { memMiB: 512, rounds: 3 },
+]
+
 /** Parses measure.sh's tab-separated output (a header line, then one row per helper and round). */
-export function parseMeasureOutput(text: string): LibvirtRow[] {
+export function parseMeasureOutput(text: string, memMiB = 64): LibvirtRow[] {
   const rows: LibvirtRow[] = []
   for (const line of text.split('\n')) {
     const f = line.trim().split('\t')
-    if (f.length !== 5 || (f[0] !== 'lzop' && f[0] !== 'xbzrle')) continue
+    const helper = f[0] as LibvirtHelper
+    if (f.length !== 5 || !LIBVIRT_HELPERS.includes(helper)) continue
     const [round, imageBytes, saveMs, restoreMs] = f.slice(1).map(Number) as [number, number, number, number]
     if (![round, imageBytes, saveMs, restoreMs].every(Number.isFinite)) continue
-    rows.push({ helper: f[0], round, imageBytes, saveMs, restoreMs })
+    rows.push({ helper, memMiB, round, imageBytes, saveMs, restoreMs })
   }
   return rows
 }
 
-export async function runLibvirt(o: { rounds: number }): Promise<LibvirtRow[]> {
+export async function runLibvirt(o: { rounds?: number }): Promise<LibvirtRow[]> {
   if (process.getuid?.() !== 0)
     throw new Error('the libvirt stage needs root (a private libvirtd in a namespace)')
-  log(`libvirt: virsh save/restore through lzop and the xbzrle helper, ${o.rounds} rounds`)
-  const r = await run('bash', [join(ROOT, 'apps/cli/src/libvirt-helper/measure.sh'), String(o.rounds)], {
-    cwd: ROOT,
-  })
-  if (r.code !== 0) throw new Error(`measure.sh failed (exit ${r.code}): ${r.stderr.slice(-2000)}`)
-  const rows = parseMeasureOutput(r.stdout)
-  if (rows.length !== 2 * o.rounds)
-    throw new Error(`measure.sh gave ${rows.length} rows, expected ${2 * o.rounds}`)
+  const rows: LibvirtRow[] = []
+  for (const g of LIBVIRT_GUESTS) {
+    const rounds = o.rounds ?? g.rounds
+    log(
+      `libvirt: ${g.memMiB} MiB guest, virsh save/restore through ${LIBVIRT_HELPERS.join(', ')}, ${rounds} rounds`,
+    )
+    const r = await run(
+      'bash',
+      [
+        join(ROOT, 'apps/cli/src/libvirt-helper/measure.sh'),
+        String(rounds),
+        String(g.memMiB),
+        LIBVIRT_HELPERS.join(' '),
+      ],
+      { cwd: ROOT },
+    )
+    if (r.code !== 0) throw new Error(`measure.sh failed (exit ${r.code}): ${r.stderr.slice(-2000)}`)
+    const got = parseMeasureOutput(r.stdout, g.memMiB)
+    if (got.length !== LIBVIRT_HELPERS.length * rounds)
+      throw new Error(`measure.sh gave ${got.length} rows, expected ${LIBVIRT_HELPERS.length * rounds}`)
+    rows.push(...got)
+  }
   return rows
 }

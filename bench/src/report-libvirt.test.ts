@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { parseMeasureOutput } from './libvirt.js'
-import { libvirtVerdicts } from './report-libvirt.js'
+import { libvirtVerdicts, renderLibvirt } from './report-libvirt.js'
 
 const OUTPUT = [
   'helper\tround\timage_bytes\tsave_ms\trestore_ms',
@@ -16,7 +16,14 @@ describe('libvirt stage', () => {
   it('parses measure.sh rows and skips the header and noise', () => {
     const rows = parseMeasureOutput(`${OUTPUT}\nsome log line\n`)
     expect(rows).toHaveLength(6)
-    expect(rows[1]).toEqual({ helper: 'xbzrle', round: 1, imageBytes: 7493661, saveMs: 2361, restoreMs: 930 })
+    expect(rows[1]).toEqual({
+      helper: 'xbzrle',
+      memMiB: 64,
+      round: 1,
+      imageBytes: 7493661,
+      saveMs: 2361,
+      restoreMs: 930,
+    })
   })
 
   it('judges the medians: smaller image met; save 1.70 s vs 1.80 s met', () => {
@@ -24,6 +31,32 @@ describe('libvirt stage', () => {
     expect(size!.status).toBe('met')
     expect(save!.status).toBe('met')
     expect(save!.measured).toBe('1.70 vs 1.80 s (0.94x)')
+    expect(save!.target).toMatch(/64 MiB guest/)
+  })
+
+  it('judges each guest size on its own, and reads the late-lzop control into the cause', () => {
+    const big = parseMeasureOutput(
+      [
+        'lzop\t1\t75000000\t2400\t1300',
+        'lzop-late\t1\t75000000\t2410\t1300',
+        'xbzrle\t1\t58000000\t3000\t1600',
+      ].join('\n'),
+      512,
+    )
+    const v = libvirtVerdicts([...parseMeasureOutput(OUTPUT), ...big])
+    expect(v.map((x) => x.status)).toEqual(['met', 'met', 'met', 'missed'])
+    expect(v[3]!.target).toMatch(/512 MiB guest/)
+    expect(v[3]!.cause).toMatch(/started 0.3 s late, saved in 2.41 s: .*per-byte cost/)
+    const md = renderLibvirt({
+      machine: {} as never,
+      rounds: 0,
+      rows: [...parseMeasureOutput(OUTPUT), ...big],
+    })
+    expect(md.filter((l) => l.startsWith('### '))).toEqual([
+      '### 64 MiB guest, 3 rounds',
+      '### 512 MiB guest, 1 rounds',
+    ])
+    expect(md.join('\n')).toMatch(/started 0.3 s late \(control\) \|\s+75\.00/)
   })
 
   it('a slower save is a miss with a cause; no rows is not measured', () => {
@@ -32,7 +65,7 @@ describe('libvirt stage', () => {
     )
     const save = libvirtVerdicts(rows)[1]!
     expect(save.status).toBe('missed')
-    expect(save.cause).toMatch(/start-up/)
+    expect(save.cause).toMatch(/node process/)
     expect(libvirtVerdicts([]).map((v) => v.status)).toEqual(['not measured', 'not measured'])
   })
 })
