@@ -7,6 +7,7 @@ export { ProtocolError, type ProtocolErrorCode } from './errors.js'
 export { FrameReader, type FrameReaderOptions, type ReaderItem } from './reader.js'
 export { describeNotXbzrle, isXbzrleStream } from './sniff.js'
 export {
+  DEFAULT_BATCH_BYTES,
   type EndFrame,
   type Mode,
   type SourceKind,

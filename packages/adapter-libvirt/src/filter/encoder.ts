@@ -5,6 +5,7 @@ import {
   type Compression,
   CompressPool,
   CURRENT_VERSION,
+  DEFAULT_BATCH_BYTES,
   FrameWriter,
   type FrameWriterOptions,
   isCompressorAvailable,
@@ -134,6 +135,9 @@ export class XbzrleEncoder {
   readonly adaptive: AdaptiveCompression | undefined
   /** Worker threads compressing batches (options.threads), or undefined: compressed on this thread. */
   private readonly pool: CompressPool | undefined
+  /** pages: false: input not yet written, up to one batch (pushUnparsed). */
+  private stage: Uint8Array | undefined
+  private staged = 0
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -175,9 +179,7 @@ export class XbzrleEncoder {
     this.recorder.start()
     this.bytesIn += chunk.length
     if (this.options.pages === false) {
-      this.start()
-      this.emitted += chunk.length
-      this.writer.verbatim(chunk)
+      this.pushUnparsed(chunk)
       return
     }
     const rest = this.prefix === 'done' ? chunk : this.consumePrefix(chunk)
@@ -216,7 +218,37 @@ export class XbzrleEncoder {
 
   /** Closes the current batch so that everything pushed so far reaches the output (live migrations). */
   flush(): void {
+    this.flushUnparsed()
     if (this.codec) this.writer.flush()
+  }
+
+  /**
+   * pages: false. The input goes out in verbatim frames of whole batches (staged up to one batch), so the frames
+   * depend on the bytes alone, not on how the input was cut into chunks, as with parsed pages.
+   */
+  private pushUnparsed(chunk: Uint8Array): void {
+    this.start()
+    this.emitted += chunk.length
+    const size = this.options.batchBytes ?? DEFAULT_BATCH_BYTES
+    this.stage ??= new Uint8Array(size)
+    let off = 0
+    if (this.staged > 0) {
+      off = Math.min(size - this.staged, chunk.length)
+      this.stage.set(chunk.subarray(0, off), this.staged)
+      this.staged += off
+      if (this.staged < size) return
+      this.writer.verbatim(this.stage)
+      this.staged = 0
+    }
+    for (; chunk.length - off >= size; off += size) this.writer.verbatim(chunk.subarray(off, off + size))
+    this.stage.set(chunk.subarray(off), 0)
+    this.staged = chunk.length - off
+  }
+
+  private flushUnparsed(): void {
+    if (this.staged === 0) return
+    this.writer.verbatim(this.stage!.subarray(0, this.staged))
+    this.staged = 0
   }
 
   finish(): void {
@@ -228,6 +260,7 @@ export class XbzrleEncoder {
     }
     this.reader.finish()
     this.start()
+    this.flushUnparsed()
     if (this.reader.stats.sections.end !== 0 && !this.completed) this.onCompletion()
     this.finished = true
     const { hits, misses, evictions, overflows, bytesSaved } = this.codec!.stats
