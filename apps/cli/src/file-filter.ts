@@ -7,8 +7,9 @@
  * QEMU) as the stream it is. Nothing is copied into fresh memory that need not be: on a fresh buffer every byte
  * costs a page fault, which measured more than the copy itself.
  *
- * The same bytes as the stream path: batches close at their target size, or (input not a regular file) when the
- * input pauses, as in the stream path; the decoder releases a batch only after its CRC matched. Every read is
+ * The same bytes as the stream path: batches close at their target size, or (input not a regular file, unless the
+ * caller turns it off as the libvirt helper does) when the input pauses, as in the stream path; the decoder
+ * releases a batch only after its CRC matched. Every read is
  * awaited, so signals, the progress bar and the metrics endpoint run between reads.
  */
 import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'

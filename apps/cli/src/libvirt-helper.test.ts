@@ -7,6 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import {
   chmodSync,
+  closeSync,
   existsSync,
   mkdirSync,
   openSync,
@@ -318,41 +319,64 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
       JSON.parse(
         execFileSync(XBZRLE[0]!, [...XBZRLE.slice(1), 'inspect', '--json', file], { encoding: 'utf8' }),
       ).batches as number
-    // stdin a pipe fed in 64 KiB writes, stdout a regular file: as `virsh save` runs the helper
-    const piped = join(dir, 'save-piped.xbz')
-    const code = await new Promise<number | null>((resolve, reject) => {
+    const withFds = <T>(fds: number[], f: () => T): T => {
+      try {
+        return f()
+      } finally {
+        for (const fd of fds) closeSync(fd)
+      }
+    }
+    // pages parsed and cached (helper.conf: cache_size = "4M"), and copied unparsed (no cache_size: the default)
+    const defaults = makeWrapper('lzop-batches', 'lzop', { name: 'batches.conf', text: '# nothing set\n' })
+    for (const [name, w] of [
+      ['cache', wrapper],
+      ['defaults', defaults],
+    ] as const) {
+      // stdin a pipe fed in 64 KiB writes, stdout a regular file: as `virsh save` runs the helper by hand
+      const piped = join(dir, `save-piped-${name}.xbz`)
       const out = openSync(piped, 'w')
-      const c = spawn(wrapper, ['-c'], { stdio: ['pipe', out, 'inherit'], env: { ...process.env, ...env } })
-      c.on('error', reject)
-      c.on('close', resolve)
-      c.stdin!.on('error', () => {})
-      Readable.from(chunks(qemuStream, 64 << 10)).pipe(c.stdin!)
-    })
-    expect(code).toBe(0)
-    // ~4 MiB of QEMU stream in 1 MiB batches; the stream path closed one per pipe read (64 and more)
-    expect(qemuStream.length).toBeGreaterThan(4 << 20)
-    expect(batchesOf(piped)).toBeLessThan(16)
-    const back = await runWrapper(wrapper, ['-dc', '--ignore-warn'], readFileSync(piped), env)
-    expect(back.code, back.stderr).toBe(0)
-    expect(sha(back.stdout)).toBe(sha(qemuStream))
-    // stdin a regular file too (read with large reads), positioned after a prefix
-    const input = join(dir, 'save-in.mig')
-    writeFileSync(input, Buffer.concat([Buffer.alloc(100, 1), qemuStream]))
-    const fromFile = join(dir, 'save-file.xbz')
-    const r = spawnSync('sh', ['-c', 'dd bs=100 count=1 of=/dev/null 2>/dev/null; exec "$0" -c', wrapper], {
-      stdio: [openSync(input, 'r'), openSync(fromFile, 'w'), 'pipe'],
-      env: { ...process.env, ...env },
-    })
-    expect(r.status, r.stderr?.toString()).toBe(0)
-    expect(batchesOf(fromFile)).toBeLessThan(16)
-    const back2 = await runWrapper(wrapper, ['-dc', '--ignore-warn'], readFileSync(fromFile), env)
-    expect(sha(back2.stdout)).toBe(sha(qemuStream))
-    // stdout a pipe read at once, as libvirt 9's iohelper pipe: the same batches (bulk pacing, not the live rules)
-    const toPipe = await runWrapper(wrapper, ['-c'], qemuStream, env)
-    expect(toPipe.code, toPipe.stderr).toBe(0)
-    const pipedOut = join(dir, 'save-pipe.xbz')
-    writeFileSync(pipedOut, toPipe.stdout)
-    expect(batchesOf(pipedOut)).toBe(batchesOf(fromFile))
+      const code = await withFds(
+        [out],
+        () =>
+          new Promise<number | null>((resolve, reject) => {
+            const c = spawn(w, ['-c'], { stdio: ['pipe', out, 'inherit'], env: { ...process.env, ...env } })
+            c.on('error', reject)
+            c.on('close', resolve)
+            c.stdin!.on('error', () => {})
+            Readable.from(chunks(qemuStream, 64 << 10)).pipe(c.stdin!)
+          }),
+      )
+      expect(code, name).toBe(0)
+      // ~4 MiB of QEMU stream in 1 MiB batches; the stream path closed one per pipe read (64 and more)
+      expect(qemuStream.length).toBeGreaterThan(4 << 20)
+      expect(batchesOf(piped), name).toBeLessThan(16)
+      const back = await runWrapper(w, ['-dc', '--ignore-warn'], readFileSync(piped), env)
+      expect(back.code, back.stderr).toBe(0)
+      expect(sha(back.stdout), name).toBe(sha(qemuStream))
+      // stdin a regular file too (read with large reads into reused buffers), positioned after a prefix
+      const input = join(dir, 'save-in.mig')
+      writeFileSync(input, Buffer.concat([Buffer.alloc(100, 1), qemuStream]))
+      const fromFile = join(dir, `save-file-${name}.xbz`)
+      const fds = [openSync(input, 'r'), openSync(fromFile, 'w')]
+      const r = withFds(fds, () =>
+        spawnSync('sh', ['-c', 'dd bs=100 count=1 of=/dev/null 2>/dev/null; exec "$0" -c', w], {
+          stdio: [fds[0]!, fds[1]!, 'pipe'],
+          env: { ...process.env, ...env },
+        }),
+      )
+      expect(r.status, r.stderr?.toString()).toBe(0)
+      expect(batchesOf(fromFile), name).toBeLessThan(16)
+      const back2 = await runWrapper(w, ['-dc', '--ignore-warn'], readFileSync(fromFile), env)
+      expect(sha(back2.stdout), name).toBe(sha(qemuStream))
+      // stdout a pipe read at once, as libvirt 9's iohelper pipe: the same batches (bulk pacing, not the live rules)
+      const toPipe = await runWrapper(w, ['-c'], qemuStream, env)
+      expect(toPipe.code, toPipe.stderr).toBe(0)
+      const pipedOut = join(dir, `save-pipe-${name}.xbz`)
+      writeFileSync(pipedOut, toPipe.stdout)
+      expect(batchesOf(pipedOut), name).toBe(batchesOf(fromFile))
+      const back3 = await runWrapper(w, ['-dc', '--ignore-warn'], toPipe.stdout, env)
+      expect(sha(back3.stdout), name).toBe(sha(qemuStream))
+    }
   })
 
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {

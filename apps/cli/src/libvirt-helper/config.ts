@@ -3,7 +3,7 @@
  * installed wrapper names). Same syntax as libvirt's qemu.conf: `key = value` lines, `#` comments, strings in
  * double quotes, numbers and true/false bare.
  *
- *   cache_size = "256M"        # page cache of the encoder (default 1M: a save sends each page once)
+ *   cache_size = "256M"        # parse pages, cache them (unset: pages copied unparsed, a save sends each once)
  *   format_version = 2         # 1 for old readers
  *   compression = "zstd"       # none | lz4 | zstd | deflate (format v2; default: best installed)
  *   mode = "canonical"         # canonical | compact

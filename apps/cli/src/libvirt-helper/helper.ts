@@ -110,7 +110,8 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     if (kind === 'compress') {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
       if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
-      const options = { threads: defaultThreads(), ...encoderOptionsOf(config) }
+      // QEVM was checked above: the header says so even when the pages are copied unparsed
+      const options = { threads: defaultThreads(), source: 'qemu' as const, ...encoderOptionsOf(config) }
       await encodeToOutput(head, options)
       return ExitCode.OK
     }
@@ -133,7 +134,8 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
  * rules, which close a batch whenever the output is idle. libvirt 9 gives us a pipe into libvirt_iohelper, which
  * is nearly always idle: every 64 KiB read became a batch of its own, which cost 12% of image size and a
  * second-stage call per read. A regular file on stdout (the helper run by hand, other callers) takes the file path
- * of `xbzrle -c` (file-filter.ts): the same batches, written from the encoder's buffer without a copy.
+ * of `xbzrle -c` (file-filter.ts) without its idle flush: the same batches, written from the encoder's buffer
+ * without a copy.
  */
 async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<void> {
   const source = fileOutputSource(undefined, undefined)

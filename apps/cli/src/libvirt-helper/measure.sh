@@ -1,16 +1,19 @@
 #!/bin/bash
-# Measures virsh save / restore of the test guest (64 MiB, TCG) with libvirt's save_image_format = "lzop", once
-# with the real /usr/bin/lzop as the helper and once with the xbzrle helper, in a private libvirtd (mount
+# Measures virsh save / restore of the test guest (TCG) with libvirt's save_image_format = "lzop", alternating the
+# helpers named in HELPERS (the real /usr/bin/lzop, the xbzrle helper, ...), in a private libvirtd (mount
 # namespace, as libvirt-helper.virsh.test.ts runs it). Root only; touches nothing outside a temp dir.
 #   bash apps/cli/src/libvirt-helper/measure.sh [ROUNDS [MEM_MIB [HELPERS]]]
 # MEM_MIB: guest RAM (default 64); its workload rewrites a quarter of it. HELPERS (default "lzop xbzrle") may add
-# lzop-late: the real lzop started 0.3 s late, a control that shows how much of a helper's start-up virsh save
-# time can see at all.
+# lzop-late: the real lzop started 0.3 s late when it compresses (not on restore), a control that shows how much
+# of a helper's start-up virsh save time can see at all.
 # The helper is the built CLI as installed (`npm run build` first): bin/xbzrle.js running the dist/xbzrle.mjs bundle.
 set -euo pipefail
 ROUNDS=${1:-3}
 MEM_MIB=${2:-64}
 HELPERS=${3:-lzop xbzrle}
+for h in $HELPERS; do
+  case $h in lzop | lzop-late | xbzrle) ;; *) echo "measure.sh: unknown helper $h (lzop, lzop-late, xbzrle)" >&2 && exit 2 ;; esac
+done
 REPO=$(cd "$(dirname "$0")/../../../.." && pwd)
 T=$(mktemp -d /tmp/xbzrle-measure-XXXXXX)
 chmod 755 "$T"
@@ -61,7 +64,7 @@ for r in $(seq "$ROUNDS"); do
   for helper in $HELPERS; do
     rm -f "$T/helper-bin/lzop"
     if [ "$helper" = lzop-late ]; then
-      printf '#!/bin/sh\nsleep 0.3\nexec /usr/bin/lzop "$@"\n' >"$T/helper-bin/lzop"
+      printf '#!/bin/sh\ncase "$*" in *d*) ;; *) sleep 0.3 ;; esac\nexec /usr/bin/lzop "$@"\n' >"$T/helper-bin/lzop"
       chmod 755 "$T/helper-bin/lzop"
     fi
     if [ "$helper" = xbzrle ]; then

@@ -31,7 +31,8 @@ export interface EncodeStreamOptions extends EncoderOptions {
    * 'live' (default): the shallow, time-bounded pipeline below, for a migration whose guest runs while it is sent.
    * 'bulk': for a stream nobody waits on piece by piece, such as a save or dump of a paused guest into libvirt's
    * image pipe: batches close only at their target size and at the end, input is taken as fast as the stream's
-   * own backpressure allows, and the output depends on the input alone, not on timing. (The live rules close a
+   * own backpressure allows, and the output depends on the input alone, not on timing (with a fixed second
+   * stage: `compression: 'auto'` still chooses per batch from measured times). (The live rules close a
    * batch whenever the output is idle; into a fast pipe that made every 64 KiB read a batch of its own.)
    */
   pacing?: 'live' | 'bulk'
