@@ -25,7 +25,7 @@ export interface LibvirtRow {
 /** The guests of the stage: the test guest of issue #16, and one whose image is large enough for throughput to show. */
 export const LIBVIRT_GUESTS = [
   { memMiB: 64, rounds: 5 },
-  { memMiB: 512, rounds: 3 },
+  { memMiB: 512, rounds: 5 },
 ]
 
 /** Parses measure.sh's tab-separated output (a header line, then one row per helper and round). */
