@@ -24,11 +24,13 @@ import { isXbzrleStream } from '@xbzrle/protocol'
 import { removeTmpDirs, requireTool, tmpDir } from '@xbzrle/testkit'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
+  encoderOptionsOf,
   HelperConfigError,
   loadHelperConfig,
   parseConfText,
   validateConfig,
 } from './libvirt-helper/config.js'
+import { helperThreads } from './libvirt-helper/config-file.js'
 import { classifyArgs, parseHelperArgv } from './libvirt-helper/helper.js'
 import {
   convertHelperImage,
@@ -114,6 +116,22 @@ describe('helper.conf', () => {
     expect(bad('cache_size')).toMatch(/line 1: expected key = value/)
     expect(bad('mode = canonical')).toMatch(/values are "strings"/)
     expect(bad('mode = "compact"\nmode = "compact"')).toMatch(/line 2: mode is set twice/)
+    expect(bad('threads = -1')).toMatch(/^h\.conf: threads/)
+  })
+
+  it('threads: one zstd worker for a paused save on 2+ cores, the CLI default with pages parsed, or as set', () => {
+    // pages copied unparsed (no cache_size): the paused guest's vCPU core is free
+    expect([1, 2, 4, 8].map((cores) => helperThreads(false, cores))).toEqual([0, 1, 3, 4])
+    // pages parsed (a live snapshot): the guest runs, as for `xbzrle -c`
+    expect([1, 2, 4, 8].map((cores) => helperThreads(true, cores))).toEqual([0, 0, 3, 4])
+    expect(encoderOptionsOf(validateConfig(parseConfText('threads = 0\n')))).toMatchObject({
+      pages: false,
+      threads: 0,
+    })
+    expect(encoderOptionsOf(validateConfig(parseConfText('cache_size = "64M"\n')))).toMatchObject({
+      pages: true,
+      threads: helperThreads(true),
+    })
   })
 
   it('a missing default file means defaults; a missing file that was asked for is an error', () => {

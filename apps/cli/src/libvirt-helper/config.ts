@@ -7,6 +7,7 @@
  *   format_version = 2         # 1 for old readers
  *   compression = "zstd"       # none | lz4 | zstd | deflate (format v2; default: best installed)
  *   mode = "canonical"         # canonical | compact
+ *   threads = 1                # zstd worker threads (default: see helperThreads in config-file.ts)
  *   encode = true              # false: the helper only decodes; new saves go to the real program
  *   real_lzop = "/usr/bin/lzop.distrib"   # the real program (default: looked up, see real-program.ts)
  *   real_zstd = "/usr/bin/zstd.distrib"
@@ -45,6 +46,7 @@ const ConfigObject = z
     compression: z.enum(CODEC_NAMES).optional(),
     mode: z.enum(['canonical', 'compact']).optional(),
     ways: z.number().int().min(1).max(64).optional(),
+    threads: z.number().int().min(0).max(16).optional(),
     encode: z.boolean().optional(),
     real_lzop: absPath.optional(),
     real_zstd: absPath.optional(),

@@ -20,7 +20,7 @@ import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
 import { isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, fileOutputSource, pushStream, readFileInto } from '../file-filter.js'
-import { defaultThreads, openInput } from '../io.js'
+import { openInput } from '../io.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
@@ -111,7 +111,7 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
       if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
       // QEVM was checked above: the header says so even when the pages are copied unparsed
-      const options = { threads: defaultThreads(), source: 'qemu' as const, ...encoderOptionsOf(config) }
+      const options = { source: 'qemu' as const, ...encoderOptionsOf(config) }
       await encodeToOutput(head, options)
       return ExitCode.OK
     }
