@@ -35,6 +35,11 @@ import { CACHE, ensureTools, log, ROOT, readJson, writeJson } from './util.js'
 type Stage = 'corpus' | 'filter' | 'live' | 'live-big' | 'compress' | 'codec' | 'libvirt'
 const STAGES: Stage[] = ['corpus', 'filter', 'live', 'live-big', 'compress', 'codec', 'libvirt']
 
+/** `8,32,1g,0`: MiB/s, 1g = 1 Gbit/s, 0 = no limit. */
+function parseLinks(list: string): number[] {
+  return list.split(',').map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
+}
+
 function parseArgs(argv: string[]) {
   const o = {
     only: STAGES as Stage[],
@@ -66,14 +71,8 @@ function parseArgs(argv: string[]) {
     else if (a === '--refresh-corpus') o.refresh = true
     else if (a === '--streams') o.streams = val().split(',')
     else if (a === '--runs') o.runs = Number(val())
-    else if (a === '--links')
-      o.links = val()
-        .split(',')
-        .map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
-    else if (a === '--big-links')
-      o.bigLinks = val()
-        .split(',')
-        .map((x) => (x === '1g' ? GBIT_MIBS : Number(x)))
+    else if (a === '--links') o.links = parseLinks(val())
+    else if (a === '--big-links') o.bigLinks = parseLinks(val())
     else if (a === '--limits') o.limits = val().split(',').map(Number)
     else if (a === '--setups') o.setups = val().split(',')
     else if (a === '--repeat') o.repeat = Number(val())

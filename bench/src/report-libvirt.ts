@@ -1,5 +1,5 @@
 /** BENCHMARKS.md section of the `libvirt` stage (issue #16's goal: smaller images than lzop, save time ≤ lzop's). */
-import type { LibvirtHelper, LibvirtRow } from './libvirt.js'
+import { LIBVIRT_HELPERS, type LibvirtHelper, type LibvirtRow } from './libvirt.js'
 import type { MachineInfo } from './machine.js'
 import { fix, fmtMB, mdTable, median } from './util.js'
 import type { Verdict } from './verdicts.js'
@@ -16,7 +16,6 @@ interface HelperSummary {
   imageBytes: number
   saveMs: number
   restoreMs: number
-  n: number
 }
 
 const memOf = (r: LibvirtRow): number => r.memMiB ?? 64
@@ -36,7 +35,6 @@ function summarize(own: LibvirtRow[]): HelperSummary | undefined {
     imageBytes: median(own.map((r) => r.imageBytes)),
     saveMs: median(own.map((r) => r.saveMs)),
     restoreMs: median(own.map((r) => r.restoreMs)),
-    n: own.length,
   }
 }
 
@@ -45,44 +43,36 @@ function range(own: LibvirtRow[], key: 'saveMs' | 'restoreMs'): string {
   return `${fix(Math.min(...xs))}–${fix(Math.max(...xs))}`
 }
 
-/**
- * The two goals of the helper path per guest size, from the medians: a smaller image than lzop's, and save time
- * ≤ lzop's.
- */
+/** The two goals of the helper path, for one guest size or (`guest` undefined) none measured. */
+function targets(guest?: string): { size: string; save: string } {
+  const of = guest ? `libvirt helper, ${guest}` : 'libvirt helper'
+  return { size: `${of}: image smaller than lzop -1`, save: `${of}: \`virsh save\` time ≤ lzop's` }
+}
+
+function notMeasured(guest?: string): Verdict[] {
+  const t = targets(guest)
+  return [t.size, t.save].map((target) => ({ target, measured: 'n/a', status: 'not measured' as const }))
+}
+
+/** The two goals of the helper path per guest size, from the medians: a smaller image than lzop's, save time ≤ lzop's. */
 export function libvirtVerdicts(rows: LibvirtRow[]): Verdict[] {
   const sizes = guestSizes(rows)
-  if (sizes.length === 0)
-    return [
-      { target: 'libvirt helper: image smaller than lzop -1', measured: 'n/a', status: 'not measured' },
-      { target: "libvirt helper: `virsh save` time ≤ lzop's", measured: 'n/a', status: 'not measured' },
-    ]
-  return sizes.flatMap((mem) => guestVerdicts(rows, mem))
+  return sizes.length === 0 ? notMeasured() : sizes.flatMap((mem) => guestVerdicts(rows, mem))
 }
 
 function guestVerdicts(rows: LibvirtRow[], mem: number): Verdict[] {
   const guest = `${mem} MiB guest`
   const lz = summarize(ofGuest(rows, mem, 'lzop'))
   const xb = summarize(ofGuest(rows, mem, 'xbzrle'))
-  if (!lz || !xb)
-    return [
-      {
-        target: `libvirt helper, ${guest}: image smaller than lzop -1`,
-        measured: 'n/a',
-        status: 'not measured',
-      },
-      {
-        target: `libvirt helper, ${guest}: \`virsh save\` time ≤ lzop's`,
-        measured: 'n/a',
-        status: 'not measured',
-      },
-    ]
+  if (!lz || !xb) return notMeasured(guest)
+  const t = targets(guest)
   const size: Verdict = {
-    target: `libvirt helper, ${guest}: image smaller than lzop -1`,
+    target: t.size,
     measured: `${fmtMB(xb.imageBytes, 2)} vs ${fmtMB(lz.imageBytes, 2)} MB (${fix(xb.imageBytes / lz.imageBytes)}x)`,
     status: xb.imageBytes < lz.imageBytes ? 'met' : 'missed',
   }
   const save: Verdict = {
-    target: `libvirt helper, ${guest}: \`virsh save\` time ≤ lzop's`,
+    target: t.save,
     measured: `${fix(xb.saveMs / 1000)} vs ${fix(lz.saveMs / 1000)} s (${fix(xb.saveMs / lz.saveMs)}x)`,
     status: xb.saveMs <= lz.saveMs ? 'met' : 'missed',
   }
@@ -134,9 +124,7 @@ export function renderLibvirt(l: LibvirtResults): string[] {
   ]
   for (const mem of guestSizes(l.rows)) {
     const lz = summarize(ofGuest(l.rows, mem, 'lzop'))
-    const rounds = Math.max(
-      ...Object.keys(HELPER_NAMES).map((h) => ofGuest(l.rows, mem, h as LibvirtHelper).length),
-    )
+    const rounds = Math.max(...LIBVIRT_HELPERS.map((h) => ofGuest(l.rows, mem, h).length))
     const line = (helper: LibvirtHelper): string[] => {
       const own = ofGuest(l.rows, mem, helper)
       const s = summarize(own)
@@ -150,9 +138,7 @@ export function renderLibvirt(l: LibvirtResults): string[] {
           ]
         : [HELPER_NAMES[helper], 'n/a', 'n/a', 'n/a', 'n/a']
     }
-    const helpers = (Object.keys(HELPER_NAMES) as LibvirtHelper[]).filter(
-      (h) => h !== 'lzop-late' || ofGuest(l.rows, mem, h).length > 0,
-    )
+    const helpers = LIBVIRT_HELPERS.filter((h) => h !== 'lzop-late' || ofGuest(l.rows, mem, h).length > 0)
     md.push(
       `### ${mem} MiB guest, ${rounds} rounds`,
       '',

@@ -9,8 +9,8 @@
  *
  * The same bytes as the stream path: batches close at their target size, or (input not a regular file, unless the
  * caller turns it off as the libvirt helper does) when the input pauses, as in the stream path; the decoder
- * releases a batch only after its CRC matched. Every read is
- * awaited, so signals, the progress bar and the metrics endpoint run between reads.
+ * releases a batch only after its CRC matched. Every read is awaited, so signals, the progress bar and the metrics
+ * endpoint run between reads.
  */
 import { closeSync, fstatSync, openSync, read, type Stats, statSync, writeSync } from 'node:fs'
 import type { Readable } from 'node:stream'
@@ -190,7 +190,7 @@ function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undef
  * Feeds a stream's chunks to `filter`; with `filter.flush` (and `idleFlush`), the open batch is closed once the
  * input pauses for IDLE_FLUSH_MS (as EncodeStream does), so what came in so far reaches the file.
  */
-export async function pushStream(source: Readable, filter: SyncFilter, idleFlush = true): Promise<void> {
+async function pushStream(source: Readable, filter: SyncFilter, idleFlush: boolean): Promise<void> {
   let idle: NodeJS.Timeout | undefined
   let failed: unknown
   const flush = idleFlush ? filter.flush?.bind(filter) : undefined
@@ -215,6 +215,22 @@ export async function pushStream(source: Readable, filter: SyncFilter, idleFlush
   } finally {
     if (idle) clearTimeout(idle)
   }
+}
+
+/**
+ * Runs `filter` over its whole input, then finishes it and waits until its output is out: a regular file's
+ * descriptor is read with large reads (into two reused buffers with `reuse`), a stream chunk by chunk (closing the
+ * open batch when it pauses, unless `idleFlush` is false). The caller closes the filter on failure.
+ */
+export async function feedFilter(
+  input: number | Readable,
+  filter: SyncFilter,
+  o: { reuse: boolean; idleFlush?: boolean },
+): Promise<void> {
+  if (typeof input === 'number') await readFileInto(input, (c) => pushPaced(filter, c), o.reuse)
+  else await pushStream(input, filter, o.idleFlush ?? true)
+  filter.finish()
+  await filter.settled?.()
 }
 
 /**
@@ -248,10 +264,7 @@ export async function fileToFile(
     }
     progress = startProgress()
     try {
-      if (source === 'stream') await pushStream(openInput(input), filter)
-      else await readFileInto(fd, (c) => pushPaced(filter, c), reuse)
-      filter.finish()
-      await filter.settled?.()
+      await feedFilter(source === 'stream' ? openInput(input) : fd, filter, { reuse })
     } finally {
       progress?.stop()
     }

@@ -19,7 +19,7 @@ import type { EncoderOptions } from '@xbzrle/adapter-libvirt'
 import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
 import { isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
-import { encoderFor, fileOutputSource, pushStream, readFileInto } from '../file-filter.js'
+import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
 import { openInput } from '../io.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
@@ -145,18 +145,8 @@ async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<v
   }
   const { encoder } = encoderFor(source, options)
   try {
-    if (head.consumed || source === 'stream') await pushStream(head.rest(), encoder, false)
-    else
-      await readFileInto(
-        source.fd,
-        (c) => {
-          encoder.push(c)
-          return encoder.paced()
-        },
-        true,
-      )
-    encoder.finish()
-    await encoder.settled()
+    const input = head.consumed || source === 'stream' ? head.rest() : source.fd
+    await feedFilter(input, encoder, { reuse: true, idleFlush: false })
   } catch (e) {
     await encoder.close()
     throw e

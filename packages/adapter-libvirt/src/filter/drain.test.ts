@@ -10,6 +10,11 @@ import { EncodeStream, IO_CHUNK } from './streams.js'
 
 const MS = 1e6
 
+/** `data` in 64 KiB pieces, as a pipe hands it over. */
+function* pipeReads(data: Uint8Array): Generator<Uint8Array> {
+  for (let o = 0; o < data.length; o += 64 * 1024) yield data.subarray(o, o + 64 * 1024)
+}
+
 /** Steps of 10 ms from `from` to `to`: 150 kB produced, 100 kB taken (10 MB/s), the rest stays as backlog. */
 function backlogged(m: DrainMeter, from: number, to: number): void {
   for (let t = from; t <= to; t++) {
@@ -65,8 +70,7 @@ describe('EncodeStream: shallow pipeline', () => {
   it('takes no more input than its output budget while nobody reads the output', async () => {
     const enc = new EncodeStream({ compression: { codec: 'none' } })
     let accepted = 0
-    for (let o = 0; o < input.length; o += 64 * 1024) {
-      const chunk = input.subarray(o, o + 64 * 1024)
+    for (const chunk of pipeReads(input)) {
       const more = enc.write(chunk, () => {
         accepted += chunk.length
       })
@@ -92,10 +96,7 @@ describe('EncodeStream: shallow pipeline', () => {
           setTimeout(cb, 1)
         },
       })
-      const chunks = function* () {
-        for (let o = 0; o < input.length; o += 64 * 1024) yield input.subarray(o, o + 64 * 1024)
-      }
-      await pipeline(Readable.from(chunks()), enc, slow)
+      await pipeline(Readable.from(pipeReads(input)), enc, slow)
       const back: Uint8Array[] = []
       const dec = new XbzrleDecoder((c) => back.push(c))
       dec.push(Buffer.concat(out))
@@ -108,9 +109,6 @@ describe('EncodeStream: shallow pipeline', () => {
 
 describe('EncodeStream: bulk pacing (a save of a paused guest)', () => {
   const input = Buffer.concat([...new SimulatedGuest({ memMiB: 8, passes: 2, workload: 'text' }).stream()])
-  const chunks = function* () {
-    for (let o = 0; o < input.length; o += 64 * 1024) yield input.subarray(o, o + 64 * 1024)
-  }
   const run = async (pacing: 'live' | 'bulk') => {
     const out: Buffer[] = []
     const fast = new Writable({
@@ -120,7 +118,7 @@ describe('EncodeStream: bulk pacing (a save of a paused guest)', () => {
       },
     })
     const enc = new EncodeStream({ compression: { codec: 'none' }, formatVersion: 2, pacing })
-    await pipeline(Readable.from(chunks()), enc, fast)
+    await pipeline(Readable.from(pipeReads(input)), enc, fast)
     return Buffer.concat(out)
   }
 
@@ -128,7 +126,7 @@ describe('EncodeStream: bulk pacing (a save of a paused guest)', () => {
     const bulk = await run('bulk')
     const ref: Uint8Array[] = []
     const e = new XbzrleEncoder((c) => ref.push(c), { compression: { codec: 'none' }, formatVersion: 2 })
-    for (const c of chunks()) e.push(c)
+    for (const c of pipeReads(input)) e.push(c)
     e.finish()
     await e.settled()
     expect(bulk.equals(Buffer.concat(ref))).toBe(true)
