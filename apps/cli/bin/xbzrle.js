@@ -5,10 +5,6 @@
 // dist/index.js and dist/fast.js are the same programs unbundled (a build without the bundle step).
 import { fastForm } from '../dist/helper-form.js'
 
-// A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
-// error handling (exit 4); anything else written to a closed stdout is simply dropped.
-process.stdout.on('error', () => {})
-
 async function load(name) {
   try {
     return await import(`../dist/${name}.mjs`)
@@ -22,6 +18,11 @@ async function load(name) {
 // migration, save and restore, and their first byte is on the critical path (src/fast.ts).
 const argv = process.argv.slice(2)
 const form = fastForm(argv, process.stderr.isTTY === true)
+// A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
+// error handling (exit 4); anything else written to a closed stdout is simply dropped. Not in helper mode: there
+// process.stdout is left alone until needed, since creating it makes a pipe on stdout non-blocking, and the
+// helper's -c writes libvirt's pipe with blocking writes (src/libvirt-helper/blocking-pipe.ts).
+if (form !== 'helper') process.stdout.on('error', () => {})
 process.exitCode =
   form === 'helper'
     ? await (await load('fast')).runHelper(argv)

@@ -16,6 +16,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -50,7 +51,7 @@ import {
   wrapperTargetsMissing,
 } from './libvirt-helper/install.js'
 import { findRealProgram, isHelperWrapper, WRAPPER_MARKER } from './libvirt-helper/real-program.js'
-import { LIBVIRT_HELPER_CLI } from './test-cli.js'
+import { CLI, LIBVIRT_HELPER_CLI } from './test-cli.js'
 
 /** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
 const XBZRLE = LIBVIRT_HELPER_CLI
@@ -406,6 +407,72 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
       expect(sha(back.stdout), name).toBe(sha(qemuStream))
     }
   }, 180_000)
+
+  it('-c on real pipes, as libvirt runs it: blocking reads and writes (no end made non-blocking), byte for byte', async () => {
+    // libvirt hands the helper a pipe from QEMU and a pipe into libvirt_iohelper. The helper reads and writes them
+    // with blocking calls; anything that creates process.stdout (the launcher, a worker's stdio) would make fd 1
+    // non-blocking and turn every full pipe into polling. The built CLI, as installed.
+    const conf = join(dir, 'fifo.conf')
+    writeFileSync(conf, '# nothing set\n')
+    const w = join(dir, 'helper', 'lzop-fifo')
+    writeFileSync(w, wrapperScript('lzop', [process.execPath, CLI], conf))
+    chmodSync(w, 0o755)
+    const inFifo = join(dir, 'in.fifo')
+    const outFifo = join(dir, 'out.fifo')
+    execFileSync('mkfifo', [inFifo, outFifo])
+    const c = spawn('sh', ['-c', 'exec "$0" -c < "$1" > "$2"', w, inFifo, outFifo], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      // the wrapper drops it: Node reads those certificates at every start, and the helper makes no TLS connection
+      env: { ...process.env, ...env, NODE_EXTRA_CA_CERTS: '/dev/null' },
+    })
+    let err = ''
+    c.stderr!.on('data', (b) => {
+      err += b
+    })
+    const exited = new Promise<number | null>((resolve) => c.on('close', resolve))
+    const [input, output] = await Promise.all([open(inFifo, 'w'), open(outFifo, 'r')])
+    try {
+      // the output is read all along (the helper blocks on a full pipe, as with a reader that is behind)
+      let firstRecord!: () => void
+      const firstOut = new Promise<void>((resolve) => {
+        firstRecord = resolve
+      })
+      const reading = (async () => {
+        const out: Buffer[] = []
+        for (;;) {
+          const r = await output.read(Buffer.alloc(1 << 20), 0, 1 << 20)
+          if (r.bytesRead === 0) return Buffer.concat(out)
+          out.push(r.buffer.subarray(0, r.bytesRead))
+          firstRecord()
+        }
+      })()
+      const half = qemuStream.length >> 1
+      await input.write(qemuStream.subarray(0, half))
+      await firstOut // a batch is out: the worker runs and the first record was written
+      const flags = (fd: number) =>
+        Number.parseInt(
+          /^flags:\s*([0-7]+)/m.exec(readFileSync(`/proc/${c.pid}/fdinfo/${fd}`, 'utf8'))![1]!,
+          8,
+        )
+      const O_NONBLOCK = 0o4000
+      expect(flags(0) & O_NONBLOCK, 'stdin').toBe(0)
+      expect(flags(1) & O_NONBLOCK, 'stdout').toBe(0)
+      expect(readFileSync(`/proc/${c.pid}/environ`, 'latin1')).not.toContain('NODE_EXTRA_CA_CERTS')
+      await input.write(qemuStream.subarray(half))
+      await input.close()
+      const encoded = await reading
+      expect(await exited, err).toBe(0)
+      const decoded: Buffer[] = []
+      const d = new XbzrleDecoder((b) => decoded.push(Buffer.from(b)))
+      d.push(encoded)
+      d.finish()
+      expect(sha(Buffer.concat(decoded))).toBe(sha(qemuStream))
+    } finally {
+      await input.close().catch(() => {})
+      await output.close()
+      c.kill()
+    }
+  }, 60_000)
 
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {
     const data = Buffer.concat([

@@ -16,11 +16,12 @@ import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { EncoderOptions } from '@xbzrle/adapter-libvirt'
-import { DecodeStream, EncodeStream } from '@xbzrle/adapter-libvirt/filter'
-import { isXbzrleStream } from '@xbzrle/protocol/stream'
+import { DecodeStream, EncodeStream, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
+import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
 import { openInput } from '../io.js'
+import { pumpBlocking, readBlocking, writeBlocking } from './blocking-pipe.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
@@ -106,13 +107,21 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     }
     const kind = classifyArgs(inv.args)
     if (kind === 'other') return await runReal(real(), name, inv.args, undefined)
+    // QEVM is checked below before a byte is encoded: the header says so even when the pages are copied unparsed
+    const options = { source: 'qemu' as const, ...encoderOptionsOf(config) }
+    // libvirt's save: the encoder and its compression workers start before the first read, while QEMU gets ready
+    // to write (a worker takes about 0.1 s to boot on a small machine, and QEMU waits on a full pipe meanwhile).
+    const piped =
+      kind === 'compress' && config.encode !== false && stdinIsPipe() ? pipeEncoder(options) : undefined
     const head = await sniffStdin()
     if (kind === 'compress') {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
-      if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
-      // QEVM was checked above: the header says so even when the pages are copied unparsed
-      const options = { source: 'qemu' as const, ...encoderOptionsOf(config) }
-      await encodeToOutput(head, options)
+      if (!isQemu || config.encode === false) {
+        await piped?.close()
+        return await runReal(real(), name, inv.args, head)
+      }
+      if (piped && head.pipe) await encodePipe(piped, head.pipe)
+      else await encodeToOutput(head, options)
       return ExitCode.OK
     }
     if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
@@ -151,6 +160,33 @@ async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<v
     await encoder.close()
     throw e
   }
+}
+
+/**
+ * `-c` with a pipe on stdin, as libvirt runs it: blocking reads of whole batches and blocking writes of each
+ * record from the encoder's buffer (blocking-pipe.ts), batches closed at their size only (bulk pacing: the same
+ * bytes as encodeToOutput's paths).
+ */
+async function encodePipe(encoder: XbzrleEncoder, pipe: { buf: Uint8Array; have: number }): Promise<void> {
+  try {
+    await pumpBlocking(0, pipe.buf, pipe.have, (c) => {
+      encoder.push(c)
+      // Let the pool's finished batches out now, not after the next blocking read.
+      return encoder.paced() ?? new Promise<void>((r) => setImmediate(r))
+    })
+    encoder.finish()
+    await encoder.settled()
+  } catch (e) {
+    await encoder.close()
+    throw e
+  }
+}
+
+/** encodePipe's encoder: each record written to stdout from the encoder's buffer, its workers started. */
+function pipeEncoder(options: EncoderOptions): XbzrleEncoder {
+  const encoder = new XbzrleEncoder((c) => writeBlocking(1, c), { ...options, chunkView: true })
+  encoder.startThreads()
+  return encoder
 }
 
 function stdoutIsPipe(): boolean {
@@ -197,6 +233,21 @@ interface Sniffed {
   consumed: boolean
   /** stdin from the start: the sniffed bytes, then the rest. */
   rest: () => Readable
+  /** A pipe on stdin, sniffed with a blocking read: its first `have` bytes are in `buf` (PIPE_READ_BYTES). */
+  pipe?: { buf: Uint8Array; have: number }
+}
+
+/** Blocking reads of a pipe on stdin (encodePipe): one batch of the default size. */
+const PIPE_READ_BYTES = DEFAULT_BATCH_BYTES
+
+/** stdin is a pipe (libvirt's, from QEMU) or a socket (a parent's socketpair): read with blocking reads. */
+function stdinIsPipe(): boolean {
+  try {
+    const st = fstatSync(0)
+    return st.isFIFO() || st.isSocket()
+  } catch {
+    return false
+  }
 }
 
 /** Current offset of fd 0 when it is a regular file (libvirt hands restore the image fd after its header). */
@@ -222,6 +273,28 @@ async function sniffStdin(): Promise<Sniffed> {
       n += r
     }
     return { bytes: b.subarray(0, n), consumed: false, rest: () => openInput(undefined) }
+  }
+  if (stdinIsPipe()) {
+    // Blocking, before libuv opens stdin (and makes the pipe non-blocking): encodePipe reads on from here.
+    const buf = new Uint8Array(PIPE_READ_BYTES)
+    let have = 0
+    while (have < SNIFF_BYTES) {
+      const got = readBlocking(0, buf, have, buf.length - have)
+      if (got === 0) break
+      have += got
+    }
+    const first = Buffer.from(buf.buffer, 0, have)
+    async function* all(): AsyncGenerator<Buffer> {
+      if (have > 0) yield Buffer.from(first)
+      if (have < SNIFF_BYTES) return // the input ended there
+      for await (const c of openInput(undefined)) yield c as Buffer
+    }
+    return {
+      bytes: first.subarray(0, SNIFF_BYTES),
+      consumed: true,
+      rest: () => ReadableStream.from(all(), { objectMode: false }),
+      pipe: { buf, have },
+    }
   }
   const src = openInput(undefined)
   const it = src[Symbol.asyncIterator]() as AsyncIterator<Buffer>

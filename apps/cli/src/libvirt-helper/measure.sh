@@ -68,7 +68,7 @@ for r in $(seq "$ROUNDS"); do
       chmod 755 "$T/helper-bin/lzop"
     fi
     if [ "$helper" = xbzrle ]; then
-      printf '#!/bin/sh\n# xbzrle-libvirt-helper (measure.sh)\nexec %s %s --libvirt-helper=lzop --helper-wrapper="$0" "$@"\n' \
+      printf '#!/bin/sh\n# xbzrle-libvirt-helper (measure.sh, as install.ts writes it)\nunset NODE_EXTRA_CA_CERTS\nexec %s %s --libvirt-helper=lzop --helper-wrapper="$0" "$@"\n' \
         "$(command -v node)" "$CLI" >"$T/helper-bin/lzop"
       chmod 755 "$T/helper-bin/lzop"
     fi

@@ -211,6 +211,11 @@ export class XbzrleEncoder {
     }
   }
 
+  /** Starts the compression pool's workers now rather than at the first batch (CompressPool.start). */
+  startThreads(): void {
+    this.pool?.start()
+  }
+
   /** Stops the pool's workers (an encoder given up on); records still in flight are dropped. */
   close(): Promise<void> {
     return this.pool?.close() ?? Promise.resolve()

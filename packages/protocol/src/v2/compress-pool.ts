@@ -109,6 +109,16 @@ export class CompressPool implements BatchCompressor {
     })
   }
 
+  /**
+   * Starts every worker now instead of at its first job: a worker takes a while to boot (about 0.1 s on a small
+   * machine), which a caller that knows work is coming can overlap with its own start. Idle workers do not keep
+   * the process alive.
+   */
+  start(): void {
+    if (this.closed || this.failure) return
+    for (let i = 0; i < this.threads; i++) this.worker(i)
+  }
+
   /** Stops the workers (after the jobs in flight, if any, are dropped). */
   async close(): Promise<void> {
     if (this.closed) return
@@ -120,7 +130,15 @@ export class CompressPool implements BatchCompressor {
   private worker(i: number): Worker {
     const existing = this.workers[i]
     if (existing) return existing
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { zstd: this.zstdPath } })
+    // The worker prints nothing (its failures arrive as 'error' events), so its stdio stays its own: by default
+    // Node pipes it into process.stdout/stderr, which creates process.stdout and so makes a pipe on fd 1
+    // non-blocking, and the libvirt helper writes that pipe with blocking writes (apps/cli blocking-pipe.ts).
+    const w = new Worker(WORKER_SOURCE, {
+      eval: true,
+      stdout: true,
+      stderr: true,
+      workerData: { zstd: this.zstdPath },
+    })
     w.unref() // referenced only while it has work (compress), so an idle pool never keeps a process alive
     w.on('message', (m: { id: number; input: ArrayBuffer; output: ArrayBuffer; zLen: number }) =>
       this.done(m),
