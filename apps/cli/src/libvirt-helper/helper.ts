@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { EncoderOptions } from '@xbzrle/adapter-libvirt'
-import { DecodeStream, EncodeStream, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
+import { DecodeStream, EncodeStream, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
 import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
@@ -126,7 +126,8 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     }
     if (!isXbzrleStream(head.bytes)) return await runReal(real(), name, inv.args, head)
     try {
-      await pipeline(head.rest(), new DecodeStream({}), process.stdout)
+      if (!head.consumed) await decodeFile()
+      else await pipeline(head.rest(), new DecodeStream({}), process.stdout)
     } catch (e) {
       if (stdoutIsPipe() && parentIsLibvirt()) poisonStdout()
       throw e
@@ -182,6 +183,16 @@ async function encodePipe(encoder: XbzrleEncoder, pipe: { buf: Uint8Array; have:
   }
 }
 
+/**
+ * `-dc` with a regular file on stdin, as libvirt restores (the image fd, after libvirt's header): large reads of
+ * the file, each batch decoded into one reused buffer once its CRC matched and written to QEMU's pipe with a
+ * blocking write (blocking-pipe.ts), as `xbzrle -dc` does into a file.
+ */
+async function decodeFile(): Promise<void> {
+  const decoder = new XbzrleDecoder((c) => writeBlocking(1, c), { reuseOutput: true })
+  await feedFilter(0, decoder, { reuse: false })
+}
+
 /** encodePipe's encoder: each record written to stdout from the encoder's buffer, its workers started. */
 function pipeEncoder(options: EncoderOptions): XbzrleEncoder {
   const encoder = new XbzrleEncoder((c) => writeBlocking(1, c), { ...options, chunkView: true })
@@ -213,6 +224,9 @@ function parentIsLibvirt(): boolean {
  * restore ends with an error instead of a hang. Only for a pipe whose reader libvirt started (parent libvirtd).
  */
 function poisonStdout(): void {
+  // Creating process.stdout makes the pipe non-blocking (decodeFile writes it blocking): a QEMU that stopped
+  // reading then costs the bounded retries below, not a hang.
+  if (process.stdout.fd !== 1) return
   const junk = Buffer.alloc(1 << 16, 0xff)
   let left = 16 // up to 1 MiB: more than any single record QEMU may be in the middle of
   const wait = new Int32Array(new SharedArrayBuffer(4))
