@@ -196,7 +196,7 @@ async function decodeFile(): Promise<void> {
 /** encodePipe's encoder: each record written to stdout from the encoder's buffer, its workers started. */
 function pipeEncoder(options: EncoderOptions): XbzrleEncoder {
   const encoder = new XbzrleEncoder((c) => writeBlocking(1, c), { ...options, chunkView: true })
-  encoder.startThreads()
+  void encoder.startThreads() // batches closed before a worker is up are compressed on this thread
   return encoder
 }
 

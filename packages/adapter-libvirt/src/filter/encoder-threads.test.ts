@@ -9,8 +9,17 @@ import { EncodeStream } from './streams.js'
 
 const concat = (parts: Uint8Array[]) => Buffer.concat(parts)
 
-/** Encodes `input` in the given chunks with `threads` compression workers (format v2: no random stream id). */
-async function encode(input: Uint8Array, threads: number, seed: number, pages = true): Promise<Uint8Array> {
+/**
+ * Encodes `input` in the given chunks with `threads` compression workers (format v2: no random stream id). With
+ * `early`, batches start before a worker is up (those are compressed on this thread); else once one is.
+ */
+async function encode(
+  input: Uint8Array,
+  threads: number,
+  seed: number,
+  pages = true,
+  early = false,
+): Promise<Uint8Array> {
   const out: Uint8Array[] = []
   const enc = new XbzrleEncoder((c) => out.push(c), {
     threads,
@@ -18,6 +27,7 @@ async function encode(input: Uint8Array, threads: number, seed: number, pages = 
     batchBytes: 256 * 1024,
     pages,
   })
+  if (!early) await enc.startThreads()
   for (const c of randomChunks(input, seed, 3 << 20)) {
     enc.push(c)
     await enc.paced()
@@ -44,6 +54,9 @@ describe.skipIf(!isCompressorAvailable('zstd'))('XbzrleEncoder with compression 
       for (const threads of [1, 2]) {
         const pooled = await encode(input, threads, 7 + threads)
         expect(Buffer.compare(pooled, base)).toBe(0)
+        // the first batches on this thread while the workers boot, the rest on them
+        const early = await encode(input, threads, 3 + threads, true, true)
+        expect(Buffer.compare(early, base)).toBe(0)
       }
       expect(Buffer.compare(decode(base), input)).toBe(0)
     },

@@ -211,9 +211,12 @@ export class XbzrleEncoder {
     }
   }
 
-  /** Starts the compression pool's workers now rather than at the first batch (CompressPool.start). */
-  startThreads(): void {
-    this.pool?.start()
+  /**
+   * Starts the compression pool's workers now rather than at the first batch (CompressPool.start). Batches closed
+   * before one is up are compressed on this thread. Resolves once a worker is up (never rejects).
+   */
+  startThreads(): Promise<void> {
+    return this.pool?.start() ?? Promise.resolve()
   }
 
   /** Stops the pool's workers (an encoder given up on); records still in flight are dropped. */

@@ -44,7 +44,8 @@ export interface RecordWriterOptions {
   batchBytes?: number
   /**
    * Compress batches on other threads (v2 and later, a fixed compressor the pool handles): records are then
-   * handed to `onChunk` later, still strictly in order; `settled()` tells when all are out.
+   * handed to `onChunk` later, still strictly in order; `settled()` tells when all are out. A batch closed while
+   * no worker is up yet (`available()`) is compressed here, to the same bytes.
    */
   pool?: BatchCompressor
 }
@@ -493,7 +494,8 @@ export class RecordWriter {
       framesLen > 0 &&
       stream.compress &&
       stream.fixed &&
-      this.pool.handles(stream.compression)
+      this.pool.handles(stream.compression) &&
+      this.pool.available()
     ) {
       this.closeBatchPooled(framesLen)
       return

@@ -58,6 +58,9 @@ class ReorderingPool implements BatchCompressor {
   handles(c: Required<Compression>): boolean {
     return c.codec === 'zstd'
   }
+  available(): boolean {
+    return true
+  }
   get pending(): number {
     return this.jobs.length
   }
@@ -82,6 +85,13 @@ class ReorderingPool implements BatchCompressor {
   async close(): Promise<void> {}
 }
 
+/** A started pool once a worker is up (or the pool failed): batches go to it from then on. */
+async function started(pool: CompressPool): Promise<CompressPool> {
+  await pool.start()
+  expect(pool.available()).toBe(true)
+  return pool
+}
+
 describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)', () => {
   const pools: CompressPool[] = []
   afterEach(async () => {
@@ -99,6 +109,7 @@ describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)',
       writeSample(plain.w)
       const pool = new CompressPool(2)
       pools.push(pool)
+      await started(pool)
       const pooled = writeWith({ ...o, pool })
       writeSample(pooled.w)
       expect(pooled.w.inFlight).toBeGreaterThan(0) // the END waits behind batches still on the pool
@@ -142,9 +153,29 @@ describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)',
     expect(() => w.end()).toThrow('simulated crash')
   })
 
+  it("batches closed before a worker is up are compressed on the writer's thread, to the same bytes", async () => {
+    const plain = writeWith({})
+    writeSample(plain.w)
+    const pool = new CompressPool(1)
+    pools.push(pool)
+    const early = writeWith({ pool })
+    writeSample(early.w) // at once: the worker has not booted yet
+    expect(early.w.inFlight).toBe(0)
+    expect(pool.pending).toBe(0)
+    expect(sameBytes(concat(early.chunks), concat(plain.chunks))).toBe(true)
+    // once it is up, batches go to it, still the same bytes
+    await started(pool)
+    const late = writeWith({ pool })
+    writeSample(late.w)
+    expect(late.w.inFlight).toBeGreaterThan(0)
+    await late.w.settled()
+    expect(sameBytes(concat(late.chunks), concat(plain.chunks))).toBe(true)
+  })
+
   it('a worker that cannot start fails the run with a clear message', async () => {
     const pool = new CompressPool(1, '/nonexistent/zstd-binding.node')
     pools.push(pool)
+    await started(pool) // failed: from then on every batch offered reports it
     const { w, chunks } = writeWith({ pool })
     writeSample(w)
     await expect(w.settled()).rejects.toThrow(/compression worker 0 (failed|exited)/)
@@ -154,6 +185,7 @@ describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)',
   it('reuses its buffers: a long run keeps a bounded set', async () => {
     const pool = new CompressPool(1)
     pools.push(pool)
+    await started(pool)
     const { w } = writeWith({ pool })
     w.header(H)
     const text = new TextEncoder().encode('xyz'.repeat(2000)).subarray(0, PAGE)

@@ -39,6 +39,12 @@ export interface PooledResult {
 export interface BatchCompressor {
   /** Whether it compresses batches of this compression (codec and level). */
   handles(c: Required<Compression>): boolean
+  /**
+   * Whether it can take a batch now. False while no worker is up yet (the writer then compresses the batch on its
+   * own thread, to the same bytes, rather than wait for a worker to boot); true once one is, or once the pool
+   * failed (so the failure reaches the stream). May start the workers.
+   */
+  available(): boolean
   /** Copies `frames` at once; the result comes later. Jobs may finish in any order. */
   compress(frames: Uint8Array, c: Required<Compression>): Promise<PooledResult>
   /** Jobs handed out and not yet finished. */
@@ -64,6 +70,11 @@ export class CompressPool implements BatchCompressor {
   private readonly jobs = new Map<number, Job>()
   private nextId = 0
   private next = 0
+  /** Workers that have booted (their 'online' event). */
+  private online = 0
+  /** Settles once a worker is up or the pool failed (start()). */
+  private readonly up: Promise<void>
+  private markUp!: () => void
   private failure: Error | undefined
   private closed = false
   private readonly freeInputs: ArrayBuffer[] = []
@@ -80,6 +91,9 @@ export class CompressPool implements BatchCompressor {
     if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be ≥ 1, got ${threads}`)
     this.workers = new Array(threads).fill(undefined)
     this.busy = new Array(threads).fill(0)
+    this.up = new Promise((resolve) => {
+      this.markUp = resolve
+    })
   }
 
   handles(c: Required<Compression>): boolean {
@@ -88,6 +102,11 @@ export class CompressPool implements BatchCompressor {
 
   get pending(): number {
     return this.jobs.size
+  }
+
+  available(): boolean {
+    void this.start()
+    return this.online > 0 || this.failure !== undefined
   }
 
   compress(frames: Uint8Array, c: Required<Compression>): Promise<PooledResult> {
@@ -110,13 +129,13 @@ export class CompressPool implements BatchCompressor {
   }
 
   /**
-   * Starts every worker now instead of at its first job: a worker takes a while to boot (about 0.1 s on a small
-   * machine), which a caller that knows work is coming can overlap with its own start. Idle workers do not keep
-   * the process alive.
+   * Starts every worker now instead of at the first batch offered: a worker takes a while to boot (about 0.1 s on
+   * a small machine), which a caller that knows work is coming can overlap with its own start. Idle workers do not
+   * keep the process alive. Resolves once a worker is up or the pool failed (never rejects).
    */
-  start(): void {
-    if (this.closed || this.failure) return
-    for (let i = 0; i < this.threads; i++) this.worker(i)
+  start(): Promise<void> {
+    if (!this.closed && !this.failure) for (let i = 0; i < this.threads; i++) this.worker(i)
+    return this.up
   }
 
   /** Stops the workers (after the jobs in flight, if any, are dropped). */
@@ -140,6 +159,10 @@ export class CompressPool implements BatchCompressor {
       workerData: { zstd: this.zstdPath },
     })
     w.unref() // referenced only while it has work (compress), so an idle pool never keeps a process alive
+    w.once('online', () => {
+      this.online++
+      this.markUp()
+    })
     w.on('message', (m: { id: number; input: ArrayBuffer; output: ArrayBuffer; zLen: number }) =>
       this.done(m),
     )
@@ -172,6 +195,7 @@ export class CompressPool implements BatchCompressor {
 
   private fail(message: string): void {
     this.failure ??= new Error(message)
+    this.markUp()
     this.failAll(this.failure)
   }
 
