@@ -22,10 +22,14 @@ export interface LibvirtRow {
   restoreMs: number
 }
 
-/** The guests of the stage: the test guest of issue #16, and one whose image is large enough for throughput to show. */
+/**
+ * The guests of the stage: the test guest of issue #16, and one whose image is large enough for throughput to show.
+ * 9 rounds: a save's time includes libvirt stopping QEMU after it, which varies by a few tenths of a second from
+ * save to save, more than the helpers differ by.
+ */
 export const LIBVIRT_GUESTS = [
-  { memMiB: 64, rounds: 5 },
-  { memMiB: 512, rounds: 5 },
+  { memMiB: 64, rounds: 9 },
+  { memMiB: 512, rounds: 9 },
 ]
 
 /** Parses measure.sh's tab-separated output (a header line, then one row per helper and round). */
