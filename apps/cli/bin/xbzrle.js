@@ -23,9 +23,11 @@ const form = fastForm(argv, process.stderr.isTTY === true)
 // process.stdout is left alone until needed, since creating it makes a pipe on stdout non-blocking, and the
 // helper's -c writes libvirt's pipe with blocking writes (src/libvirt-helper/blocking-pipe.ts).
 if (form !== 'helper') process.stdout.on('error', () => {})
+if (form === 'helper') {
+  // libvirt waits for the helper's exit before it goes on (a save's next step, a restored guest's resume). Once
+  // runHelper returned, every byte is out (its writes are synchronous, or awaited to their end): exit now rather
+  // than tear the heap down first, which took another ~10 ms.
+  process.exit(await (await load('fast')).runHelper(argv))
+}
 process.exitCode =
-  form === 'helper'
-    ? await (await load('fast')).runHelper(argv)
-    : form !== undefined
-      ? await (await load('fast')).fastFilter(form)
-      : await (await load('xbzrle')).main(argv)
+  form !== undefined ? await (await load('fast')).fastFilter(form) : await (await load('xbzrle')).main(argv)

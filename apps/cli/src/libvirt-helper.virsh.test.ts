@@ -46,10 +46,13 @@ import {
 } from '@xbzrle/testkit'
 import { afterAll, describe, expect, it } from 'vitest'
 import { describeLibvirtImage, isHelperImage, readLibvirtImage } from './libvirt-helper/image.js'
-import { LIBVIRT_HELPER_CLI } from './test-cli.js'
+import { CLI } from './test-cli.js'
 
-/** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
-const XBZRLE = LIBVIRT_HELPER_CLI
+/**
+ * The command the wrapper runs: the built CLI as installed (bin/xbzrle.js: the launcher, then the fast bundle for
+ * the helper form), so that libvirtd runs exactly what users get, start-up path included.
+ */
+const XBZRLE = [process.execPath, CLI]
 const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 /** Daemons in a private mount namespace (testkit's requireLibvirt) and the real lzop libvirt runs at first. */
