@@ -10,7 +10,6 @@
  *   stderr and exit status are passed through. So every image saved before the switch still restores, and other
  *   users of a diverted /usr/bin/lzop get real lzop.
  */
-import { spawn } from 'node:child_process'
 import { fstatSync, readFileSync, readSync, realpathSync, writeSync } from 'node:fs'
 import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
@@ -342,8 +341,15 @@ async function sniffStdin(): Promise<Sniffed> {
 }
 
 /** Runs the real program with our argv; stdout/stderr are shared, stdin is shared or fed from `head`. */
-function runReal(path: string, name: string, args: string[], head: Sniffed | undefined): Promise<number> {
+async function runReal(
+  path: string,
+  name: string,
+  args: string[],
+  head: Sniffed | undefined,
+): Promise<number> {
   const feed = head?.consumed === true
+  // Loaded here, not at start-up: a save or restore of ours never runs another program.
+  const { spawn } = await import('node:child_process')
   return new Promise<number>((resolve, reject) => {
     let self = path
     try {
