@@ -106,20 +106,13 @@ export async function helperMain(inv: HelperInvocation): Promise<number> {
     }
     const kind = classifyArgs(inv.args)
     if (kind === 'other') return await runReal(real(), name, inv.args, undefined)
-    // QEVM is checked below before a byte is encoded: the header says so even when the pages are copied unparsed
-    const options = { source: 'qemu' as const, ...encoderOptionsOf(config) }
-    // libvirt's save: the encoder and its compression workers start before the first read, while QEMU gets ready
-    // to write (a worker takes about 0.1 s to boot on a small machine, and QEMU waits on a full pipe meanwhile).
-    const piped =
-      kind === 'compress' && config.encode !== false && stdinIsPipe() ? pipeEncoder(options) : undefined
     const head = await sniffStdin()
     if (kind === 'compress') {
       const isQemu = head.bytes.length >= 4 && head.bytes.subarray(0, 4).toString('latin1') === 'QEVM'
-      if (!isQemu || config.encode === false) {
-        await piped?.close()
-        return await runReal(real(), name, inv.args, head)
-      }
-      if (piped && head.pipe) await encodePipe(piped, head.pipe)
+      if (!isQemu || config.encode === false) return await runReal(real(), name, inv.args, head)
+      // QEVM was checked above: the header says so even when the pages are copied unparsed
+      const options = { source: 'qemu' as const, ...encoderOptionsOf(config) }
+      if (head.pipe) await encodePipe(options, head.pipe)
       else await encodeToOutput(head, options)
       return ExitCode.OK
     }
@@ -164,14 +157,22 @@ async function encodeToOutput(head: Sniffed, options: EncoderOptions): Promise<v
 
 /**
  * `-c` with a pipe on stdin, as libvirt runs it: blocking reads of whole batches and blocking writes of each
- * record from the encoder's buffer (blocking-pipe.ts), batches closed at their size only (bulk pacing: the same
- * bytes as encodeToOutput's paths).
+ * record from the encoder's buffer (blocking-pipe.ts), batches closed at their size only (bulk pacing, as on
+ * encodeToOutput's paths; with pages copied unparsed, the default, the very same bytes).
+ *
+ * Like lzop, which writes a block once it has read it whole, the output may lag the input by one read (1 MiB)
+ * and the batches on the compression worker: a batch the worker finishes while the next read waits for input
+ * goes out when that read returns or the input ends. QEMU never waits for the compressor's output.
  */
-async function encodePipe(encoder: XbzrleEncoder, pipe: { buf: Uint8Array; have: number }): Promise<void> {
+async function encodePipe(options: EncoderOptions, pipe: { buf: Uint8Array; have: number }): Promise<void> {
+  const encoder = new XbzrleEncoder((c) => writeBlocking(1, c), { ...options, chunkView: true })
+  // The compression workers boot (about 0.1 s each on a small machine) while this thread encodes the first
+  // batches; those are compressed here, to the same bytes.
+  void encoder.startThreads()
   try {
     await pumpBlocking(0, pipe.buf, pipe.have, (c) => {
       encoder.push(c)
-      // Let the pool's finished batches out now, not after the next blocking read.
+      // A loop turn before the next blocking read lets out the batches the pool has finished by now.
       return encoder.paced() ?? new Promise<void>((r) => setImmediate(r))
     })
     encoder.finish()
@@ -190,13 +191,6 @@ async function encodePipe(encoder: XbzrleEncoder, pipe: { buf: Uint8Array; have:
 async function decodeFile(): Promise<void> {
   const decoder = new XbzrleDecoder((c) => writeBlocking(1, c), { reuseOutput: true })
   await feedFilter(0, decoder, { reuse: false })
-}
-
-/** encodePipe's encoder: each record written to stdout from the encoder's buffer, its workers started. */
-function pipeEncoder(options: EncoderOptions): XbzrleEncoder {
-  const encoder = new XbzrleEncoder((c) => writeBlocking(1, c), { ...options, chunkView: true })
-  void encoder.startThreads() // batches closed before a worker is up are compressed on this thread
-  return encoder
 }
 
 function stdoutIsPipe(): boolean {

@@ -31,6 +31,8 @@ async function encode(
   for (const c of randomChunks(input, seed, 3 << 20)) {
     enc.push(c)
     await enc.paced()
+    // early: a loop turn per push, so that the workers come up (their 'online' event) in the middle of the stream
+    if (early) await new Promise((r) => setImmediate(r))
   }
   enc.finish()
   await enc.settled()
@@ -67,6 +69,19 @@ describe.skipIf(!isCompressorAvailable('zstd'))('XbzrleEncoder with compression 
     const base = await encode(input, 0, 1, false)
     expect(Buffer.compare(await encode(input, 2, 9, false), base)).toBe(0)
     expect(Buffer.compare(decode(base), input)).toBe(0)
+  })
+
+  it('starts no worker that no batch could use (a second stage other than zstd)', async () => {
+    const enc = new XbzrleEncoder(() => {}, {
+      threads: 2,
+      formatVersion: 2,
+      compression: { codec: 'lz4', level: 1 },
+    })
+    await enc.startThreads() // resolves at once: there is no pool to wait for
+    expect((enc as unknown as { pool: unknown }).pool).toBeUndefined()
+    const zstd = new XbzrleEncoder(() => {}, { threads: 1, formatVersion: 2 })
+    expect((zstd as unknown as { pool: unknown }).pool).toBeDefined()
+    await zstd.close()
   })
 
   it('EncodeStream ends only after its pooled batches are out', async () => {

@@ -150,13 +150,12 @@ export class XbzrleEncoder {
     const secondStage = (options.formatVersion ?? CURRENT_VERSION) >= 2
     const auto = secondStage && options.compression === 'auto'
     this.adaptive = auto ? new AdaptiveCompression() : undefined
-    // A pool only for a fixed zstd second stage (the adaptive choice measures its cost on this thread); the
-    // writer decides per stream whether the header's compressor is one the pool handles.
+    // A pool only for a fixed zstd second stage, asked for or the default (the adaptive choice measures its cost
+    // on this thread): no worker is started that no batch could use.
     const threads = options.threads ?? 0
-    this.pool =
-      threads > 0 && secondStage && !auto && isCompressorAvailable('zstd')
-        ? new CompressPool(threads)
-        : undefined
+    const c = options.compression
+    const zstd = c === undefined ? isCompressorAvailable('zstd') : c !== 'auto' && c.codec === 'zstd'
+    this.pool = threads > 0 && secondStage && !auto && zstd ? new CompressPool(threads) : undefined
     this.writer = new FrameWriter({
       adaptive: this.adaptive,
       pool: this.pool,

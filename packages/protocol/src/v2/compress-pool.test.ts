@@ -172,6 +172,41 @@ describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)',
     expect(sameBytes(concat(late.chunks), concat(plain.chunks))).toBe(true)
   })
 
+  it('one stream, its first batches inline while the worker boots and the rest pooled: the same bytes', async () => {
+    const text = new TextEncoder().encode('inline, then pooled. '.repeat(300))
+    const write = async (w: FrameWriter, between?: () => Promise<unknown>) => {
+      w.header(H)
+      for (let i = 0; i < 120; i++) {
+        if (i === 60) await between?.()
+        w.pageFull(0, i, qemuHdr(i * PAGE, FULL), text.subarray(i % 40, (i % 40) + PAGE))
+      }
+      w.end()
+    }
+    const plain = writeWith({})
+    await write(plain.w)
+    const pool = new CompressPool(1)
+    pools.push(pool)
+    const mixed = writeWith({ pool })
+    let inlineChunks = 0
+    await write(mixed.w, async () => {
+      inlineChunks = mixed.chunks.length // header and batches out at once: compressed here
+      await pool.start()
+    })
+    expect(inlineChunks).toBeGreaterThan(1)
+    expect(mixed.w.inFlight).toBeGreaterThan(0) // later batches (and the END behind them) wait for the worker
+    await mixed.w.settled()
+    expect(sameBytes(concat(mixed.chunks), concat(plain.chunks))).toBe(true)
+  })
+
+  it('start() settles when the pool is closed before a worker came up', async () => {
+    const pool = new CompressPool(1)
+    const up = pool.start()
+    await pool.close()
+    await expect(up).resolves.toBeUndefined()
+    await expect(pool.start()).resolves.toBeUndefined()
+    expect(pool.available()).toBe(false)
+  })
+
   it('a worker that cannot start fails the run with a clear message', async () => {
     const pool = new CompressPool(1, '/nonexistent/zstd-binding.node')
     pools.push(pool)

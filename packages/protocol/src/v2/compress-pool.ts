@@ -9,6 +9,7 @@
  * A worker that fails (an exception, an exit, a native crash surfacing as an error) fails every job in flight and
  * every later one: the writer then ends the stream with that error and releases nothing after it.
  */
+import { writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import type { Compression } from './types.js'
@@ -142,6 +143,7 @@ export class CompressPool implements BatchCompressor {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.markUp() // start() callers stop waiting: no worker will come up now
     this.failAll(new Error('compression pool closed with batches in flight'))
     await Promise.all(this.workers.map((w) => w?.terminate()))
   }
@@ -149,15 +151,26 @@ export class CompressPool implements BatchCompressor {
   private worker(i: number): Worker {
     const existing = this.workers[i]
     if (existing) return existing
-    // The worker prints nothing (its failures arrive as 'error' events), so its stdio stays its own: by default
-    // Node pipes it into process.stdout/stderr, which creates process.stdout and so makes a pipe on fd 1
-    // non-blocking, and the libvirt helper writes that pipe with blocking writes (apps/cli blocking-pipe.ts).
+    // The worker's stdio is not piped into process.stdout/stderr (Node's default): that creates process.stdout,
+    // which makes a pipe on fd 1 non-blocking, and the libvirt helper writes that pipe with blocking writes
+    // (apps/cli blocking-pipe.ts). Its failures arrive as 'error' events.
     const w = new Worker(WORKER_SOURCE, {
       eval: true,
       stdout: true,
       stderr: true,
       workerData: { zstd: this.zstdPath },
     })
+    // What a worker prints anyway (a warning from Node or the binding) goes to fd 2 directly: never into the data
+    // on stdout, and without creating process.stdout or process.stderr.
+    const toStderr = (b: Buffer) => {
+      try {
+        writeSync(2, b)
+      } catch {
+        // stderr closed: the message is lost, the work is not
+      }
+    }
+    w.stdout.on('data', toStderr)
+    w.stderr.on('data', toStderr)
     w.unref() // referenced only while it has work (compress), so an idle pool never keeps a process alive
     w.once('online', () => {
       this.online++
