@@ -474,6 +474,49 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     }
   }, 60_000)
 
+  it('-c on real pipes: a reader that goes away gives one line and exit 4; SIGTERM in a blocked read ends it', async () => {
+    // the built CLI as installed, with the default settings
+    const conf = join(dir, 'abort.conf')
+    writeFileSync(conf, '# nothing set\n')
+    const w = join(dir, 'helper', 'lzop-abort')
+    writeFileSync(w, wrapperScript('lzop', [process.execPath, CLI], conf))
+    chmodSync(w, 0o755)
+    const input = join(dir, 'abort-in.mig')
+    writeFileSync(input, qemuStream)
+    // libvirt's iohelper gone: the helper's blocking write fails with EPIPE (`head -c 1` reads a byte and exits)
+    const r = spawnSync(
+      'bash',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash expansion, not a template
+      ['-c', 'cat "$1" | "$0" -c | head -c 1 > /dev/null; exit "${PIPESTATUS[1]}"', w, input],
+      {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+      },
+    )
+    expect(r.status, r.stderr).toBe(4)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toMatch(/^xbzrle \(lzop helper\): /)
+    // QEMU stalled: the helper blocks in a read of a pipe that stays open; libvirt's abort (SIGTERM) ends it
+    const inFifo = join(dir, 'stall.fifo')
+    execFileSync('mkfifo', [inFifo])
+    const c = spawn('sh', ['-c', 'exec "$0" -c < "$1" > /dev/null', w, inFifo], {
+      stdio: ['ignore', 'ignore', 'ignore'],
+      env: { ...process.env, ...env },
+    })
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      c.on('close', (_code, sig) => resolve(sig)),
+    )
+    const qemu = await open(inFifo, 'w')
+    try {
+      await qemu.write(qemuStream.subarray(0, 100 << 10)) // a QEMU header and some pages, then nothing
+      await new Promise((r) => setTimeout(r, 1500)) // the helper started and waits in a read
+      c.kill('SIGTERM')
+      expect(await exited).toBe('SIGTERM')
+    } finally {
+      await qemu.close()
+    }
+  }, 60_000)
+
   it('hands anything else to the real program: sniffed bytes first, same args, its exit status', async () => {
     const data = Buffer.concat([
       Buffer.from('\x89LZO\0\r\n\x1a\nnot really lzop', 'latin1'),
