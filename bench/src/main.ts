@@ -16,7 +16,7 @@
  *   --setups 'plain,xbzrle filter'    only these live setups
  *   --repeat N                        filter runs per tool and stream, the least-CPU one is kept (default 1)
  *   --libvirt-rounds N                virsh save/restore rounds per helper and guest in the libvirt stage
- *                                     (default 5 for each guest size)
+ *                                     (default: each guest's, 9)
  *   --report-only                     only rewrite the report from stored results
  */
 

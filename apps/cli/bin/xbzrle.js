@@ -18,16 +18,16 @@ async function load(name) {
 // migration, save and restore, and their first byte is on the critical path (src/fast.ts).
 const argv = process.argv.slice(2)
 const form = fastForm(argv, process.stderr.isTTY === true)
-// A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
-// error handling (exit 4); anything else written to a closed stdout is simply dropped. Not in helper mode: there
-// process.stdout is left alone until needed, since creating it makes a pipe on stdout non-blocking, and the
-// helper's -c writes libvirt's pipe with blocking writes (src/libvirt-helper/blocking-pipe.ts).
-if (form !== 'helper') process.stdout.on('error', () => {})
 if (form === 'helper') {
   // libvirt waits for the helper's exit before it goes on (a save's next step, a restored guest's resume). Once
   // runHelper returned, every byte is out (its writes are synchronous, or awaited to their end): exit now rather
-  // than tear the heap down first, which took another ~10 ms.
+  // than tear the heap down first, which took another ~10 ms. Nothing above creates process.stdout: that makes a
+  // pipe on stdout non-blocking, and the helper's -c writes libvirt's pipe with blocking writes
+  // (src/libvirt-helper/blocking-pipe.ts).
   process.exit(await (await load('fast')).runHelper(argv))
 }
+// A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
+// error handling (exit 4); anything else written to a closed stdout is simply dropped.
+process.stdout.on('error', () => {})
 process.exitCode =
   form !== undefined ? await (await load('fast')).fastFilter(form) : await (await load('xbzrle')).main(argv)

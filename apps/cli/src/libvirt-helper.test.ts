@@ -55,6 +55,8 @@ import { CLI, LIBVIRT_HELPER_CLI } from './test-cli.js'
 
 /** The command the wrapper runs: the CLI with the libvirt wiring, from source. */
 const XBZRLE = LIBVIRT_HELPER_CLI
+/** The built CLI, as `xbzrle libvirt install` sets it up: bin/xbzrle.js and its fast bundle. */
+const BUILT_CLI = [process.execPath, CLI]
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
 afterAll(() => removeTmpDirs())
@@ -273,12 +275,20 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
   let wrapper: string
   let fakeLog: string
   let env: NodeJS.ProcessEnv
-  /** An executable wrapper helper/FILE standing in for `program`, reading the settings `conf` (then in NAME.conf). */
-  const makeWrapper = (file: string, program: 'lzop' | 'zstd', conf?: { name: string; text: string }) => {
+  /**
+   * An executable wrapper helper/FILE standing in for `program`, reading the settings `conf` (then in NAME.conf),
+   * running `exec` (default: the CLI from source).
+   */
+  const makeWrapper = (
+    file: string,
+    program: 'lzop' | 'zstd',
+    conf?: { name: string; text: string },
+    exec: string[] = XBZRLE,
+  ) => {
     const confFile = join(dir, conf ? conf.name : 'helper.conf')
     if (conf) writeFileSync(confFile, conf.text)
     const path = join(dir, 'helper', file)
-    writeFileSync(path, wrapperScript(program, XBZRLE, confFile))
+    writeFileSync(path, wrapperScript(program, exec, confFile))
     chmodSync(path, 0o755)
     return path
   }
@@ -412,11 +422,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
     // libvirt hands the helper a pipe from QEMU and a pipe into libvirt_iohelper. The helper reads and writes them
     // with blocking calls; anything that creates process.stdout (the launcher, a worker's stdio) would make fd 1
     // non-blocking and turn every full pipe into polling. The built CLI, as installed.
-    const conf = join(dir, 'fifo.conf')
-    writeFileSync(conf, '# nothing set\n')
-    const w = join(dir, 'helper', 'lzop-fifo')
-    writeFileSync(w, wrapperScript('lzop', [process.execPath, CLI], conf))
-    chmodSync(w, 0o755)
+    const w = makeWrapper('lzop-fifo', 'lzop', { name: 'fifo.conf', text: '# nothing set\n' }, BUILT_CLI)
     const inFifo = join(dir, 'in.fifo')
     const outFifo = join(dir, 'out.fifo')
     execFileSync('mkfifo', [inFifo, outFifo])
@@ -476,11 +482,7 @@ describe('the helper process (lzop wrapper → xbzrle --libvirt-helper=lzop)', (
 
   it('-c on real pipes: a reader that goes away gives one line and exit 4; SIGTERM in a blocked read ends it', async () => {
     // the built CLI as installed, with the default settings
-    const conf = join(dir, 'abort.conf')
-    writeFileSync(conf, '# nothing set\n')
-    const w = join(dir, 'helper', 'lzop-abort')
-    writeFileSync(w, wrapperScript('lzop', [process.execPath, CLI], conf))
-    chmodSync(w, 0o755)
+    const w = makeWrapper('lzop-abort', 'lzop', { name: 'abort.conf', text: '# nothing set\n' }, BUILT_CLI)
     const input = join(dir, 'abort-in.mig')
     writeFileSync(input, qemuStream)
     // libvirt's iohelper gone: the helper's blocking write fails with EPIPE (`head -c 1` reads a byte and exits)

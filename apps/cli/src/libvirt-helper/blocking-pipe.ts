@@ -21,7 +21,7 @@ function again(e: unknown): boolean {
 }
 
 /** One read of up to `len` bytes into `buf` at `off`, blocking until some are there: 0 at the end. */
-export function readBlocking(fd: number, buf: Uint8Array, off: number, len: number): number {
+function readBlocking(fd: number, buf: Uint8Array, off: number, len: number): number {
   for (;;) {
     try {
       return readSync(fd, buf, off, len, null)
@@ -32,10 +32,13 @@ export function readBlocking(fd: number, buf: Uint8Array, off: number, len: numb
   }
 }
 
-/** Reads until `buf` is full from `off` on, or the input ends: the bytes in `buf` then. */
-export function fillBlocking(fd: number, buf: Uint8Array, off = 0): number {
+/**
+ * Reads into `buf` from `off` on until it holds `atLeast` bytes (default: full) or the input ends: the bytes in
+ * `buf` then. Each read takes whatever is there, up to the end of `buf`.
+ */
+export function fillBlocking(fd: number, buf: Uint8Array, off = 0, atLeast = buf.length): number {
   let n = off
-  while (n < buf.length) {
+  while (n < atLeast) {
     const got = readBlocking(fd, buf, n, buf.length - n)
     if (got === 0) break
     n += got

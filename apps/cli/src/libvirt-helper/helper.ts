@@ -20,7 +20,7 @@ import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
 import { openInput } from '../io.js'
-import { pumpBlocking, readBlocking, writeBlocking } from './blocking-pipe.js'
+import { fillBlocking, pumpBlocking, writeBlocking } from './blocking-pipe.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
@@ -284,12 +284,7 @@ async function sniffStdin(): Promise<Sniffed> {
   if (stdinIsPipe()) {
     // Blocking, before libuv opens stdin (and makes the pipe non-blocking): encodePipe reads on from here.
     const buf = new Uint8Array(PIPE_READ_BYTES)
-    let have = 0
-    while (have < SNIFF_BYTES) {
-      const got = readBlocking(0, buf, have, buf.length - have)
-      if (got === 0) break
-      have += got
-    }
+    const have = fillBlocking(0, buf, 0, SNIFF_BYTES)
     const first = Buffer.from(buf.buffer, 0, have)
     async function* all(): AsyncGenerator<Buffer> {
       if (have > 0) yield Buffer.from(first)

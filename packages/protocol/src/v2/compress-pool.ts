@@ -71,8 +71,8 @@ export class CompressPool implements BatchCompressor {
   private readonly jobs = new Map<number, Job>()
   private nextId = 0
   private next = 0
-  /** Workers that have booted (their 'online' event). */
-  private online = 0
+  /** A worker has booted (its 'online' event): batches go to the pool from then on. */
+  private workerUp = false
   /** Settles once a worker is up or the pool failed (start()). */
   private readonly up: Promise<void>
   private markUp!: () => void
@@ -106,8 +106,9 @@ export class CompressPool implements BatchCompressor {
   }
 
   available(): boolean {
+    if (this.workerUp || this.failure !== undefined) return true
     void this.start()
-    return this.online > 0 || this.failure !== undefined
+    return false
   }
 
   compress(frames: Uint8Array, c: Required<Compression>): Promise<PooledResult> {
@@ -173,7 +174,7 @@ export class CompressPool implements BatchCompressor {
     w.stderr.on('data', toStderr)
     w.unref() // referenced only while it has work (compress), so an idle pool never keeps a process alive
     w.once('online', () => {
-      this.online++
+      this.workerUp = true
       this.markUp()
     })
     w.on('message', (m: { id: number; input: ArrayBuffer; output: ArrayBuffer; zLen: number }) =>
