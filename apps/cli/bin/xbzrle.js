@@ -1,33 +1,111 @@
 #!/usr/bin/env node
-// Thin launcher: the CLI always runs built JavaScript, never TypeScript on the fly. It runs the one-file bundles
-// (dist/*.mjs, made by scripts/bundle.mjs) because libvirt and QEMU start us once per save, restore and
-// migration, and loading hundreds of separate modules cost more start-up time than the work on a small image.
-// dist/index.js and dist/fast.js are the same programs unbundled (a build without the bundle step).
-import { fastForm } from '../dist/helper-form.js'
+// Thin launcher, CommonJS (bin/package.json): the CLI always runs built JavaScript, never TypeScript on the fly.
+// It runs the bundles made by scripts/bundle.mjs because libvirt and QEMU start us once per save, restore and
+// migration, and loading hundreds of separate modules cost more start-up time than the work on a small image:
+// - dist/fast.cjs, one CommonJS file, for `xbzrle -c`, `xbzrle -dc` and the libvirt helper form (src/fast.ts).
+//   Their first byte is on QEMU's and libvirt's critical path, and require() of one file starts faster than
+//   node's ES module loader (~15 ms here);
+// - dist/xbzrle.mjs and its chunks for everything else.
+// dist/fast.js and dist/index.js are the same programs unbundled (a build without the bundle step).
+'use strict'
 
-async function load(name) {
+/** Whether `e` says that `file` itself is missing (not something it imports: that is a broken install). */
+const missing = (e, file) => /^Cannot find module '[^']*'/.exec(String(e?.message))?.[0].endsWith(`${file}'`)
+
+function fast() {
   try {
-    return await import(`../dist/${name}.mjs`)
+    return requireWithCodeCache(require.resolve('../dist/fast.cjs'))?.exports ?? require('../dist/fast.cjs')
   } catch (e) {
-    if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !String(e.message).includes(`${name}.mjs`)) throw e
-    return import(`../dist/${name === 'xbzrle' ? 'index' : name}.js`)
+    if (!missing(e, 'fast.cjs')) throw e
+    return undefined
   }
 }
 
-// `xbzrle -c` / `-dc` and the libvirt helper load only the filters: QEMU and libvirt start them once per
-// migration, save and restore, and their first byte is on the critical path (src/fast.ts).
-const argv = process.argv.slice(2)
-const form = fastForm(argv, process.stderr.isTTY === true)
-if (form === 'helper') {
-  // libvirt waits for the helper's exit before it goes on (a save's next step, a restored guest's resume). Once
-  // runHelper returned, every byte is out (its writes are synchronous, or awaited to their end): exit now rather
-  // than tear the heap down first, which took another ~10 ms. Nothing above creates process.stdout: that makes a
-  // pipe on stdout non-blocking, and the helper's -c writes libvirt's pipe with blocking writes
-  // (src/libvirt-helper/blocking-pipe.ts).
-  process.exit(await (await load('fast')).runHelper(argv))
+/**
+ * Loads a CommonJS file as require() would, with V8's code cache that scripts/code-cache.cjs wrote next to it at
+ * build time (`FILE.v8cache`: crc32 and length of FILE, then the cache): compiling dist/fast.cjs took ~8 ms of each
+ * start. V8 itself checks only the source's length, so the CRC ties the cache to these exact bytes; V8 rejects a
+ * cache of another node version or other flags, and the file is compiled as usual (`cacheRejected`). undefined
+ * when there is no cache for these bytes (the caller then require()s the file).
+ */
+function requireWithCodeCache(file) {
+  const { readFileSync } = require('node:fs')
+  let cache
+  try {
+    cache = readFileSync(`${file}.v8cache`)
+  } catch {
+    return undefined
+  }
+  const source = readFileSync(file)
+  if (cache.length < 8 || !cacheHeader(source).equals(cache.subarray(0, 8))) return undefined
+  const { script, exports } = runCommonJs(file, source, cache.subarray(8))
+  return { exports, cacheRejected: script.cachedDataRejected === true }
 }
-// A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its own
-// error handling (exit 4); anything else written to a closed stdout is simply dropped.
-process.stdout.on('error', () => {})
-process.exitCode =
-  form !== undefined ? await (await load('fast')).fastFilter(form) : await (await load('xbzrle')).main(argv)
+
+/** The 8 bytes a code cache file starts with: crc32 and length of the source it was made from. */
+function cacheHeader(source) {
+  const head = Buffer.alloc(8)
+  head.writeUInt32LE(require('node:zlib').crc32(source), 0)
+  head.writeUInt32LE(source.length, 4)
+  return head
+}
+
+/**
+ * Compiles `source` (the bytes of `file`) with vm.Script and runs it as require() would, registered in
+ * require.cache so that files it loads (dist/helper-config.cjs) require this one instance back. No import() in the
+ * file (scripts/bundle.mjs checks): a vm.Script has no module loader for it in node 20.
+ */
+function runCommonJs(file, source, cachedData) {
+  const Module = require('node:module')
+  const { Script } = require('node:vm')
+  const script = new Script(Module.wrap(source.toString('utf8')), { filename: file, cachedData })
+  const dir = require('node:path').dirname(file)
+  const m = new Module(file, module)
+  m.filename = file
+  m.paths = Module._nodeModulePaths(dir)
+  require.cache[file] = m
+  script.runInThisContext()(m.exports, Module.createRequire(file), m, file, dir)
+  m.loaded = true
+  return { script, exports: m.exports }
+}
+
+async function main(argv) {
+  const bundle = fast()
+  const { fastForm } = bundle ?? (await import('../dist/helper-form.js'))
+  const form = fastForm(argv, process.stderr.isTTY === true)
+  const filters = form === undefined ? undefined : (bundle ?? (await import('../dist/fast.js')))
+  if (form === 'helper') {
+    // libvirt waits for the helper's exit before it goes on (a save's next step, a restored guest's resume). Once
+    // runHelper returned, every byte is out (its writes are synchronous, or awaited to their end): exit now rather
+    // than tear the heap down first, which took another ~10 ms. Nothing above creates process.stdout: that makes a
+    // pipe on stdout non-blocking, and the helper's -c writes libvirt's pipe with blocking writes
+    // (src/libvirt-helper/blocking-pipe.ts).
+    process.exit(await filters.runHelper(argv))
+  }
+  // A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its
+  // own error handling (exit 4); anything else written to a closed stdout is simply dropped.
+  process.stdout.on('error', () => {})
+  if (form !== undefined) return filters.fastFilter(form)
+  let cli
+  try {
+    cli = await import('../dist/xbzrle.mjs')
+  } catch (e) {
+    if (!missing(e, 'xbzrle.mjs')) throw e
+    cli = await import('../dist/index.js')
+  }
+  return cli.main(argv)
+}
+
+// For scripts/code-cache.cjs, which writes the caches, and for the tests (fast-forms.test.ts).
+module.exports = { cacheHeader, requireWithCodeCache, runCommonJs }
+if (require.main === module)
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (e) => {
+      // Only a broken install gets here (every command reports its own errors): one line, exit 1.
+      process.stderr.write(`xbzrle: ${e?.message ?? e}\n`)
+      process.exitCode = 1
+    },
+  )

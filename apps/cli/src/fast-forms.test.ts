@@ -1,10 +1,14 @@
-// The fast forms as the built bin runs them (dist/fast.mjs and its chunks, not the sources): `-c`, `-dc` and the
-// libvirt helper form, including the helper's config file, whose schema the fast bundle loads only on demand.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+// The fast forms as the built bin runs them (dist/fast.cjs, not the sources): `-c`, `-dc` and the libvirt helper
+// form, including the helper's config file, whose schema (dist/helper-config.cjs) is loaded only on demand; and the
+// bin's loader of V8 code caches.
+import { execFileSync } from 'node:child_process'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { fixture, runCli } from './test-cli.js'
+import { CLI, fixture, runCli } from './test-cli.js'
 
 let dir: string
 let stream: Buffer
@@ -57,5 +61,47 @@ describe('fast forms of the built CLI', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1)
     expect(r.stderr).toContain('bad.conf')
     expect(r.stderr).toContain('format_version')
+  })
+})
+
+describe('the bin loads dist/fast.cjs with a V8 code cache only when it was made from those bytes', () => {
+  type Loaded = { exports: unknown; cacheRejected: boolean } | undefined
+  const { requireWithCodeCache } = createRequire(import.meta.url)(CLI) as {
+    requireWithCodeCache: (file: string) => Loaded
+  }
+  const makeCache = fileURLToPath(new URL('../scripts/code-cache.cjs', import.meta.url))
+
+  it('the build made a cache for dist/fast.cjs that this node takes (a fresh node, as libvirt starts it)', () => {
+    const out = execFileSync(process.execPath, [
+      '-e',
+      `const r = require(${JSON.stringify(CLI)}).requireWithCodeCache(require.resolve(${JSON.stringify(
+        fileURLToPath(new URL('../dist/fast.cjs', import.meta.url)),
+      )})); console.log(JSON.stringify({ cache: r !== undefined, rejected: r?.cacheRejected, fast: typeof r?.exports.fastFilter }))`,
+    ])
+    expect(JSON.parse(String(out))).toEqual({ cache: true, rejected: false, fast: 'function' })
+  })
+
+  it('a cache of other bytes of the same length is not used, nor a damaged one', () => {
+    const file = join(dir, 'one.cjs')
+    writeFileSync(file, "module.exports = 'one'\n")
+    execFileSync(process.execPath, [makeCache, file])
+    const cache = readFileSync(`${file}.v8cache`)
+    expect(requireWithCodeCache(file)).toEqual({ exports: 'one', cacheRejected: false })
+
+    // V8 checks only the length: with the cache of 'one', a same-length 'two' could run as 'one'. The CRC refuses it.
+    const other = join(dir, 'two.cjs')
+    writeFileSync(other, "module.exports = 'two'\n")
+    writeFileSync(`${other}.v8cache`, cache)
+    expect(requireWithCodeCache(other)).toBeUndefined()
+
+    // The right header over damaged data: V8 rejects the data, and the file runs compiled from its source.
+    const damaged = join(dir, 'three.cjs')
+    copyFileSync(file, damaged)
+    const bad = Buffer.from(cache)
+    bad.fill(0x5a, 8)
+    writeFileSync(`${damaged}.v8cache`, bad)
+    expect(requireWithCodeCache(damaged)).toEqual({ exports: 'one', cacheRejected: true })
+    writeFileSync(`${damaged}.v8cache`, cache.subarray(0, 5))
+    expect(requireWithCodeCache(damaged)).toBeUndefined()
   })
 })

@@ -1,5 +1,5 @@
 /**
- * The fast bundle (dist/fast.mjs): what bin/xbzrle.js runs for the forms fastForm picks (helper-form.ts), loading
+ * The fast bundle (dist/fast.cjs, scripts/bundle.mjs): what bin/xbzrle.js runs for the forms fastForm picks (helper-form.ts), loading
  * the filters and nothing else (no option parser, no WebSocket, no metrics, no zod for the stream):
  * - `xbzrle -c` / `xbzrle -dc`, stdin → stdout, with the same defaults, messages and exit codes as `xbzrle encode`
  *   and `xbzrle decode`: a regular file as output takes the file path (file-filter.ts), anything else the
@@ -13,6 +13,15 @@ import { decoderFor, encoderFor, fileOutputSource, fileToFile } from './file-fil
 import { checkInput } from './input-check.js'
 import { assertStdoutNotInput, defaultCompression, defaultThreads, openInput } from './io.js'
 
+export { fastForm } from './helper-form.js'
+// For dist/helper-config.cjs (the helper config's schema, bundled apart): the one copy of what it shares with the
+// filters, above all the error class the helper recognises with instanceof.
+export { parseSize } from './io.js'
+export {
+  DEFAULT_HELPER_CONF,
+  encoderOptionsOf,
+  HelperConfigError,
+} from './libvirt-helper/config-file.js'
 export { runHelper } from './libvirt-helper/helper.js'
 
 const NO_PROGRESS = () => undefined

@@ -338,7 +338,7 @@ async function runReal(
 ): Promise<number> {
   const feed = head?.consumed === true
   // Loaded here, not at start-up: a save or restore of ours never runs another program.
-  const { spawn } = await import('node:child_process')
+  const { spawn } = process.getBuiltinModule('node:child_process')
   return new Promise<number>((resolve, reject) => {
     let self = path
     try {

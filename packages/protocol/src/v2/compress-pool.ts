@@ -11,7 +11,7 @@
  */
 import { writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import type { Compression } from './types.js'
 
 /** Runs in each worker: compresses `len` bytes of `input` into `output` (zLen -1: did not fit, store plain). */
@@ -155,6 +155,9 @@ export class CompressPool implements BatchCompressor {
     // The worker's stdio is not piped into process.stdout/stderr (Node's default): that creates process.stdout,
     // which makes a pipe on fd 1 non-blocking, and the libvirt helper writes that pipe with blocking writes
     // (apps/cli blocking-pipe.ts). Its failures arrive as 'error' events.
+    // node:worker_threads is loaded here, not imported: the CLI's filters import this module, and most of their runs
+    // start no worker (its ~1 ms would come before `xbzrle -c`'s first byte).
+    const { Worker } = process.getBuiltinModule('node:worker_threads')
     const w = new Worker(WORKER_SOURCE, {
       eval: true,
       stdout: true,

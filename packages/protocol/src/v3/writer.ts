@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import type { WriteFormat } from '../record/format.js'
 import { RecordWriter } from '../record/writer.js'
 import type { AdaptiveCompression } from '../v2/adaptive.js'
 import type { WriterBatchStats } from '../v2/writer.js'
 import { payloadWriter } from '../v2/writer.js'
+import { kernelRandomBytes } from '../wire/random.js'
 import { BINDING_BYTES, STREAM_ID_BYTES, VERSION } from './constants.js'
 import { writeHeaderBodyV3 } from './header.js'
 import { streamBinding } from './reader.js'
@@ -17,14 +17,14 @@ export function checkStreamId(id: Uint8Array | undefined): void {
 
 /**
  * Format v3 for the record layer: v2 plus stream binding. `streamId` (16 bytes) is the id written in the header;
- * default: 16 random bytes (node:crypto), drawn when the header is written.
+ * default: 16 random bytes (the kernel's CSPRNG, wire/random.ts), drawn when the header is written.
  */
 export function v3Write(streamId?: Uint8Array, adaptive?: AdaptiveCompression): WriteFormat {
   checkStreamId(streamId)
   return {
     version: VERSION,
     begin(h) {
-      const id = streamId?.slice() ?? new Uint8Array(randomBytes(STREAM_ID_BYTES))
+      const id = streamId?.slice() ?? kernelRandomBytes(STREAM_ID_BYTES)
       const prefix = new Uint8Array(BINDING_BYTES)
       new DataView(prefix.buffer).setUint32(0, streamBinding(id), true)
       return {

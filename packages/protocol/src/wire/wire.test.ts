@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module'
 import { crc32 as zlibCrc32 } from 'node:zlib'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
@@ -10,6 +11,7 @@ import {
   crc32Combine,
   crc32CombineShift,
   crc32CombineTable,
+  crc32Implementation,
   crc32Range,
   crc32Shift,
   crc32ShiftTable,
@@ -118,6 +120,33 @@ describe('crc32 combine and table CRC', () => {
       ),
     )
     expect(crc32Combine(0, 0, 0)).toBe(0)
+  })
+
+  it('crc32ShiftTable holds, for every byte of every position, the shift applied to that byte alone', () => {
+    for (const len of [0, 1, 7, 4096, 65536, 1 << 21]) {
+      const shift = crc32Shift(len)
+      const t = crc32ShiftTable(len)
+      for (let k = 0; k < 4; k++)
+        for (let b = 0; b < 256; b++)
+          expect(t[k * 256 + b]! >>> 0).toBe(crc32CombineShift((b << (8 * k)) >>> 0, 0, shift))
+    }
+  })
+
+  it('starts on zlib and moves to the native CRC once 16 MiB went through, with the same CRCs', () => {
+    const big = new Uint8Array(9 << 20).map((_, i) => (i * 2654435761) >>> 24)
+    const want = zlibCrc32(big) >>> 0
+    expect(crc32(big)).toBe(want)
+    expect(crc32(big)).toBe(want)
+    expect(crc32Range(big, 100, big.length)).toBe(zlibCrc32(big.subarray(100)) >>> 0)
+    const addon = (() => {
+      try {
+        createRequire(import.meta.url)('@node-rs/crc32')
+        return true
+      } catch {
+        return false
+      }
+    })()
+    expect(crc32Implementation()).toBe(addon && process.env.XBZRLE_CRC32 !== 'zlib' ? 'node-rs' : 'zlib')
   })
 
   it('the table CRC (short inputs, single bytes) equals zlib crc32', () => {
