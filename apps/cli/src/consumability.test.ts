@@ -1,12 +1,13 @@
 // How users consume us: npm-pack every public package, install the tarballs into a scratch project outside the
 // repository, import each public entry point from plain Node ESM, run one call through it, and run the packed
 // CLI. A wrong `exports`, `bin` or `files` entry breaks this test.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { installPacked, PUBLIC_PACKAGES, sh } from './test-cli.js'
+import { fixture, installPacked, PUBLIC_PACKAGES, sh } from './test-cli.js'
 
 const root = fileURLToPath(new URL('../../..', import.meta.url))
 let scratch: string
@@ -74,5 +75,18 @@ describe('packed packages work from plain Node ESM', () => {
   it('the packed xbzrle CLI runs --help', () => {
     const out = sh(join(scratch, 'app', 'node_modules', '.bin', 'xbzrle'), ['--help'], join(scratch, 'app'))
     expect(out).toMatch(/Usage: xbzrle/)
+  })
+
+  it("the packed CLI's fast forms (dist/fast.cjs, its code cache, bin/package.json) give a stream back", () => {
+    const bin = join(scratch, 'app', 'node_modules', '.bin', 'xbzrle')
+    const input = fixture('pc-idle.mig')
+    const run = (args: string[], stdin: Buffer) =>
+      execFileSync(bin, args, { input: stdin, cwd: join(scratch, 'app'), maxBuffer: 64 << 20 })
+    const encoded = run(['-c'], input)
+    expect(encoded.length).toBeLessThan(input.length)
+    expect(run(['-dc'], encoded).equals(input)).toBe(true)
+    const packed = join(scratch, 'app', 'node_modules', 'xbzrle')
+    for (const f of ['bin/package.json', 'dist/fast.cjs', 'dist/fast.cjs.v8cache', 'dist/helper-config.cjs'])
+      expect(existsSync(join(packed, f)), f).toBe(true)
   })
 })

@@ -36,6 +36,8 @@ KERNEL=$(cd "$REPO" && node --conditions=@xbzrle/source --import tsx --input-typ
 cp "$KERNEL" "$T/guest.elf" && chmod 644 "$T/guest.elf"
 
 mkdir -p "$B"/{run,log,cache} "$T/helper-bin"
+# The bind mounts need their mount points; a host whose libvirtd never ran has no /run/libvirt.
+mkdir -p /run/libvirt /var/log/libvirt /var/cache/libvirt
 cp -a /var/lib/libvirt "$B/lib"
 cp -a /etc/libvirt "$B/etc"
 printf '\nsave_image_format = "lzop"\n' >>"$B/etc/qemu.conf"
