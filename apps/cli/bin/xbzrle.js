@@ -23,10 +23,11 @@ function fast() {
 
 /**
  * Loads a CommonJS file as require() would, with V8's code cache that scripts/code-cache.cjs wrote next to it at
- * build time (`FILE.v8cache`: crc32 and length of FILE, then the cache): compiling dist/fast.cjs took ~8 ms of each
- * start. V8 itself checks only the source's length, so the CRC ties the cache to these exact bytes; V8 rejects a
- * cache of another node version or other flags, and the file is compiled as usual (`cacheRejected`). undefined
- * when there is no cache for these bytes (the caller then require()s the file).
+ * build time (`FILE.v8cache`: cacheHeader, then the cache): compiling dist/fast.cjs took ~8 ms of each start. V8
+ * itself checks only the source's length, so a CRC ties the cache to these exact bytes, and another guards the
+ * cache's own bytes (a release V8 does not checksum them). V8 rejects a cache of another node version or other
+ * flags, and the file is compiled as usual (`cacheRejected`). undefined when there is no intact cache for these
+ * bytes (the caller then require()s the file).
  */
 function requireWithCodeCache(file) {
   const { readFileSync } = require('node:fs')
@@ -37,16 +38,25 @@ function requireWithCodeCache(file) {
     return undefined
   }
   const source = readFileSync(file)
-  if (cache.length < 8 || !cacheHeader(source).equals(cache.subarray(0, 8))) return undefined
-  const { script, exports } = runCommonJs(file, source, cache.subarray(8))
+  const data = cache.subarray(CACHE_HEADER_BYTES)
+  if (
+    cache.length < CACHE_HEADER_BYTES ||
+    !cacheHeader(source, data).equals(cache.subarray(0, CACHE_HEADER_BYTES))
+  )
+    return undefined
+  const { script, exports } = runCommonJs(file, source, data)
   return { exports, cacheRejected: script.cachedDataRejected === true }
 }
 
-/** The 8 bytes a code cache file starts with: crc32 and length of the source it was made from. */
-function cacheHeader(source) {
-  const head = Buffer.alloc(8)
-  head.writeUInt32LE(require('node:zlib').crc32(source), 0)
+const CACHE_HEADER_BYTES = 12
+
+/** What a code cache file starts with: crc32 and length of the source it was made from, crc32 of V8's data. */
+function cacheHeader(source, data) {
+  const { crc32 } = require('node:zlib')
+  const head = Buffer.alloc(CACHE_HEADER_BYTES)
+  head.writeUInt32LE(crc32(source), 0)
   head.writeUInt32LE(source.length, 4)
+  head.writeUInt32LE(crc32(data), 8)
   return head
 }
 

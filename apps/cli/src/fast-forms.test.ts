@@ -7,6 +7,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { crc32 as zlibCrc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI, fixture, runCli } from './test-cli.js'
 
@@ -94,14 +95,26 @@ describe('the bin loads dist/fast.cjs with a V8 code cache only when it was made
     writeFileSync(`${other}.v8cache`, cache)
     expect(requireWithCodeCache(other)).toBeUndefined()
 
-    // The right header over damaged data: V8 rejects the data, and the file runs compiled from its source.
+    // Damaged cache bytes (one byte anywhere after the header, or a cut file) are not handed to V8.
     const damaged = join(dir, 'three.cjs')
     copyFileSync(file, damaged)
-    const bad = Buffer.from(cache)
-    bad.fill(0x5a, 8)
-    writeFileSync(`${damaged}.v8cache`, bad)
-    expect(requireWithCodeCache(damaged)).toEqual({ exports: 'one', cacheRejected: true })
+    for (const at of [12, 13 + ((cache.length - 13) >> 1), cache.length - 1]) {
+      const bad = Buffer.from(cache)
+      bad[at]! ^= 0x10
+      writeFileSync(`${damaged}.v8cache`, bad)
+      expect(requireWithCodeCache(damaged), `byte ${at}`).toBeUndefined()
+    }
+    writeFileSync(`${damaged}.v8cache`, cache.subarray(0, cache.length - 1))
+    expect(requireWithCodeCache(damaged)).toBeUndefined()
     writeFileSync(`${damaged}.v8cache`, cache.subarray(0, 5))
     expect(requireWithCodeCache(damaged)).toBeUndefined()
+
+    // An intact cache of another V8 (here: one whose version and flag hashes do not match): V8 rejects it and the
+    // file runs compiled from its source.
+    const foreign = Buffer.from(cache)
+    foreign.writeUInt32LE(foreign.readUInt32LE(16) ^ 1, 16) // V8's header: magic, then the version hash
+    foreign.writeUInt32LE(zlibCrc32(foreign.subarray(12)), 8)
+    writeFileSync(`${damaged}.v8cache`, foreign)
+    expect(requireWithCodeCache(damaged)).toEqual({ exports: 'one', cacheRejected: true })
   })
 })
