@@ -119,8 +119,12 @@ if (/\bimport\(/.test(readFileSync(new URL('dist/fast.cjs', here), 'utf8')))
 
 // V8's code cache for dist/fast.cjs (scripts/code-cache.cjs), made by a fresh node: its flags must be those of a
 // plain `node bin/xbzrle.js` for V8 to take the cache.
-execFileSync(process.execPath, [new URL('code-cache.cjs', import.meta.url).pathname, 'dist/fast.cjs'], {
-  cwd: here.pathname,
-  stdio: 'inherit',
-  env: { ...process.env, NODE_OPTIONS: '' },
-})
+execFileSync(
+  process.execPath,
+  [new URL('code-cache.cjs', import.meta.url).pathname, '--warm-up', 'dist/fast.cjs'],
+  {
+    cwd: here.pathname,
+    stdio: 'inherit',
+    env: { ...process.env, NODE_OPTIONS: '' },
+  },
+)

@@ -13,6 +13,8 @@ import { decoderFor, encoderFor, fileOutputSource, fileToFile } from './file-fil
 import { checkInput } from './input-check.js'
 import { assertStdoutNotInput, defaultCompression, defaultThreads, openInput } from './io.js'
 
+// For scripts/code-cache.cjs, which runs a small stream through them before it saves V8's code cache.
+export { XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
 export { fastForm } from './helper-form.js'
 // For dist/helper-config.cjs (the helper config's schema, bundled apart): the one copy of what it shares with the
 // filters, above all the error class the helper recognises with instanceof.
