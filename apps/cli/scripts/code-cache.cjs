@@ -2,9 +2,9 @@
 // dist/fast.cjs.v8cache, which bin/xbzrle.js hands to V8 when it loads the file (requireWithCodeCache there).
 // Layout: cacheHeader (crc32 and length of the file, crc32 of the data), then V8's cached data.
 //
-// With --warm-up (the fast bundle), before it saves the cache, it runs a small simulated migration stream through the bundle's own encoder and
-// decoder (default settings, format v1, and pages copied unparsed as the libvirt helper's save does) and checks
-// that the stream comes back: the cache then also holds the bytecode of the functions a real run calls, which
+// With --warm-up (the fast bundle), before it saves the cache, it runs a small simulated migration stream through
+// the bundle's own encoder and decoder (default settings, format v1, and pages copied unparsed as the libvirt
+// helper's save does) and checks that the stream comes back: the cache then also holds the bytecode of the functions a real run calls, which
 // node would otherwise compile lazily during the first batches (the whole `xbzrle -c` of a 1 MB stream: ~19 ms
 // less, bench/profiles/hot-path.md). The cache holds compiled code only, no state of this run. V8 rejects a cache
 // from another node version or other flags at load, and the file then compiles as usual.
@@ -27,8 +27,7 @@ async function warmUp(fast) {
     const decoded = []
     const decoder = new fast.XbzrleDecoder((c) => decoded.push(Buffer.from(c)), {})
     for (const c of encoded) decoder.push(c)
-    decoder.finish()
-    await decoder.settled?.()
+    decoder.finish() // the decoder writes synchronously: everything is out
     if (!Buffer.concat(decoded).equals(input))
       throw new Error(`code-cache warm-up: ${JSON.stringify(options)} did not round-trip`)
   }

@@ -10,14 +10,20 @@
  *
  * The pipes are blocking unless somebody set O_NONBLOCK on them (libvirt does not; libuv does for pipes it opens,
  * which is why nothing here touches process.stdin or process.stdout first). EAGAIN is still handled: the call
- * waits a millisecond and retries, so a non-blocking pipe costs polling, never bytes.
+ * waits a millisecond and retries (waitIfAgain), so a non-blocking pipe costs polling, never bytes.
  */
 import { readSync, writeSync } from 'node:fs'
 
 const nap = new Int32Array(new SharedArrayBuffer(4))
 
-function again(e: unknown): boolean {
-  return (e as NodeJS.ErrnoException).code === 'EAGAIN'
+/**
+ * After a read or write on a pipe threw: when it was EAGAIN (a non-blocking pipe with nothing to do yet), waits
+ * `ms` and says true, to retry; any other error says false.
+ */
+export function waitIfAgain(e: unknown, ms = 1): boolean {
+  if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return false
+  Atomics.wait(nap, 0, 0, ms)
+  return true
 }
 
 /** One read of up to `len` bytes into `buf` at `off`, blocking until some are there: 0 at the end. */
@@ -26,8 +32,7 @@ function readBlocking(fd: number, buf: Uint8Array, off: number, len: number): nu
     try {
       return readSync(fd, buf, off, len, null)
     } catch (e) {
-      if (!again(e)) throw e
-      Atomics.wait(nap, 0, 0, 1)
+      if (!waitIfAgain(e)) throw e
     }
   }
 }
@@ -53,8 +58,7 @@ export function writeBlocking(fd: number, data: Uint8Array): void {
     try {
       off += writeSync(fd, data, off, data.length - off)
     } catch (e) {
-      if (!again(e)) throw e
-      Atomics.wait(nap, 0, 0, 1)
+      if (!waitIfAgain(e)) throw e
     }
   }
 }

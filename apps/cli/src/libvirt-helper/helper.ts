@@ -20,7 +20,7 @@ import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
 import { openInput } from '../io.js'
-import { fillBlocking, pumpBlocking, writeBlocking } from './blocking-pipe.js'
+import { fillBlocking, pumpBlocking, waitIfAgain, writeBlocking } from './blocking-pipe.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
 
@@ -222,14 +222,12 @@ function poisonStdout(): void {
   if (process.stdout.fd !== 1) return
   const junk = Buffer.alloc(1 << 16, 0xff)
   let left = 16 // up to 1 MiB: more than any single record QEMU may be in the middle of
-  const wait = new Int32Array(new SharedArrayBuffer(4))
   for (let tries = 0; left > 0 && tries < 2000; tries++) {
     try {
       writeSync(1, junk)
       left--
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') return // EPIPE: QEMU already gave up
-      Atomics.wait(wait, 0, 0, 5)
+      if (!waitIfAgain(e, 5)) return // EPIPE: QEMU already gave up
     }
   }
 }
