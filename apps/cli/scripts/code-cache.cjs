@@ -6,8 +6,9 @@
 // the bundle's own encoder and decoder (default settings, format v1, and pages copied unparsed as the libvirt
 // helper's save does) and checks that the stream comes back: the cache then also holds the bytecode of the
 // functions a real run calls, which node would otherwise compile lazily during the first batches (the whole
-// `xbzrle -c` of a 1 MB stream: ~19 ms less, bench/profiles/hot-path.md). The cache holds compiled code only, no state of this run. V8 rejects a cache
-// from another node version or other flags at load, and the file then compiles as usual.
+// `xbzrle -c` of a 1 MB stream: ~19 ms less, bench/profiles/hot-path.md). The cache holds compiled code only,
+// no state of this run. V8 rejects a cache from another node version or other flags at load, and the file then
+// compiles as usual.
 'use strict'
 const { readFileSync, writeFileSync } = require('node:fs')
 const { resolve } = require('node:path')
