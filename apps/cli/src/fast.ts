@@ -1,6 +1,7 @@
 /**
  * The fast bundle (dist/fast.cjs, scripts/bundle.mjs): what bin/xbzrle.js runs for the forms fastForm picks
- * (helper-form.ts), loading the filters and nothing else (no option parser, no WebSocket, no metrics, no zod for the stream):
+ * (helper-form.ts), loading the filters and nothing else (no option parser, no WebSocket, no metrics, no zod for
+ * the stream):
  * - `xbzrle -c` / `xbzrle -dc`, stdin → stdout, with the same defaults, messages and exit codes as `xbzrle encode`
  *   and `xbzrle decode`: a regular file as output takes the file path (file-filter.ts), anything else the
  *   stream path, exactly as the whole CLI would;
