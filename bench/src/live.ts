@@ -36,6 +36,13 @@ export const SETUPS: LiveSetup[] = [
   { name: 'QEMU xbzrle, max-bw = link', capabilities: { xbzrle: true }, capToLink: true },
   { name: 'lzop -1 filter', capabilities: {}, encode: 'lzop -1 -c', decode: 'lzop -dc' },
   { name: 'xbzrle filter', capabilities: {}, encode: `${xb} -c`, decode: `${xb} -dc` },
+  // The bypass forced on (issue #14): pages past the cache from the start, whatever the rule would pick.
+  {
+    name: 'xbzrle filter, bypass always',
+    capabilities: {},
+    encode: `${xb} encode --bypass always`,
+    decode: `${xb} -dc`,
+  },
 ]
 
 /** QEMU downtime-limits (ms) every link runs at. */

@@ -187,6 +187,12 @@ export function buildProgram(): Command {
     )
     .addOption(formatVersionOption())
     .addOption(compressOption())
+    .addOption(
+      new Option(
+        '--bypass <mode>',
+        'send pages past the cache while this encoder, not the link, is the bottleneck: auto (with --compress auto, the default on pipes and networks), always or never',
+      ).choices(['auto', 'always', 'never']),
+    )
     .option(
       '--threads <n>',
       `worker threads for a fixed zstd second stage, same output bytes (0: on the main thread; default here ${defaultThreads()}: 0 below 4 cores, else cores - 1, at most 4)`,
@@ -221,6 +227,7 @@ export function buildProgram(): Command {
       ...codecOptions(o),
       formatVersion: o.formatVersion,
       compression: compressionOf(o),
+      bypass: o.bypass,
       threads: o.threads,
       stats: o.stats,
       strict: o.strict,

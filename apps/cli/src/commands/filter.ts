@@ -59,6 +59,8 @@ export interface EncodeCommandOptions extends ObserveCommandOptions {
   compression?: Compression | 'auto'
   /** Compression worker threads (default: defaultThreads()). */
   threads?: number
+  /** Bypass of the page path (encoder.ts): `auto` (default, with auto compression), `always` or `never`. */
+  bypass?: 'auto' | 'always' | 'never'
   stats?: boolean
   /** A truncated or unparseable input is an error (exit 3) instead of a warning. */
   strict?: boolean
@@ -126,6 +128,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
     compression: o.compression ?? defaultCompression(o.output),
+    bypass: bypassOf(o.bypass),
     threads: o.threads ?? defaultThreads(),
     passListener: obs.observer.listener,
     base,
@@ -213,13 +216,19 @@ async function encoderBase(o: EncodeCommandOptions): Promise<EncoderBase> {
 
 export { checkInput, inputProblem }
 
+/** --bypass as encoder options: auto leaves the encoder's default (on with auto compression). */
+function bypassOf(mode: EncodeCommandOptions['bypass']): { force: 'always' } | false | undefined {
+  if (mode === 'always') return { force: 'always' }
+  return mode === 'never' ? false : undefined
+}
+
 export function encodeSummary(s: EncoderStats, started: bigint): string {
   const secs = Number(process.hrtime.bigint() - started) / 1e9
   const p = s.pages
   const hr = hitRate(s)
   const lines = [
     `xbzrle encode: ${formatBytes(s.bytesIn)} in, ${formatBytes(s.bytesOut)} out, ratio ${(s.bytesOut / Math.max(1, s.bytesIn)).toFixed(4)}`,
-    `  pages: ${p.full} full, ${p.delta} delta, ${p.same} unchanged, ${p.zero} zero, ${p.foreign} qemu-xbzrle, ${p.compress} other`,
+    `  pages: ${p.full} full, ${p.delta} delta, ${p.same} unchanged, ${p.zero} zero, ${p.foreign} qemu-xbzrle, ${p.compress} other${p.bypass ? `, ${p.bypass} past the cache (bypass)` : ''}`,
     `  cache: ${formatBytes(s.cacheBytes)}, hit rate ${hr === undefined ? '-' : `${(hr * 100).toFixed(1)}%`}, ${s.cache?.evictions ?? 0} evictions`,
     `  ${(s.bytesIn / 1e6 / Math.max(secs, 1e-9)).toFixed(0)} MB/s, ${secs.toFixed(2)} s`,
   ]

@@ -22,6 +22,7 @@ import {
 } from '../libvirt/save-image.js'
 import { DEFAULT_TARGET_PAGE_SIZE } from '../qemu/format.js'
 import { type PageRecord, QemuStreamReader, type QemuStreamStats } from '../qemu/stream-reader.js'
+import { BypassMeter, type BypassOptions } from './bypass.js'
 import {
   type PassCounters,
   PassDetector,
@@ -77,6 +78,12 @@ export interface EncoderOptions {
    * third of the encoder's time. Not with a base image. Default true.
    */
   pages?: boolean
+  /**
+   * Send pages as QEMU's own records, past the cache, while the encoder rather than the link is the bottleneck
+   * (bypass.ts; issue #14). Default: on with `compression: 'auto'` (pipes and networks) unless there is a base;
+   * false: never. The decoder needs nothing new (VERBATIM and INVALIDATE frames).
+   */
+  bypass?: BypassOptions | false
 }
 
 export const DEFAULT_MAX_AUTO_CACHE = 1 << 30
@@ -88,7 +95,16 @@ const MAX_EARLY_BYTES = 1 << 20
 export interface EncoderStats {
   bytesIn: number
   bytesOut: number
-  pages: { full: number; delta: number; same: number; zero: number; foreign: number; compress: number }
+  /** `bypass`: pages sent as QEMU's records past the cache (bypass.ts); `compress`: records we do not model. */
+  pages: {
+    full: number
+    delta: number
+    same: number
+    zero: number
+    foreign: number
+    compress: number
+    bypass: number
+  }
   cache: CacheStats | undefined
   cacheBytes: number
   qemu: QemuStreamStats
@@ -115,7 +131,7 @@ export class XbzrleEncoder {
   private bytesIn = 0
   private bytesOut = 0
   private finished = false
-  private readonly counts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0, compress: 0 }
+  private readonly counts = { full: 0, delta: 0, same: 0, zero: 0, foreign: 0, compress: 0, bypass: 0 }
   /** A libvirt save image starts with a header and the domain XML, kept verbatim before the QEMU stream. */
   private prefix: 'sniff' | 'save-data' | 'done' = 'sniff'
   private readonly head = new Uint8Array(SAVE_HEADER_SIZE)
@@ -135,9 +151,11 @@ export class XbzrleEncoder {
   readonly adaptive: AdaptiveCompression | undefined
   /** Worker threads compressing batches (options.threads), or undefined: compressed on this thread. */
   private readonly pool: CompressPool | undefined
-  /** pages: false: input not yet written, up to one batch (pushUnparsed). */
+  /** Input not yet written, up to one batch: pages: false (pushUnparsed), or bypassed records (stageBypass). */
   private stage: Uint8Array | undefined
   private staged = 0
+  /** Whether to bypass the page path, window by window (options.bypass); undefined: never. */
+  readonly bypass: BypassMeter | undefined
 
   constructor(
     onChunk: (chunk: Uint8Array) => void,
@@ -156,6 +174,11 @@ export class XbzrleEncoder {
     const c = options.compression
     const zstd = c === undefined ? isCompressorAvailable('zstd') : c !== 'auto' && c.codec === 'zstd'
     this.pool = threads > 0 && secondStage && !auto && zstd ? new CompressPool(threads) : undefined
+    const b = options.bypass
+    this.bypass =
+      b === false || options.pages === false || options.base || (b === undefined && !auto)
+        ? undefined
+        : new BypassMeter(b)
     this.writer = new FrameWriter({
       adaptive: this.adaptive,
       pool: this.pool,
@@ -181,8 +204,11 @@ export class XbzrleEncoder {
       this.pushUnparsed(chunk)
       return
     }
+    const m = this.bypass
+    const t0 = m ? this.beginWindow(m) : 0
     const rest = this.prefix === 'done' ? chunk : this.consumePrefix(chunk)
     if (rest.length > 0) this.reader.push(rest)
+    m?.endPush(chunk.length, m.time() - t0)
     // Once the reader gave up on the grammar, nothing will size the cache any more.
     if (!this.codec && this.reader.stats.passthrough) this.start()
   }
@@ -225,8 +251,53 @@ export class XbzrleEncoder {
 
   /** Closes the current batch so that everything pushed so far reaches the output (live migrations). */
   flush(): void {
+    const m = this.bypass
+    const t = m?.time() ?? 0
+    this.flushNow()
+    m?.addBusy(m.time() - t)
+  }
+
+  private flushNow(): void {
     this.flushUnparsed()
     if (this.codec) this.writer.flush()
+  }
+
+  /** Lets the bypass meter pick this window's mode; a change of mode closes the batch first. Returns the time. */
+  private beginWindow(m: BypassMeter): number {
+    m.beginPush(
+      this.adaptive?.drainRate,
+      () => this.bytesOut,
+      () => this.flush(),
+    )
+    return m.time()
+  }
+
+  /** Bypass: the pages' records, and the stream bytes between them, go out in VERBATIM frames of up to a batch. */
+  private stageBypass(bytes: Uint8Array): void {
+    const size = this.options.batchBytes ?? DEFAULT_BATCH_BYTES
+    this.stage ??= new Uint8Array(size)
+    const stage = this.stage
+    for (let off = 0; off < bytes.length; ) {
+      const n = Math.min(size - this.staged, bytes.length - off)
+      stage.set(bytes.subarray(off, off + n), this.staged)
+      this.staged += n
+      off += n
+      if (this.staged === size) {
+        this.writer.verbatim(stage)
+        this.staged = 0
+      }
+    }
+  }
+
+  /**
+   * A page past the cache: its cached copy, if any, is dropped on both sides (an INVALIDATE frame has no output,
+   * so it may go before the staged bytes), and QEMU's record goes out as it came.
+   */
+  private bypassPage(blockId: number, r: PageRecord): void {
+    if (this.codec!.invalidate(blockId, r.pageIndex)) this.writer.invalidate(blockId, r.pageIndex)
+    this.stageBypass(r.header)
+    this.stageBypass(r.body)
+    this.counts.bypass++
   }
 
   /**
@@ -252,6 +323,7 @@ export class XbzrleEncoder {
     this.staged = chunk.length - off
   }
 
+  /** Writes the staged bytes: input held by pages: false, or bypassed records (never both in one encoder). */
   private flushUnparsed(): void {
     if (this.staged === 0) return
     this.writer.verbatim(this.stage!.subarray(0, this.staged))
@@ -297,7 +369,7 @@ export class XbzrleEncoder {
       same: c.same,
       zero: c.zero,
       foreign: c.foreign,
-      other: c.compress,
+      other: c.compress + c.bypass,
       resent: this.detector.resent,
       cacheHits: cache?.hits ?? 0,
       cacheMisses: cache?.misses ?? 0,
@@ -324,7 +396,7 @@ export class XbzrleEncoder {
   /** A page repeated within the pass: QEMU synced its dirty bitmap before it. Close the pass here. */
   private cutPass(): void {
     // Close the open batch so that the pass's output bytes are its own.
-    if (this.codec) this.writer.flush()
+    this.flushNow()
     this.recorder.cut(this.passCounters())
     this.detector.next()
   }
@@ -426,7 +498,8 @@ export class XbzrleEncoder {
     if (this.reader.stats.sections.end !== 0 && !this.completed) this.onCompletion()
     this.emitted += bytes.length
     if (this.codec) {
-      this.writer.verbatim(bytes)
+      if (this.bypass?.bypass) this.stageBypass(bytes)
+      else this.writer.verbatim(bytes)
       return
     }
     this.early.push(bytes.slice())
@@ -460,6 +533,10 @@ export class XbzrleEncoder {
     det.mark(r.blockId, r.pageIndex)
     this.emitted += r.header.length + r.body.length
     const blockId = this.keyId(r)
+    if (this.bypass?.bypass) {
+      this.bypassPage(blockId, r)
+      return
+    }
     switch (r.kind) {
       case 'page': {
         if (r.body.length !== this.pageSize) break
