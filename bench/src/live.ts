@@ -38,7 +38,7 @@ export const SETUPS: LiveSetup[] = [
   { name: 'xbzrle filter', capabilities: {}, encode: `${xb} -c`, decode: `${xb} -dc` },
   // The bypass forced on (issue #14): pages past the cache from the start, whatever the rule would pick.
   {
-    name: 'xbzrle filter, bypass always',
+    name: 'xbzrle filter (bypass always)',
     capabilities: {},
     encode: `${xb} encode --bypass always`,
     decode: `${xb} -dc`,

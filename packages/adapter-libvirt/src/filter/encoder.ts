@@ -1,4 +1,4 @@
-import { type CacheStats, PageDeltaEncoder } from '@xbzrle/codec'
+import { type CacheStats, cacheParameters, PageDeltaEncoder } from '@xbzrle/codec'
 import {
   AdaptiveCompression,
   baseRequirementExtension,
@@ -450,7 +450,11 @@ export class XbzrleEncoder {
     return c.subarray(n)
   }
 
-  /** Writes the stream header once the cache size is known, then the bytes held back until then. */
+  /**
+   * Writes the stream header once the cache size is known, then the bytes held back until then. The header goes
+   * out before the cache is allocated (its parameters are computed, not read back): the decoder can set up its
+   * own cache while this one allocates and faults in its memory, instead of after.
+   */
   private start(): void {
     if (this.codec) return
     const o = this.options
@@ -463,18 +467,13 @@ export class XbzrleEncoder {
           ? Math.min(nextPow2(ram), o.maxAutoCacheBytes ?? DEFAULT_MAX_AUTO_CACHE)
           : MIN_CACHE_BYTES
     }
-    this.codec =
-      o.base?.target ??
-      new PageDeltaEncoder({
-        cache: { pageSize: this.pageSize, cacheBytes, ways: o.ways },
-        mode: o.mode ?? 'canonical',
-      })
-    const p = this.codec.parameters
-    this.cacheBytes = p.cacheBytes
+    const mode = o.mode ?? 'canonical'
+    const cache = { pageSize: this.pageSize, cacheBytes, ways: o.ways }
+    const p = o.base ? o.base.target.parameters : cacheParameters(cache)
     const header: StreamHeader = {
       pageSize: this.pageSize,
       cache: { cacheBytes: p.cacheBytes, ways: p.ways, policy: p.policy },
-      mode: o.mode ?? 'canonical',
+      mode,
       source: o.source ?? (this.saveImage ? 'libvirt-save' : isQemu ? 'qemu' : 'raw'),
       encoder: o.encoderName,
       ...(this.writer.version >= 2 && o.compression && o.compression !== 'auto'
@@ -489,6 +488,16 @@ export class XbzrleEncoder {
         `the base was seeded with ${p.pageSize}-byte pages, the stream has ${this.pageSize}`,
       )
     this.writer.header(header)
+    this.codec = o.base?.target ?? new PageDeltaEncoder({ cache, mode })
+    const q = this.codec.parameters
+    if (
+      q.cacheBytes !== p.cacheBytes ||
+      q.ways !== p.ways ||
+      q.policy !== p.policy ||
+      q.pageSize !== p.pageSize
+    )
+      throw new Error('XbzrleEncoder: the cache does not match the header written for it')
+    this.cacheBytes = q.cacheBytes
     for (const b of this.early) this.writer.verbatim(b)
     this.early = []
     this.earlyBytes = 0
