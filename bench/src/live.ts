@@ -40,7 +40,7 @@ export const SETUPS: LiveSetup[] = [
   {
     name: 'xbzrle filter (bypass always)',
     capabilities: {},
-    encode: `${xb} encode --bypass always`,
+    encode: `XBZRLE_BYPASS=always ${xb} -c`,
     decode: `${xb} -dc`,
   },
 ]

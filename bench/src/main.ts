@@ -26,7 +26,7 @@ import { runCompress } from './compress.js'
 import { ensureCorpus, type StreamInfo } from './corpus.js'
 import { type FilterStreamResult, runFilter } from './filter.js'
 import { runLibvirt } from './libvirt.js'
-import { BIG_SETUPS, bigGuest, runLive } from './live.js'
+import { BIG_SETUPS, bigGuest, type LiveRun, runLive } from './live.js'
 import { machineInfo } from './machine.js'
 import { GBIT_MIBS } from './netlink.js'
 import { writeReport } from './report.js'
@@ -138,7 +138,12 @@ async function liveStage(file: string, o: Pick<Parameters<typeof runLive>[0], 'l
     limits: opts.limits,
     ...o,
   })
-  writeJson(join(resultsDir, file), { machine: machineInfo(), ...r })
+  // Only some setups run (--setups): earlier runs of the other setups, links and limits stay in the file.
+  const prev = opts.setups ? readJson<{ runs: LiveRun[] }>(join(resultsDir, file)) : undefined
+  const key = (x: LiveRun) => `${x.setup}|${x.linkMiBs}|${x.limitMs ?? 300}`
+  const fresh = new Set(r.runs.map(key))
+  const kept = (prev?.runs ?? []).filter((x) => !fresh.has(key(x)))
+  writeJson(join(resultsDir, file), { machine: machineInfo(), ...r, runs: [...kept, ...r.runs] })
 }
 
 if (has('live')) await liveStage('live.json', { links: opts.links, setups: opts.setups })

@@ -30,6 +30,12 @@ export const liveBigSection = (guest: LiveGuest): LiveSection => ({
   chart: 'live-big.svg',
 })
 
+/** The per-link note on the forced bypass (`xbzrle encode --bypass always`), when it was measured. */
+function bypassNote(ms: number, plain: number, lzop: number): string {
+  if (!Number.isFinite(ms)) return ''
+  return ` With \`--bypass always\`: ${fix(ms / plain, 2)}x plain, ${fix(ms / lzop, 2)}x lzop -1.`
+}
+
 export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE_SECTION): string[] {
   const md: string[] = []
   const qemuCache = live.guest.qemuXbzrleCacheBytes
@@ -130,7 +136,12 @@ export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE
       `- ${linkLabel(l)}: xbzrle filter ${fix(ours / plain, 2)}x the time of plain, ${fix(ours / qx, 2)}x QEMU xbzrle, ` +
         `${fix(ours / lz, 2)}x lzop -1; it moved QEMU's stream at ${fix(qemuRate / MB, 0)} MB/s and put ` +
         `${fix(med('xbzrle filter', (r) => r.wireBytes) / MB, 1)} MB on the wire (plain ${fix(med('plain', (r) => r.wireBytes) / MB, 1)} MB, ` +
-        `lzop ${fix(med('lzop -1 filter', (r) => r.wireBytes) / MB, 1)} MB).`,
+        `lzop ${fix(med('lzop -1 filter', (r) => r.wireBytes) / MB, 1)} MB).` +
+        bypassNote(
+          med('xbzrle filter (bypass always)', (r) => r.e2eMs),
+          plain,
+          lz,
+        ),
     )
   }
   if (obs.length)

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { crc32 as zlibCrc32 } from 'node:zlib'
+import { FrameReader } from '@xbzrle/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CLI, fixture, runCli } from './test-cli.js'
 
@@ -20,6 +21,17 @@ beforeAll(() => {
 })
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+/** Frames of an xbzrle stream by kind. */
+function frameKinds(encoded: Uint8Array): Record<string, number> {
+  const kinds: Record<string, number> = {}
+  const r = new FrameReader()
+  r.push(encoded)
+  for (let item = r.next(); item !== undefined; item = r.next())
+    if (item.type === 'batch') for (const f of item.batch.frames()) kinds[f.kind] = (kinds[f.kind] ?? 0) + 1
+  r.finish()
+  return kinds
+}
 
 /** The format version in an xbzrle stream's prelude (after the 8-byte magic, a varint < 128). */
 const versionOf = (b: Buffer) => b[8]
@@ -51,6 +63,34 @@ describe('fast forms of the built CLI', () => {
     )
     expect(dec.code).toBe(0)
     expect(dec.stdout.equals(stream)).toBe(true)
+  })
+
+  it('XBZRLE_BYPASS=always: -c sends every page past the cache, and -dc gives the input back', async () => {
+    const normal = frameKinds((await runCli(['-c'], stream)).stdout)
+    expect(normal.full).toBeGreaterThan(0)
+    for (const args of [['-c'], ['encode', '--bypass', 'always']]) {
+      const enc = await runCli(args, stream, { XBZRLE_BYPASS: 'always' })
+      expect(enc.code).toBe(0)
+      const kinds = frameKinds(enc.stdout)
+      expect(kinds.verbatim).toBeGreaterThan(0)
+      expect((kinds.full ?? 0) + (kinds.zero ?? 0) + (kinds.delta ?? 0)).toBe(0)
+      const dec = await runCli(['-dc'], enc.stdout)
+      expect(dec.code).toBe(0)
+      expect(dec.stdout.equals(stream)).toBe(true)
+    }
+    // the flag wins over the environment
+    const never = frameKinds(
+      (await runCli(['encode', '--bypass', 'never'], stream, { XBZRLE_BYPASS: 'always' })).stdout,
+    )
+    expect(never.full).toBeGreaterThan(0)
+  })
+
+  it('a bad XBZRLE_BYPASS: one line naming it, exit 2, no output', async () => {
+    const r = await runCli(['-c'], stream, { XBZRLE_BYPASS: 'sometimes' })
+    expect(r.code).toBe(2)
+    expect(r.stdout.length).toBe(0)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toContain('XBZRLE_BYPASS')
   })
 
   it('a bad helper config: one line naming the file and the setting, exit 2, no output', async () => {

@@ -190,7 +190,7 @@ export function buildProgram(): Command {
     .addOption(
       new Option(
         '--bypass <mode>',
-        'send pages past the cache while this encoder, not the link, is the bottleneck: auto (with --compress auto, the default on pipes and networks), always or never',
+        'send pages past the cache while this encoder, not the link, is the bottleneck: auto (with --compress auto, the default on pipes and networks), always or never (default: $XBZRLE_BYPASS, else auto)',
       ).choices(['auto', 'always', 'never']),
     )
     .option(

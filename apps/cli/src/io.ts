@@ -86,6 +86,21 @@ export function defaultCompression(output: string | undefined): 'auto' | undefin
 }
 
 /**
+ * The bypass mode from the environment (`XBZRLE_BYPASS=auto|always|never`), for the forms that take no options
+ * (`xbzrle -c`, as QEMU's exec: runs it) and as the default of `--bypass`: EncoderOptions.bypass. Anything else
+ * is a usage error rather than a silent default.
+ */
+export function bypassFromEnv(value = process.env.XBZRLE_BYPASS): { force: 'always' } | false | undefined {
+  if (value === undefined || value === '' || value === 'auto') return undefined
+  if (value === 'always') return { force: 'always' }
+  if (value === 'never') return false
+  throw new CliError(
+    `XBZRLE_BYPASS must be auto, always or never (got ${JSON.stringify(value)})`,
+    ExitCode.USAGE,
+  )
+}
+
+/**
  * Compression worker threads by default: none on machines with fewer than 4 cores, else the cores minus one (the
  * encoder's own), at most 4. On our 2-core test machine a worker made `xbzrle encode` 0–25% slower (its start-up
  * and the cross-core copies cost more than the zstd time it took off the main thread, BENCHMARKS.md), and there

@@ -33,7 +33,14 @@ import {
 import { CliError, ExitCode } from '../errors.js'
 import { decoderFor, encoderFor, fileOutputSource, fileToFile } from '../file-filter.js'
 import { checkInput, inputProblem } from '../input-check.js'
-import { assertStdoutNotInput, defaultCompression, defaultThreads, formatBytes, openInput } from '../io.js'
+import {
+  assertStdoutNotInput,
+  bypassFromEnv,
+  defaultCompression,
+  defaultThreads,
+  formatBytes,
+  openInput,
+} from '../io.js'
 import {
   describeLibvirtImage,
   isHelperImage,
@@ -128,7 +135,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
     compression: o.compression ?? defaultCompression(o.output),
-    bypass: bypassOf(o.bypass),
+    bypass: bypassFromEnv(o.bypass), // the flag, else XBZRLE_BYPASS
     threads: o.threads ?? defaultThreads(),
     passListener: obs.observer.listener,
     base,
@@ -215,12 +222,6 @@ async function encoderBase(o: EncodeCommandOptions): Promise<EncoderBase> {
 }
 
 export { checkInput, inputProblem }
-
-/** --bypass as encoder options: auto leaves the encoder's default (on with auto compression). */
-function bypassOf(mode: EncodeCommandOptions['bypass']): { force: 'always' } | false | undefined {
-  if (mode === 'always') return { force: 'always' }
-  return mode === 'never' ? false : undefined
-}
 
 export function encodeSummary(s: EncoderStats, started: bigint): string {
   const secs = Number(process.hrtime.bigint() - started) / 1e9
