@@ -30,10 +30,10 @@ export const liveBigSection = (guest: LiveGuest): LiveSection => ({
   chart: 'live-big.svg',
 })
 
-/** The per-link note on the forced bypass (`xbzrle encode --bypass always`), when it was measured. */
+/** The per-link note on the forced bypass (`XBZRLE_BYPASS=always xbzrle -c`), when it was measured. */
 function bypassNote(ms: number, plain: number, lzop: number): string {
   if (!Number.isFinite(ms)) return ''
-  return ` With \`--bypass always\`: ${fix(ms / plain, 2)}x plain, ${fix(ms / lzop, 2)}x lzop -1.`
+  return ` With the bypass forced (\`XBZRLE_BYPASS=always\`): ${fix(ms / plain, 2)}x plain, ${fix(ms / lzop, 2)}x lzop -1.`
 }
 
 export function renderLive(live: LiveResults, ctx: RenderContext, section = LIVE_SECTION): string[] {
