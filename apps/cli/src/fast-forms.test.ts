@@ -46,6 +46,15 @@ describe('fast forms of the built CLI', () => {
     expect(dec.stdout.equals(stream)).toBe(true)
   })
 
+  it('bare encode then decode (the fast forms too) give the input back', async () => {
+    const enc = await runCli(['encode'], stream)
+    expect(enc.code).toBe(0)
+    expect(enc.stdout.length).toBeLessThan(stream.length)
+    const dec = await runCli(['decode'], enc.stdout)
+    expect(dec.code).toBe(0)
+    expect(dec.stdout.equals(stream)).toBe(true)
+  })
+
   it('the helper form reads its config file (format_version = 1) and decodes what it wrote', async () => {
     const conf = join(dir, 'helper.conf')
     writeFileSync(conf, 'format_version = 1\n')

@@ -11,6 +11,16 @@ describe('fastForm (which invocations skip loading the whole CLI)', () => {
     expect(fastForm(['-d'], false)).toBe('decode')
   })
 
+  it('is a bare `encode` or `decode` (the exec: commands of the README), and nothing more', () => {
+    expect(fastForm(['encode'], false)).toBe('encode')
+    expect(fastForm(['decode'], false)).toBe('decode')
+    expect(fastForm(['encode'], true)).toBeUndefined()
+    expect(fastForm(['encode', '--stats'], false)).toBeUndefined()
+    expect(fastForm(['decode', 'in.xbz'], false)).toBeUndefined()
+    expect(fastForm(['encode', '--debug'], false)).toBeUndefined()
+    expect(fastForm(['inspect'], false)).toBeUndefined()
+  })
+
   it('is the libvirt helper form, in both spellings', () => {
     expect(fastForm(['--libvirt-helper', 'lzop', '-c'], false)).toBe('helper')
     expect(fastForm(['--libvirt-helper=zstd', '-dc'], true)).toBe('helper')
@@ -24,7 +34,7 @@ describe('fastForm (which invocations skip loading the whole CLI)', () => {
     expect(fastForm(['-c', '--debug'], false)).toBeUndefined()
     expect(fastForm(['-c'], true)).toBeUndefined()
     expect(fastForm(['-dc'], true)).toBeUndefined()
-    expect(fastForm(['encode'], false)).toBeUndefined()
+    expect(fastForm(['encode', '-o', 'out.xbz'], false)).toBeUndefined()
     expect(fastForm(['-V'], false)).toBeUndefined()
   })
 })

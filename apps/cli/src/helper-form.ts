@@ -31,7 +31,8 @@ export function helperForm(argv: string[]): string[] | undefined {
  * one is started by QEMU or libvirt once per migration, save or restore, with its first byte on their critical
  * path:
  * - `encode` / `decode`: `xbzrle -c` / `xbzrle -dc` reading stdin and writing stdout with nothing else asked (no
- *   files, no -o, --strict or --debug, no progress bar to draw), what QEMU's `exec:` and libvirt run;
+ *   files, no -o, --strict or --debug, no progress bar to draw), what QEMU's `exec:` and libvirt run, and
+ *   `xbzrle encode` / `xbzrle decode` without any option or file (the same commands in the README's words);
  * - `helper`: `xbzrle --libvirt-helper=NAME ...`, what the installed lzop/zstd wrapper runs.
  * Anything else (undefined) goes through the whole CLI and its option parser.
  */
@@ -39,6 +40,8 @@ export function fastForm(argv: string[], stderrIsTTY: boolean): 'encode' | 'deco
   const first = argv[0]
   if (first === '--libvirt-helper' || first?.startsWith('--libvirt-helper=')) return 'helper'
   if (stderrIsTTY || argv.includes('--debug')) return undefined
+  // `xbzrle encode` / `xbzrle decode` with nothing else: the very same filters (the README's exec: commands)
+  if (argv.length === 1 && (first === 'encode' || first === 'decode')) return first
   const form = helperForm(argv)
   if (form?.length !== 1) return undefined
   return form[0] === 'encode' ? 'encode' : form[0] === 'decode' ? 'decode' : undefined
