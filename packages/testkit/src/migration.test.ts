@@ -57,7 +57,8 @@ describe('live migration between two QEMU processes', () => {
       ...iteratingMigration({ xbzrle: true, syncs: 4 }),
     })
     expect(stats.dirtySyncCount).toBeGreaterThanOrEqual(4)
-    expect(stats.forced).toBe(true) // a 1 ms downtime-limit never converges by itself
+    // A 1 ms downtime-limit keeps it iterating until the forced pause, unless the guest, starved of CPU while the
+    // whole suite runs, dirtied nothing in one iteration: then QEMU converges by itself. Either way it iterated.
     expect(stats.xbzrle?.pages).toBeGreaterThan(0)
     expect(stats.xbzrle?.bytes).toBeGreaterThan(0)
     expect(await compareGuestRam(source, dest)).toBeNull()

@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer'
 import { FrameReader } from '@xbzrle/protocol'
 import { describe, expect, it } from 'vitest'
-import { SimulatedGuest } from '../simulate/simulated-guest.js'
+import { SimulatedGuest, WORKLOADS } from '../simulate/simulated-guest.js'
 import { type FixtureName, loadFixture, randomChunks } from '../test-fixtures.js'
 import { BYPASS_MARGIN, type BypassInput, BypassMeter, type BypassOptions, chooseBypass } from './bypass.js'
 import { XbzrleDecoder } from './decoder.js'
@@ -177,6 +177,28 @@ describe('encoder with the bypass: decode gives the exact input', () => {
       expect(mix.stats.pages.full + mix.stats.pages.zero).toBeGreaterThan(0)
     }
     if (xbzrle) expect(mix.stats.pages.foreign).toBeGreaterThan(0)
+  })
+
+  it('random mixes of bypassed and page-path windows, every workload, any window size: exact', () => {
+    let seed = 0x5eed
+    const rand = () => {
+      seed ^= seed << 13
+      seed ^= seed >>> 17
+      seed ^= seed << 5
+      return (seed >>> 0) / 2 ** 32
+    }
+    for (const workload of WORKLOADS) {
+      const data = Buffer.concat([
+        ...new SimulatedGuest({ memMiB: 4, passes: 4, seed: 3, dirtyFraction: 0.5, workload }).stream(),
+      ])
+      const p = rand()
+      const pattern = Array.from({ length: 4096 }, () => rand() < p)
+      const r = roundTrip(data, {
+        bypass: { windowBytes: 4096 * (1 + Math.floor(rand() * 64)), force: (w) => pattern[w % 4096]! },
+        formatVersion: 1 + Math.floor(rand() * 3),
+      })
+      expect(r.decoded.equals(data), `${workload}, bypass share ${p.toFixed(2)}`).toBe(true)
+    }
   })
 
   it('drops the cached copy of a bypassed page on both sides, and deltas after it still decode', () => {

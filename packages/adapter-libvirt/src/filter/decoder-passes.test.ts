@@ -240,7 +240,10 @@ describe('fresh real QEMU 7.2 live migrations', () => {
       const r = roundTrip(data, 13)
       checkCommon(r, data)
       const syncs = stats.dirtySyncCount!
-      expect(r.enc.passes).toHaveLength(syncs)
+      // Every pass that sends a page is found. A sync after which the guest had dirtied nothing (a guest starved
+      // of CPU while the whole suite runs on 2 cores) sends no page, and no repeat can prove that boundary: then
+      // one fewer. The simulated streams above check the exact count.
+      expect([syncs - 1, syncs]).toContain(r.enc.passes.length)
       expect(r.enc.passes.at(-2)!.pages.total).toBe(0) // QEMU's pre-completion sync found nothing to send
       // The empty pass is never the decoder's; what else it misses are boundaries no repeat proves.
       expect(r.dec.passes.length).toBeLessThanOrEqual(syncs - 1)
