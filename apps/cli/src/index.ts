@@ -122,6 +122,13 @@ function compressOption(): Option {
   ).choices(['auto', ...CODEC_NAMES])
 }
 
+function bypassOption(): Option {
+  return new Option(
+    '--bypass <mode>',
+    'send pages past the cache while this encoder, not the link, is the bottleneck: auto (with --compress auto, the default on pipes and networks), always or never (default: $XBZRLE_BYPASS, else auto)',
+  ).choices(['auto', 'always', 'never'])
+}
+
 function compressionOf(o: { compress?: string; formatVersion?: number }): Compression | 'auto' | undefined {
   if (o.compress === undefined) return undefined
   if (o.formatVersion === 1) throw new CliError('--compress needs format version 2 or later', ExitCode.USAGE)
@@ -187,12 +194,7 @@ export function buildProgram(): Command {
     )
     .addOption(formatVersionOption())
     .addOption(compressOption())
-    .addOption(
-      new Option(
-        '--bypass <mode>',
-        'send pages past the cache while this encoder, not the link, is the bottleneck: auto (with --compress auto, the default on pipes and networks), always or never (default: $XBZRLE_BYPASS, else auto)',
-      ).choices(['auto', 'always', 'never']),
-    )
+    .addOption(bypassOption())
     .option(
       '--threads <n>',
       `worker threads for a fixed zstd second stage, same output bytes (0: on the main thread; default here ${defaultThreads()}: 0 below 4 cores, else cores - 1, at most 4)`,
@@ -371,6 +373,7 @@ export function buildProgram(): Command {
     )
     .option('--zero-mask', 'skip WebSocket masking (faster; only between trusted peers)')
     .addOption(compressOption())
+    .addOption(bypassOption())
     .option('--stats', 'print a summary on stderr at the end')
     .addHelpText(
       'after',

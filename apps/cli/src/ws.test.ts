@@ -115,6 +115,25 @@ describe('xbzrle send → xbzrle receive', () => {
     expect(readFileSync(join(dir, 'out-vm1.mig')).equals(stream)).toBe(true)
   })
 
+  it('--bypass always: every page goes past the cache, and the received file is byte-identical', async () => {
+    const rx = await startReceiver(['-o', join(dir, 'out-{id}.mig'), '--once'])
+    const stats = join(dir, 'bypass-stats.json')
+    const tx = await send(rx.port, 'vmb', join(dir, 'in.mig'), [
+      '--migration-id',
+      'vmb',
+      '--bypass',
+      'always',
+      '--stats-json',
+      stats,
+    ])
+    expect(tx.code, tx.stderr).toBe(0)
+    expect(await rx.exit).toBe(0)
+    expect(readFileSync(join(dir, 'out-vmb.mig')).equals(stream)).toBe(true)
+    const pages = JSON.parse(readFileSync(stats, 'utf8')).totals.pages
+    expect(pages.total).toBeGreaterThan(0)
+    expect(pages.other).toBe(pages.total) // the encoder counts pages sent past its cache as `other`
+  })
+
   it('a wrong token is refused: sender exits 5 with the close code, the receiver keeps serving', async () => {
     const rx = await startReceiver(['-o', join(dir, 'never-{id}.mig')])
     const tx = await send(rx.port, 'x', join(dir, 'in.mig'), [], { XBZRLE_TOKEN: 'wrong' })

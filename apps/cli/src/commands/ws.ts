@@ -37,7 +37,7 @@ import {
 } from '@xbzrle/protocol'
 import { createAtomicOutput } from '../atomic-output.js'
 import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
-import { formatBytes, openInput } from '../io.js'
+import { bypassFromEnv, formatBytes, openInput } from '../io.js'
 import {
   bytesSource,
   decoderSource,
@@ -73,6 +73,8 @@ export interface SendCommandOptions extends ObserveCommandOptions {
   mode?: 'canonical' | 'compact'
   zeroMask?: boolean
   compression?: Compression | 'auto'
+  /** Bypass of the page path (filter/bypass.ts): `auto` (default), `always` or `never`; default XBZRLE_BYPASS. */
+  bypass?: 'auto' | 'always' | 'never'
   stats?: boolean
   /** A base image the receiver may hold (then the bases it depends on): used only if the receiver holds it. */
   base?: string[]
@@ -121,6 +123,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
       ExitCode.USAGE,
     )
   const token = tokenFrom(o)
+  const bypass = bypassFromEnv(o.bypass)
   // stdout carries nothing here: --stats-json - and --progress json=1 may use it.
   const obs = await startObservation('send', { ...o, metricsId: o.metricsId ?? o.migrationId }, 'network')
   const source: Readable = openInput(input)
@@ -151,6 +154,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
           mode: o.mode,
           formatVersion: version,
           compression: o.compression,
+          bypass,
           passListener: obs.observer.listener,
           base: agreedBase(base, receiverBase, version, o.stats),
         })
