@@ -38,6 +38,7 @@ export {
   verifyBatchOutput,
   verifyEndTotals,
 } from './v1/index.js'
+export { monotonicNs, pathNsPerByte } from './v2/adaptive.js'
 export { type BatchCompressor, CompressPool, type PooledResult } from './v2/compress-pool.js'
 export {
   AdaptiveCompression,

@@ -14,6 +14,7 @@ export {
   verifyBatchOutput,
   verifyEndTotals,
 } from './v1/index.js'
+export { monotonicNs, pathNsPerByte } from './v2/adaptive.js'
 export { CODEC_NAMES, isCompressorAvailable } from './v2/codecs.js'
 export { type BatchCompressor, CompressPool, type PooledResult } from './v2/compress-pool.js'
 export { AdaptiveCompression, type Batch, type Compression } from './v2/index.js'

@@ -9,9 +9,10 @@
  * QEMU's own XBZRLE record of it passes through as PAGE_FOREIGN on a miss (SPEC.md §5.2). The cost is that the next
  * send of a bypassed page is a full page; that is why the rule below wants a clear gain before it bypasses.
  *
- * `chooseBypass` is the rule, pure. `BypassMeter` measures what it needs per mode (CPU per input byte, output per
+ * `chooseBypass` is the rule, pure (per path the time per input byte of the second stage's rule, pathNsPerByte). `BypassMeter` measures what it needs per mode (CPU per input byte, output per
  * input byte) over windows of input, with an injectable clock so that a test can replay a run exactly.
  */
+import { monotonicNs, pathNsPerByte } from '@xbzrle/protocol/stream'
 
 export interface BypassInput {
   /** Bytes/s the output drains while it has a backlog; undefined: the link has never been the limit. */
@@ -35,8 +36,7 @@ export const BYPASS_MARGIN = 1.5
  * fewer bytes and wins; only a filter that is clearly CPU-bound bypasses.
  */
 export function chooseBypass(m: BypassInput): boolean {
-  const drain = m.drainRate !== undefined && Number.isFinite(m.drainRate) && m.drainRate > 0 ? m.drainRate : 0
-  const time = (ns: number, ratio: number) => Math.max(ns * m.headroom, drain > 0 ? (ratio * 1e9) / drain : 0)
+  const time = (ns: number, ratio: number) => pathNsPerByte(ns * m.headroom, ratio, m.drainRate)
   return time(m.bypassNsPerByte, m.bypassRatio) * BYPASS_MARGIN <= time(m.pagesNsPerByte, m.pagesRatio)
 }
 
@@ -68,10 +68,6 @@ const EWMA = 0.3
 /** Prior of the bypass's CPU cost relative to the page path's (measured in process on real streams: 0.55–0.6). */
 const BYPASS_COST_PRIOR = 0.5
 
-function hrNow(): number {
-  return Number(process.hrtime.bigint())
-}
-
 /** The measuring, stateful side of the rule: one per encoder. Modes change only at window boundaries. */
 export class BypassMeter {
   /** The mode of the current window. */
@@ -95,10 +91,9 @@ export class BypassMeter {
   private outMark = 0
   private busyNs = 0
   private sinceProbe = 0
-  private started = false
 
   constructor(o: BypassOptions = {}) {
-    this.now = o.now ?? hrNow
+    this.now = o.now ?? monotonicNs
     this.windowBytes = o.windowBytes ?? 1 << 20
     this.probeEvery = o.probeEvery ?? 16
     this.warmup = o.warmup ?? 2
@@ -167,9 +162,10 @@ export class BypassMeter {
 
   private closeWindow(output: number): void {
     const m = this.bypass ? this.direct : this.pages
-    this.windows[this.bypass ? 'bypass' : 'pages']++
     // The very first window carries the start-up (wasm compile, first cache pages): not the steady cost.
-    if (this.started && this.inBytes > 0) {
+    const first = this.windows.pages + this.windows.bypass === 0
+    this.windows[this.bypass ? 'bypass' : 'pages']++
+    if (!first && this.inBytes > 0) {
       const ns = this.busyNs / this.inBytes
       const ratio = (output - this.outMark) / this.inBytes
       if (m.windows === 0) {
@@ -181,7 +177,6 @@ export class BypassMeter {
       }
       m.windows++
     }
-    this.started = true
     this.inBytes = 0
     this.outMark = output
     this.busyNs = 0

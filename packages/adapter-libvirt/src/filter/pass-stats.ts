@@ -12,6 +12,7 @@
  * `PassRecorder` turns cumulative counters (plain numbers the filter keeps anyway) into per-pass figures by
  * taking a snapshot at each boundary, so the hot path pays nothing for the per-pass split.
  */
+import { monotonicNs } from '@xbzrle/protocol/stream'
 
 /** Cumulative counters of a filter, read at pass boundaries only. */
 export interface PassCounters {
@@ -234,7 +235,7 @@ function passOf(pass: number, startMs: number, wallMs: number, a: PassCounters, 
  * pay before its first output byte.
  */
 function monotonicMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6
+  return monotonicNs() / 1e6
 }
 
 /** Turns snapshots of cumulative counters at pass boundaries into PassStats. */

@@ -1,4 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream'
+import { monotonicNs } from '@xbzrle/protocol/stream'
 import { type DecoderOptions, XbzrleDecoder } from './decoder.js'
 import { DrainMeter, inFlightBudget, MIN_IN_FLIGHT } from './drain.js'
 import { type EncoderOptions, XbzrleEncoder } from './encoder.js'
@@ -21,10 +22,6 @@ const INPUT_QUEUE = MIN_IN_FLIGHT
 const HOLD_POLL_MS = 1
 /** Raw bytes an open batch gathers before it is closed early for an idle output (fewer: per-batch overhead). */
 const MIN_EARLY_BATCH = 16 * 1024
-
-function hrNow(): number {
-  return Number(process.hrtime.bigint())
-}
 
 export interface EncodeStreamOptions extends EncoderOptions {
   /**
@@ -63,7 +60,7 @@ export class EncodeStream extends Transform {
 
   constructor(
     options: EncodeStreamOptions = {},
-    private readonly now: () => number = hrNow,
+    private readonly now: () => number = monotonicNs,
   ) {
     super({ readableHighWaterMark: IO_CHUNK, writableHighWaterMark: INPUT_QUEUE })
     const { pacing, ...encoderOptions } = options

@@ -50,12 +50,9 @@ export const TIE_FACTOR = 1.03
  * (plain) wins; on a slow link the strongest compressor the CPU can keep up with wins.
  */
 export function chooseBatchCodec(m: ChoiceInput): number {
-  const drain = m.drainRate !== undefined && Number.isFinite(m.drainRate) && m.drainRate > 0 ? m.drainRate : 0
-  const cost = m.options.map((o) => {
-    const cpu = (m.upstreamNsPerByte + o.nsPerByte) * m.headroom
-    const link = drain > 0 ? (o.ratio * 1e9) / drain : 0
-    return Math.max(cpu, link)
-  })
+  const cost = m.options.map((o) =>
+    pathNsPerByte((m.upstreamNsPerByte + o.nsPerByte) * m.headroom, o.ratio, m.drainRate),
+  )
   const best = Math.min(...cost)
   let pick = -1
   for (let i = 0; i < cost.length; i++) {
@@ -63,6 +60,17 @@ export function chooseBatchCodec(m: ChoiceInput): number {
     if (pick < 0 || m.options[i]!.ratio < m.options[pick]!.ratio) pick = i
   }
   return pick
+}
+
+/**
+ * What one byte costs a path of a live pipeline: the slower of its CPU time (`cpuNs`, ns) and its link time,
+ * `ratio` output bytes at `drainRate` bytes/s (undefined, not finite or not positive: the link is not the limit,
+ * no link time). The adaptive second stage and the encoder's bypass (adapter-libvirt) both judge by it.
+ */
+export function pathNsPerByte(cpuNs: number, ratio: number, drainRate: number | undefined): number {
+  const link =
+    drainRate !== undefined && Number.isFinite(drainRate) && drainRate > 0 ? (ratio * 1e9) / drainRate : 0
+  return Math.max(cpuNs, link)
 }
 
 /** Starting estimates (measured on 1 MiB batches of guest RAM, BENCHMARKS.md), replaced as batches are measured. */
@@ -107,7 +115,8 @@ const SLOW = 0.1
 const DEFAULT_HEADROOM = 1.25
 const DEFAULT_PROBE_EVERY = 16
 
-function hrNow(): number {
+/** A monotonic clock in nanoseconds, without loading perf_hooks (performance.now() would, before a first byte). */
+export function monotonicNs(): number {
   return Number(process.hrtime.bigint())
 }
 
@@ -147,7 +156,7 @@ export class AdaptiveCompression {
     const codecs = new Set(this.ladder.slice(1).map((x) => x.codec))
     if (codecs.size > 1 || codecs.has('none'))
       throw new RangeError('the options of an adaptive ladder share one compressor (the header names it)')
-    this.now = o.now ?? hrNow
+    this.now = o.now ?? monotonicNs
     this.lookup = o.compressor ?? findCompressor
     this.compressors = this.ladder.map(() => undefined)
     this.factor = this.ladder.map((x, i) => ({
