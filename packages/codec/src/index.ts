@@ -16,6 +16,7 @@ export {
   MAX_CACHE_WAYS,
   PageCache,
   type PageCacheOptions,
+  sameCacheParameters,
 } from './page-cache.js'
 export {
   type EncodeResult,

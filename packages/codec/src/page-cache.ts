@@ -128,6 +128,19 @@ export function cacheParameters(o: PageCacheOptions | CacheParameters): CachePar
   return { pageSize, cacheBytes: o.cacheBytes, ways, policy }
 }
 
+/**
+ * Whether two parameter sets build the same cache (what a decoder must mirror: SPEC.md §5.2). `b` may come from a
+ * stream header, whose policy is any name.
+ */
+export function sameCacheParameters(
+  a: CacheParameters,
+  b: Omit<CacheParameters, 'policy'> & { policy: string },
+): boolean {
+  return (
+    a.pageSize === b.pageSize && a.cacheBytes === b.cacheBytes && a.ways === b.ways && a.policy === b.policy
+  )
+}
+
 export class PageCache {
   readonly parameters: CacheParameters
   readonly pageSize: number

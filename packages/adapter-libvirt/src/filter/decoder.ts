@@ -1,4 +1,10 @@
-import { CACHE_POLICIES, type CacheParameters, isCachePolicy, PageDeltaDecoder } from '@xbzrle/codec'
+import {
+  CACHE_POLICIES,
+  type CacheParameters,
+  isCachePolicy,
+  PageDeltaDecoder,
+  sameCacheParameters,
+} from '@xbzrle/codec'
 import {
   BASE_IMAGE_EXTENSION,
   type Batch,
@@ -351,10 +357,7 @@ export class XbzrleDecoder {
     const p = base.target.parameters
     if (
       baseFingerprint(base.requirement) !== baseFingerprint(req) ||
-      p.pageSize !== h.pageSize ||
-      p.cacheBytes !== h.cache.cacheBytes ||
-      p.ways !== h.cache.ways ||
-      p.policy !== h.cache.policy
+      !sameCacheParameters(p, { pageSize: h.pageSize, ...h.cache })
     )
       throw baseError(`the base cache given was prepared for another stream${needsBase(req)}`)
     this.codec = base.target

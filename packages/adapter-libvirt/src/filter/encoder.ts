@@ -1,4 +1,4 @@
-import { type CacheStats, cacheParameters, PageDeltaEncoder } from '@xbzrle/codec'
+import { type CacheStats, cacheParameters, PageDeltaEncoder, sameCacheParameters } from '@xbzrle/codec'
 import {
   AdaptiveCompression,
   baseRequirementExtension,
@@ -151,7 +151,7 @@ export class XbzrleEncoder {
   readonly adaptive: AdaptiveCompression | undefined
   /** Worker threads compressing batches (options.threads), or undefined: compressed on this thread. */
   private readonly pool: CompressPool | undefined
-  /** Input not yet written, up to one batch: pages: false (pushUnparsed), or bypassed records (stageBypass). */
+  /** Input not yet written, up to one batch: pages: false (pushUnparsed), or bypassed records (stageVerbatim). */
   private stage: Uint8Array | undefined
   private staged = 0
   /** Whether to bypass the page path, window by window (options.bypass); undefined: never. */
@@ -272,12 +272,21 @@ export class XbzrleEncoder {
     return m.time()
   }
 
-  /** Bypass: the pages' records, and the stream bytes between them, go out in VERBATIM frames of up to a batch. */
-  private stageBypass(bytes: Uint8Array): void {
+  /**
+   * Bytes that go out in VERBATIM frames of whole batches (the input of pages: false; bypassed records and the
+   * stream bytes between them): staged up to one batch, so the frames depend on the bytes alone, not on how they
+   * were cut. A whole batch's worth with nothing staged goes out from `bytes` itself, without the copy.
+   */
+  private stageVerbatim(bytes: Uint8Array): void {
     const size = this.options.batchBytes ?? DEFAULT_BATCH_BYTES
     this.stage ??= new Uint8Array(size)
     const stage = this.stage
     for (let off = 0; off < bytes.length; ) {
+      if (this.staged === 0 && bytes.length - off >= size) {
+        this.writer.verbatim(bytes.subarray(off, off + size))
+        off += size
+        continue
+      }
       const n = Math.min(size - this.staged, bytes.length - off)
       stage.set(bytes.subarray(off, off + n), this.staged)
       this.staged += n
@@ -295,32 +304,16 @@ export class XbzrleEncoder {
    */
   private bypassPage(blockId: number, r: PageRecord): void {
     if (this.codec!.invalidate(blockId, r.pageIndex)) this.writer.invalidate(blockId, r.pageIndex)
-    this.stageBypass(r.header)
-    this.stageBypass(r.body)
+    this.stageVerbatim(r.header)
+    this.stageVerbatim(r.body)
     this.counts.bypass++
   }
 
-  /**
-   * pages: false. The input goes out in verbatim frames of whole batches (staged up to one batch), so the frames
-   * depend on the bytes alone, not on how the input was cut into chunks, as with parsed pages.
-   */
+  /** pages: false. The input goes out in verbatim frames of whole batches (stageVerbatim), unparsed. */
   private pushUnparsed(chunk: Uint8Array): void {
     this.start()
     this.emitted += chunk.length
-    const size = this.options.batchBytes ?? DEFAULT_BATCH_BYTES
-    this.stage ??= new Uint8Array(size)
-    let off = 0
-    if (this.staged > 0) {
-      off = Math.min(size - this.staged, chunk.length)
-      this.stage.set(chunk.subarray(0, off), this.staged)
-      this.staged += off
-      if (this.staged < size) return
-      this.writer.verbatim(this.stage)
-      this.staged = 0
-    }
-    for (; chunk.length - off >= size; off += size) this.writer.verbatim(chunk.subarray(off, off + size))
-    this.stage.set(chunk.subarray(off), 0)
-    this.staged = chunk.length - off
+    this.stageVerbatim(chunk)
   }
 
   /** Writes the staged bytes: input held by pages: false, or bypassed records (never both in one encoder). */
@@ -489,15 +482,9 @@ export class XbzrleEncoder {
       )
     this.writer.header(header)
     this.codec = o.base?.target ?? new PageDeltaEncoder({ cache, mode })
-    const q = this.codec.parameters
-    if (
-      q.cacheBytes !== p.cacheBytes ||
-      q.ways !== p.ways ||
-      q.policy !== p.policy ||
-      q.pageSize !== p.pageSize
-    )
+    if (!sameCacheParameters(this.codec.parameters, p))
       throw new Error('XbzrleEncoder: the cache does not match the header written for it')
-    this.cacheBytes = q.cacheBytes
+    this.cacheBytes = p.cacheBytes
     for (const b of this.early) this.writer.verbatim(b)
     this.early = []
     this.earlyBytes = 0
@@ -507,7 +494,7 @@ export class XbzrleEncoder {
     if (this.reader.stats.sections.end !== 0 && !this.completed) this.onCompletion()
     this.emitted += bytes.length
     if (this.codec) {
-      if (this.bypass?.bypass) this.stageBypass(bytes)
+      if (this.bypass?.bypass) this.stageVerbatim(bytes)
       else this.writer.verbatim(bytes)
       return
     }
