@@ -12,7 +12,7 @@ import { installSignalHandlers } from './atomic-output.js'
 import { ExitCode, reportError } from './errors.js'
 import { decoderFor, encoderFor, fileOutputSource, fileToFile } from './file-filter.js'
 import { checkInput } from './input-check.js'
-import { assertStdoutNotInput, bypassFromEnv, defaultCompression, defaultThreads, openInput } from './io.js'
+import { assertStdoutNotInput, bypassMode, defaultCompression, defaultThreads, openInput } from './io.js'
 
 // For scripts/code-cache.cjs, which runs a small stream through them before it saves V8's code cache.
 export { XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
@@ -38,7 +38,7 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
       const options = {
         compression: defaultCompression(undefined),
         threads: defaultThreads(),
-        bypass: bypassFromEnv(),
+        bypass: bypassMode(),
       }
       const { sink, encoder, stream } = encoderFor(source, options)
       const check = () => checkInput(encoder.stats)

@@ -86,11 +86,11 @@ export function defaultCompression(output: string | undefined): 'auto' | undefin
 }
 
 /**
- * The bypass mode from the environment (`XBZRLE_BYPASS=auto|always|never`), for the forms that take no options
- * (`xbzrle -c`, as QEMU's exec: runs it) and as the default of `--bypass`: EncoderOptions.bypass. Anything else
+ * The bypass mode as EncoderOptions.bypass: the `--bypass` flag, else the environment (`XBZRLE_BYPASS=auto|always|
+ * never`), which is how the forms without options (`xbzrle -c`, as QEMU's exec: runs it) take it. Anything else
  * is a usage error rather than a silent default.
  */
-export function bypassFromEnv(value = process.env.XBZRLE_BYPASS): { force: 'always' } | false | undefined {
+export function bypassMode(value = process.env.XBZRLE_BYPASS): { force: 'always' } | false | undefined {
   if (value === undefined || value === '' || value === 'auto') return undefined
   if (value === 'always') return { force: 'always' }
   if (value === 'never') return false

@@ -35,7 +35,7 @@ import { decoderFor, encoderFor, fileOutputSource, fileToFile } from '../file-fi
 import { checkInput, inputProblem } from '../input-check.js'
 import {
   assertStdoutNotInput,
-  bypassFromEnv,
+  bypassMode,
   defaultCompression,
   defaultThreads,
   formatBytes,
@@ -135,7 +135,7 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     mode: o.mode,
     formatVersion: o.formatVersion,
     compression: o.compression ?? defaultCompression(o.output),
-    bypass: bypassFromEnv(o.bypass), // the flag, else XBZRLE_BYPASS
+    bypass: bypassMode(o.bypass),
     threads: o.threads ?? defaultThreads(),
     passListener: obs.observer.listener,
     base,

@@ -37,7 +37,7 @@ import {
 } from '@xbzrle/protocol'
 import { createAtomicOutput } from '../atomic-output.js'
 import { CliError, ExitCode, type ExitCodeValue } from '../errors.js'
-import { bypassFromEnv, formatBytes, openInput } from '../io.js'
+import { bypassMode, formatBytes, openInput } from '../io.js'
 import {
   bytesSource,
   decoderSource,
@@ -123,7 +123,7 @@ export async function runSend(url: string, input: string | undefined, o: SendCom
       ExitCode.USAGE,
     )
   const token = tokenFrom(o)
-  const bypass = bypassFromEnv(o.bypass)
+  const bypass = bypassMode(o.bypass)
   // stdout carries nothing here: --stats-json - and --progress json=1 may use it.
   const obs = await startObservation('send', { ...o, metricsId: o.metricsId ?? o.migrationId }, 'network')
   const source: Readable = openInput(input)
