@@ -1,27 +1,11 @@
 // Stream identity on freshly captured real QEMU streams: decode(encode(stream)) == stream, byte for byte.
 
-import { Buffer } from 'node:buffer'
 import { readFileSync } from 'node:fs'
 import { captureIteratingMigration, installTestkitHooks, requireQemu } from '@xbzrle/testkit'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { randomChunks } from '../test-fixtures.js'
-import { XbzrleDecoder } from './decoder.js'
-import { XbzrleEncoder } from './encoder.js'
+import { roundTrip } from './test-round-trip.js'
 
 installTestkitHooks({ afterEach, afterAll })
-
-function roundTrip(data: Uint8Array) {
-  const enc: Uint8Array[] = []
-  const e = new XbzrleEncoder((c) => enc.push(c))
-  for (const c of randomChunks(data, 17, 1 << 20)) e.push(c)
-  e.finish()
-  const encoded = Buffer.concat(enc)
-  const dec: Uint8Array[] = []
-  const d = new XbzrleDecoder((c) => dec.push(c))
-  for (const c of randomChunks(encoded, 23, 1 << 20)) d.push(c)
-  d.finish()
-  return { encoded, decoded: Buffer.concat(dec), stats: e.stats }
-}
 
 describe('captured QEMU streams survive encode → decode exactly', () => {
   it.for([
