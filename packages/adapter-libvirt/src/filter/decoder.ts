@@ -137,7 +137,8 @@ export class XbzrleDecoder {
     private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
     private readonly options: DecoderOptions = {},
   ) {
-    this.reader = new FrameReader({ acceptCritical: [BASE_IMAGE_EXTENSION] })
+    // One decompression buffer for every batch: batch() is done with a batch's frames before the next is read.
+    this.reader = new FrameReader({ acceptCritical: [BASE_IMAGE_EXTENSION], reuseBatchBuffer: true })
     this.recorder = new PassRecorder(options.passListener)
     this.base = options.base
   }

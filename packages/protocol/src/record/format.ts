@@ -38,9 +38,10 @@ export interface ReadFormat {
   readonly endExtra: number
   /**
    * Parses the header body (`c` covers exactly it); throws ProtocolError. `acceptCritical`: critical extension
-   * types the caller understands (FrameReaderOptions); versions before 3 ignore it.
+   * types the caller understands (FrameReaderOptions); versions before 3 ignore it. `reuseBatchBuffer`: see
+   * FrameReaderOptions; versions without compressed batches ignore it.
    */
-  readHeader(c: Cursor, acceptCritical?: readonly number[]): StreamReading
+  readHeader(c: Cursor, acceptCritical?: readonly number[], reuseBatchBuffer?: boolean): StreamReading
 }
 
 /** Writing one stream of a version, once its header is known. */

@@ -101,6 +101,7 @@ export class RecordReader<Item extends object = ReaderItem> {
   /** The format version of the stream, once its prelude was read. */
   version: number | undefined
   private readonly acceptCritical: readonly number[] | undefined
+  private readonly reuseBatchBuffer: boolean
 
   constructor(
     opts: FrameReaderOptions,
@@ -108,6 +109,7 @@ export class RecordReader<Item extends object = ReaderItem> {
   ) {
     this.limits = resolveLimits(opts.limits)
     this.acceptCritical = opts.acceptCritical
+    this.reuseBatchBuffer = opts.reuseBatchBuffer === true
   }
 
   push(chunk: Uint8Array): void {
@@ -236,6 +238,7 @@ export class RecordReader<Item extends object = ReaderItem> {
     const stream = this.format.readHeader(
       new Cursor(rec, bodyStart, bodyEnd, q.offset, 'header'),
       this.acceptCritical,
+      this.reuseBatchBuffer,
     )
     this.stream = stream
     this.pageSize = stream.header.pageSize

@@ -75,6 +75,12 @@ export interface FrameReaderOptions {
    * then MUST act on them before using the stream.
    */
   acceptCritical?: readonly number[]
+  /**
+   * Decompress every compressed batch (v2 and later) into one buffer the reader reuses, instead of a fresh one
+   * per batch (each fresh MiB costs its page faults). The byte views of a batch's frames are then valid only
+   * until the next call to `next()`: for callers that consume a batch before they read on (XbzrleDecoder).
+   */
+  reuseBatchBuffer?: boolean
 }
 
 export interface FrameWriterOptions {

@@ -48,6 +48,11 @@ export interface Compressor {
    * Never allocates more than `size` bytes of output (plus the codec's constant working memory).
    */
   decompress(data: Uint8Array, size: number): Uint8Array
+  /**
+   * `decompress` into `dst[0, size)` (dst.length >= size; the bytes after are not touched), returning that view.
+   * For readers that reuse one buffer across batches (FrameReaderOptions.reuseBatchBuffer).
+   */
+  decompressInto?(data: Uint8Array, dst: Uint8Array, size: number): Uint8Array
 }
 
 /** Thrown when a stream or a writer needs a native compressor that is not installed. */
@@ -112,6 +117,16 @@ function makeZstd(b: ZstdBinding): Compressor {
   let cctx: InstanceType<ZstdBinding['CCtx']> | undefined
   let dctx: InstanceType<ZstdBinding['DCtx']> | undefined
   let scratch: Buffer | undefined
+  const decompressInto = (data: Uint8Array, dst: Uint8Array, size: number): Uint8Array => {
+    // Exactly one frame: ZSTD_decompressDCtx would also accept concatenated and skippable frames.
+    if (b.findFrameCompressedSize(data) !== data.length) throw new Error('not exactly one zstd frame')
+    dctx ??= new b.DCtx()
+    // Exactly `size` bytes of room: "Destination buffer is too small" if the frame holds more.
+    const out = dst.length === size ? dst : dst.subarray(0, size)
+    const n = dctx.decompress(out, data)
+    if (n !== size) throw new Error(`decompressed to ${n} bytes`)
+    return out
+  }
   return {
     name: 'zstd',
     compress(data, level) {
@@ -125,15 +140,8 @@ function makeZstd(b: ZstdBinding): Compressor {
       if (scratch === undefined || scratch.length < bound) scratch = Buffer.allocUnsafeSlow(bound)
       return scratch.subarray(0, cctx.compress(scratch, data, level))
     },
-    decompress(data, size) {
-      // Exactly one frame: ZSTD_decompressDCtx would also accept concatenated and skippable frames.
-      if (b.findFrameCompressedSize(data) !== data.length) throw new Error('not exactly one zstd frame')
-      dctx ??= new b.DCtx()
-      const out = Buffer.allocUnsafe(size) // "Destination buffer is too small" if the frame holds more
-      const n = dctx.decompress(out, data)
-      if (n !== size) throw new Error(`decompressed to ${n} bytes`)
-      return out
-    },
+    decompress: (data, size) => decompressInto(data, Buffer.allocUnsafe(size), size),
+    decompressInto,
   }
 }
 

@@ -10,9 +10,11 @@ import type { Compression, FrameReaderOptions, ReaderItem } from './types.js'
 /**
  * The v2 batch payload (SPEC.md §11.1, §11.4), shared by every version that has it: `enc:u8`, then the frames
  * (enc 0) or `framesLength:varint` and the frames compressed with the header's codec (enc 1). The compressor is
- * looked up now: a stream that names a codec whose package is missing is refused at the header.
+ * looked up now: a stream that names a codec whose package is missing is refused at the header. With `reuse`,
+ * every batch is decompressed into one buffer (grown to the largest batch; bounded by the batch limit), so the
+ * frames of a batch are valid only until the next batch is read.
  */
-export function payloadReader(compression: Compression): StreamReading['readPayload'] {
+export function payloadReader(compression: Compression, reuse = false): StreamReading['readPayload'] {
   const codec = compression.codec
   let compressor: Compressor | undefined
   if (codec !== 'none') {
@@ -26,6 +28,12 @@ export function payloadReader(compression: Compression): StreamReading['readPayl
         `npm install ${pkg}`,
       )
     }
+  }
+  let scratch: Uint8Array | undefined
+  const into = (size: number): Uint8Array | undefined => {
+    if (!reuse || compressor?.decompressInto === undefined) return undefined
+    if (scratch === undefined || scratch.length < size) scratch = new Uint8Array(size)
+    return scratch
   }
   return (c, headLen, lim, ctx) => {
     const encAt = c.offset
@@ -47,7 +55,11 @@ export function payloadReader(compression: Compression): StreamReading['readPayl
     const payloadAt = c.offset
     let frames: Uint8Array
     try {
-      const d = compressor.decompress(c.buf.subarray(c.pos, c.end), framesLength)
+      const data = c.buf.subarray(c.pos, c.end)
+      const dst = into(framesLength)
+      const d = dst
+        ? compressor.decompressInto!(data, dst, framesLength)
+        : compressor.decompress(data, framesLength)
       // Frames are plain Uint8Array views (a Buffer's slice() would not copy), as in plain batches.
       frames = new Uint8Array(d.buffer, d.byteOffset, d.length)
     } catch (e) {
@@ -67,9 +79,9 @@ export const V2_READ: ReadFormat = {
   version: VERSION,
   batchExtra: 1, // the payload-encoding byte (a compressed payload is never longer than the plain one)
   endExtra: 0,
-  readHeader(c) {
+  readHeader(c, _acceptCritical, reuseBatchBuffer) {
     const header = readHeaderBodyV2(c)
-    return { header, readPayload: payloadReader(header.compression!) }
+    return { header, readPayload: payloadReader(header.compression!, reuseBatchBuffer) }
   },
 }
 

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import fc from 'fast-check'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ProtocolError } from '../errors.js'
+import { FrameReader } from '../reader.js'
 import {
   collect,
   concat,
@@ -319,6 +320,53 @@ describe('format v2', () => {
     }
     expect(malformed).toBeGreaterThan(0)
   })
+
+  it.skipIf(!isCompressorAvailable('zstd'))(
+    'reuseBatchBuffer: every batch decompressed into one buffer, the same output when each batch is used before the next is read',
+    () => {
+      // Batches of different sizes (the buffer grows to the largest), verbatim and page frames.
+      const ops: Op[] = []
+      for (let i = 0; i < 900; i++) {
+        if (i % 97 === 0) ops.push({ t: 'flush' })
+        ops.push(
+          i % 4 === 0
+            ? { t: 'verbatim', len: 100 + ((i * 37) % 3000), seed: i, text: i % 3 === 0 }
+            : { t: 'full', block: i % 2, index: i, seed: i },
+        )
+      }
+      const { stream, orig } = build(ops, H('zstd'), 2, 64 * 1024)
+      const read = (reuse: boolean) => {
+        const r = new FrameReader({ maxVersion: 2, reuseBatchBuffer: reuse })
+        const m = new ModelDecoder()
+        const buffers = new Set<ArrayBufferLike>()
+        let compressed = 0
+        r.push(stream)
+        for (let it = r.next(); it; it = r.next()) {
+          if (it.type === 'batch' && it.batch.compressed) {
+            compressed++
+            for (const f of it.batch.frames()) {
+              if (f.kind === 'verbatim') buffers.add(f.bytes.buffer)
+              if (f.kind === 'full') buffers.add(f.page.buffer)
+            }
+          }
+          m.feed(it) // used before the next batch is read
+        }
+        r.finish()
+        return { output: m.output(), buffers: buffers.size, compressed }
+      }
+      const fresh = read(false)
+      const reused = read(true)
+      expect(fresh.compressed).toBeGreaterThan(10)
+      expect(fresh.buffers).toBe(fresh.compressed)
+      expect(reused.buffers).toBe(1)
+      expect(sameBytes(fresh.output, orig)).toBe(true)
+      expect(sameBytes(reused.output, orig)).toBe(true)
+      // The documented lifetime: items kept past the next batch see the later batches' bytes.
+      expect(decodeStream(stream, undefined, { maxVersion: 2, reuseBatchBuffer: true }).output).not.toEqual(
+        orig,
+      )
+    },
+  )
 
   it('the declared decompressed size is limit-checked before decompressing (lowered limits too)', () => {
     const { stream } = build([{ t: 'verbatim', len: 20000, seed: 1, text: true }], H('deflate'))

@@ -20,12 +20,12 @@ export const V3_READ: ReadFormat = {
   version: VERSION,
   batchExtra: 1 + BINDING_BYTES,
   endExtra: BINDING_BYTES,
-  readHeader(c, acceptCritical) {
+  readHeader(c, acceptCritical, reuseBatchBuffer) {
     const header = readHeaderBodyV3(c, acceptCritical)
     const binding = streamBinding(header.streamId!)
     return {
       header,
-      readPayload: payloadReader(header.compression!),
+      readPayload: payloadReader(header.compression!, reuseBatchBuffer),
       readPrefix(c, record) {
         const at = c.base
         const found = c.u32le('stream binding')
