@@ -48,9 +48,8 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
         check()
       }
     } else {
-      const { sink, decoder, stream } = decoderFor(source, {})
-      if (!stream)
-        await fileToFile(undefined, undefined, source!, sink, decoder, false, NO_PROGRESS, () => {})
+      const { sink, filter, stream } = decoderFor(source, {})
+      if (!stream) await fileToFile(undefined, undefined, source!, sink, filter, false, NO_PROGRESS, () => {})
       else await pipeline(openInput(undefined), stream, process.stdout)
     }
     return ExitCode.OK

@@ -25,6 +25,7 @@ import {
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from './atomic-output.js'
 import { CliError, ExitCode } from './errors.js'
 import { assertStdoutNotInput, openInput } from './io.js'
+import { WriteBehindDecoder } from './write-behind.js'
 
 /** Read size: large reads are most of the speed of a filter (fewer calls, fewer batches split by a read). */
 export const FILE_READ_BYTES = 4 << 20
@@ -97,20 +98,21 @@ export function encoderFor(
 }
 
 /**
- * The decoder for what fileOutputSource found: on the file path an XbzrleDecoder that writes each verified batch
- * to `sink` before it decodes the next, so one buffer serves them all; else a DecodeStream.
+ * The decoder for what fileOutputSource found: on the file path an XbzrleDecoder whose verified batches are
+ * written to `sink` behind the decoding of the next (WriteBehindDecoder: two output buffers serve them all), the
+ * filter fileToFile drives; else a DecodeStream.
  */
 export function decoderFor(
   source: FileSource | undefined,
   options: DecoderOptions,
-): { sink: OutputSink; decoder: XbzrleDecoder; stream: DecodeStream | undefined } {
+): { sink: OutputSink; decoder: XbzrleDecoder; filter: SyncFilter; stream: DecodeStream | undefined } {
   const sink: OutputSink = { fd: 1 }
   if (source === undefined) {
     const stream = new DecodeStream(options)
-    return { sink, decoder: stream.decoder, stream }
+    return { sink, decoder: stream.decoder, filter: stream.decoder, stream }
   }
-  const decoder = new XbzrleDecoder((c) => writeAll(sink, c), { ...options, reuseOutput: true })
-  return { sink, decoder, stream: undefined }
+  const decoder = new XbzrleDecoder(undefined, { ...options, reuseOutput: true })
+  return { sink, decoder, filter: new WriteBehindDecoder(decoder, sink), stream: undefined }
 }
 
 /** Writes all of `chunk` to the sink (a regular file: a short write is unlikely, but allowed). */
@@ -167,9 +169,10 @@ function rawBytes(n: number): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, n)
 }
 
-/** What fileToFile drives: XbzrleEncoder or XbzrleDecoder. */
+/** What fileToFile drives: XbzrleEncoder, or the decoder writing behind (WriteBehindDecoder). */
 export interface SyncFilter {
-  push(chunk: Uint8Array): void
+  /** A promise when the filter has work in flight to await before the next push. */
+  push(chunk: Uint8Array): void | Promise<void>
   finish(): void
   /** The encoder's: closes the open batch (when the input pauses). */
   flush?(): void
@@ -182,8 +185,7 @@ export interface SyncFilter {
 
 /** Pushes `chunk`; with a compression pool, returns a promise when too many batches wait for it. */
 function pushPaced(filter: SyncFilter, chunk: Uint8Array): Promise<void> | undefined {
-  filter.push(chunk)
-  return filter.paced?.()
+  return filter.push(chunk) ?? filter.paced?.()
 }
 
 /**

@@ -305,7 +305,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   const options = { maxCacheBytes: o.maxCache, passListener: obs.observer.listener, base: based?.base }
   // A based decode has read the header already (based.source replays it), so it keeps the stream path.
   const source = based ? undefined : fileOutputSource(input, o.output)
-  const { sink, decoder, stream } = decoderFor(source, options)
+  const { sink, decoder, filter, stream } = decoderFor(source, options)
   obs.observer.attach(decoderSource(decoder))
   const progress = () =>
     obs.bar
@@ -317,7 +317,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, () => {}, based?.source)
-      : fileToFile(input, o.output, source!, sink, decoder, false, progress, () => {}),
+      : fileToFile(input, o.output, source!, sink, filter, false, progress, () => {}),
   )
   if (o.stats) {
     const s = decoder.stats

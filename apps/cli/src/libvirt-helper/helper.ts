@@ -20,6 +20,7 @@ import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
 import { openInput } from '../io.js'
+import { WriteBehindDecoder } from '../write-behind.js'
 import { fillBlocking, pumpBlocking, waitIfAgain, writeBlocking } from './blocking-pipe.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
 import { findRealProgram, HELPER_PROGRAMS, type HelperProgram } from './real-program.js'
@@ -185,12 +186,12 @@ async function encodePipe(options: EncoderOptions, pipe: { buf: Uint8Array; have
 
 /**
  * `-dc` with a regular file on stdin, as libvirt restores (the image fd, after libvirt's header): large reads of
- * the file, each batch decoded into one reused buffer once its CRC matched and written to QEMU's pipe with a
- * blocking write (blocking-pipe.ts), as `xbzrle -dc` does into a file.
+ * the file, each batch decoded once its CRC matched and written to QEMU's pipe behind the decoding of the next
+ * (write-behind.ts), as `xbzrle -dc` does into a file: QEMU loads one batch while the next is decoded.
  */
 async function decodeFile(): Promise<void> {
-  const decoder = new XbzrleDecoder((c) => writeBlocking(1, c), { reuseOutput: true })
-  await feedFilter(0, decoder, { reuse: false })
+  const decoder = new XbzrleDecoder(undefined, { reuseOutput: true })
+  await feedFilter(0, new WriteBehindDecoder(decoder, { fd: 1 }), { reuse: false })
 }
 
 function stdoutIsPipe(): boolean {

@@ -101,6 +101,44 @@ describe('pull API', () => {
     expect(h.digest('hex')).toBe(sha256)
   })
 
+  it('pull mode with reuseOutput: two buffers in turn, an output intact until the call after next (also across a batch with no output)', () => {
+    const out: Uint8Array[] = []
+    const w = new FrameWriter({ onChunk: (c) => out.push(c) })
+    w.header({
+      pageSize: 4096,
+      cache: { cacheBytes: MiB, ways: 8, policy: 'lru-age-v1' },
+      mode: 'canonical',
+      source: 'raw',
+    })
+    const bodies = [0x11, 0x22, 0x33, 0x44].map((b, i) => new Uint8Array(1003 - i).fill(b)) // shrinking: no buffer regrows
+    w.verbatim(bodies[0]!)
+    w.flush()
+    w.invalidate(0, 5) // a batch that rebuilds nothing: it must not turn the rotation
+    w.flush()
+    for (const b of bodies.slice(1)) {
+      w.verbatim(b)
+      w.flush()
+    }
+    w.end()
+    const d = new XbzrleDecoder(undefined, { reuseOutput: true })
+    d.push(Buffer.concat(out))
+    d.end()
+    const got: Uint8Array[] = []
+    for (let o = d.nextOutput(); o; o = d.nextOutput()) {
+      got.push(o)
+      // The previous output is still intact while this one exists (a write behind it may still be running).
+      if (got.length >= 2)
+        expect(Buffer.from(got.at(-2)!).equals(Buffer.from(bodies[got.length - 2]!))).toBe(true)
+    }
+    d.finish()
+    expect(got.map((o) => o.length)).toEqual(bodies.map((b) => b.length))
+    expect(Buffer.from(got[3]!).equals(Buffer.from(bodies[3]!))).toBe(true)
+    // Two buffers, alternating: outputs 0 and 2 share one, 1 and 3 the other.
+    expect(got[0]!.buffer).toBe(got[2]!.buffer)
+    expect(got[1]!.buffer).toBe(got[3]!.buffer)
+    expect(got[0]!.buffer).not.toBe(got[1]!.buffer)
+  })
+
   it('callback and pull modes give the same bytes; finish() refuses unpulled output and truncation', () => {
     const input = Buffer.concat([...new SimulatedGuest({ memMiB: 2, passes: 2 }).stream()])
     const parts: Uint8Array[] = []

@@ -44,9 +44,11 @@ export interface DecoderOptions {
    */
   base?: DecoderBase
   /**
-   * Callback mode only: every batch is rebuilt in one buffer the decoder keeps, and `onOutput` gets a view of it
-   * that is valid only until it returns (for a caller that writes it out synchronously). Saves a fresh buffer
-   * per batch, which costs its page faults on every output byte. Ignored in pull mode.
+   * Rebuild the batches in buffers the decoder keeps instead of a fresh one per batch (a fresh buffer costs its
+   * page faults on every output byte). Callback mode: one buffer, and `onOutput` gets a view of it that is valid
+   * only until it returns (for a caller that writes it out synchronously). Pull mode: two buffers in turn, so the
+   * output `nextOutput()` returned stays valid until the call after next (for a caller that writes one batch
+   * out while the next is decoded: write-behind).
    */
   reuseOutput?: boolean
 }
@@ -130,8 +132,9 @@ export class XbzrleDecoder {
   private batchHasPage = false
   /** The seeded cache of the stream's base image (options.base, or setBase before the header). */
   private base: DecoderBase | undefined
-  /** The reused output buffer of `reuseOutput`. */
-  private scratch: Uint8Array = new Uint8Array(0)
+  /** The reused output buffers of `reuseOutput` (callback mode uses the first), and the one to fill next. */
+  private readonly scratch: Uint8Array[] = [new Uint8Array(0), new Uint8Array(0)]
+  private nextScratch = 0
 
   constructor(
     private readonly onOutput?: ((chunk: Uint8Array) => void) | undefined,
@@ -274,7 +277,10 @@ export class XbzrleDecoder {
       if (item.type === 'header') this.begin(item.header, item.version)
       else if (item.type === 'batch') {
         const out = this.batch(item.batch)
-        if (out.length > 0) return out
+        if (out.length > 0) {
+          this.nextScratch ^= 1
+          return out
+        }
       } else {
         verifyEndTotals(item.end, this.s.bytesOut)
         this.s.end = item.end
@@ -370,11 +376,16 @@ export class XbzrleDecoder {
    * verified (n must equal the declared length), and an unverified batch is never released.
    */
   private outputBuffer(n: number): Uint8Array {
-    if (this.onOutput && this.options.reuseOutput) {
-      if (this.scratch.length < n) this.scratch = rawBytes(Math.max(n, 2 * this.scratch.length))
-      return this.scratch.subarray(0, n)
+    if (!this.options.reuseOutput) return rawBytes(n)
+    // Pull mode alternates (nextOutput turns to the other buffer once it returned one): the caller may still be
+    // writing the previous batch's output.
+    const i = this.onOutput ? 0 : this.nextScratch
+    let b = this.scratch[i]!
+    if (b.length < n) {
+      b = rawBytes(Math.max(n, 2 * b.length))
+      this.scratch[i] = b
     }
-    return rawBytes(n)
+    return b.subarray(0, n)
   }
 
   private batch(batch: Batch): Uint8Array {
