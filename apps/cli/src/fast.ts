@@ -37,7 +37,7 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
     if (kind === 'encode') {
       const options = {
         compression: defaultCompression(undefined),
-        threads: defaultThreads(),
+        threads: defaultThreads(undefined, typeof source === 'object'),
         bypass: bypassMode(),
       }
       const { sink, encoder, stream } = encoderFor(source, options)

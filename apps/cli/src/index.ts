@@ -197,7 +197,7 @@ export function buildProgram(): Command {
     .addOption(bypassOption())
     .option(
       '--threads <n>',
-      `worker threads for a fixed zstd second stage, same output bytes (0: on the main thread; default here ${defaultThreads()}: 0 below 4 cores, else cores - 1, at most 4)`,
+      `worker threads for a fixed zstd second stage, same output bytes (0: on the main thread; default here ${defaultThreads()}, ${defaultThreads(undefined, true)} from a regular file to a regular file: 0 below 4 cores (1 file to file on 2 or 3), else cores - 1, at most 4)`,
       intArg(0, 64),
     )
     .option(

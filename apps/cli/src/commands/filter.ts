@@ -136,13 +136,13 @@ export async function runEncode(input: string | undefined, o: EncodeCommandOptio
     formatVersion: o.formatVersion,
     compression: o.compression ?? defaultCompression(o.output),
     bypass: bypassMode(o.bypass),
-    threads: o.threads ?? defaultThreads(),
     passListener: obs.observer.listener,
     base,
   }
   // The base store hashes the input on its way (a stream step), so it keeps the stream path.
   const source = store ? undefined : fileOutputSource(input, o.output)
-  const { sink, encoder, stream } = encoderFor(source, options)
+  const threads = o.threads ?? defaultThreads(undefined, typeof source === 'object')
+  const { sink, encoder, stream } = encoderFor(source, { ...options, threads })
   obs.observer.attach(encoderSource(encoder))
   const progress = () =>
     obs.bar

@@ -198,6 +198,17 @@ describe.skipIf(!hasZstd)('batches compressed on worker threads (CompressPool)',
     expect(sameBytes(concat(mixed.chunks), concat(plain.chunks))).toBe(true)
   })
 
+  it('a stream of one or two batches starts no worker; the third batch offered starts them', async () => {
+    const pool = new CompressPool(2)
+    pools.push(pool)
+    expect(pool.available()).toBe(false)
+    expect(pool.available()).toBe(false)
+    expect(pool.workersStarted).toBe(0)
+    expect(pool.available()).toBe(false) // compressed here while the workers boot
+    expect(pool.workersStarted).toBe(2)
+    await started(pool)
+  })
+
   it('start() settles when the pool is closed before a worker came up', async () => {
     const pool = new CompressPool(1)
     const up = pool.start()

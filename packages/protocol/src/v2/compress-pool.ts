@@ -60,6 +60,13 @@ interface Job {
   len: number
 }
 
+/**
+ * The batch offered (available()) that starts the workers. A stream of a batch or two never pays a worker's
+ * start-up: `xbzrle -c` of a 1 MB stream took ~15 ms longer with a worker booting beside it, which then had nothing
+ * to do. Longer streams compress their first batches on the writer's thread while the workers boot, as before.
+ */
+const START_AT_BATCH = 3
+
 /** Upper bound of ZSTD_compressBound(n) (n + n/256 + 128 KiB margin for small inputs), rounded up. */
 function outputBound(n: number): number {
   return n + (n >>> 7) + (1 << 17)
@@ -71,6 +78,8 @@ export class CompressPool implements BatchCompressor {
   private readonly jobs = new Map<number, Job>()
   private nextId = 0
   private next = 0
+  /** Batches offered (available()) before a worker was up. */
+  private offered = 0
   /** A worker has booted (its 'online' event): batches go to the pool from then on. */
   private workerUp = false
   /** Settles once a worker is up or the pool failed (start()). */
@@ -107,8 +116,13 @@ export class CompressPool implements BatchCompressor {
 
   available(): boolean {
     if (this.workerUp || this.failure !== undefined) return true
-    void this.start()
+    if (++this.offered >= START_AT_BATCH) void this.start()
     return false
+  }
+
+  /** Workers started so far (by start(), or by the batches offered). */
+  get workersStarted(): number {
+    return this.workers.filter((w) => w !== undefined).length
   }
 
   compress(frames: Uint8Array, c: Required<Compression>): Promise<PooledResult> {
