@@ -105,10 +105,12 @@ async function main(argv) {
     // (src/libvirt-helper/blocking-pipe.ts).
     process.exit(await filters.runHelper(argv))
   }
+  // The fast forms create process.stdout only on the paths that use it (src/fast.ts): creating it makes a pipe on
+  // fd 1 non-blocking, and `-dc` into a pipe writes fd 1 itself.
+  if (form !== undefined) return filters.fastFilter(form)
   // A reader that stops early (`xbzrle --help | head`) is no crash: a data pipeline still sees EPIPE through its
   // own error handling (exit 4); anything else written to a closed stdout is simply dropped.
   process.stdout.on('error', () => {})
-  if (form !== undefined) return filters.fastFilter(form)
   let cli
   try {
     cli = await import('../dist/xbzrle.mjs')

@@ -1,7 +1,7 @@
 // The fast forms as the built bin runs them (dist/fast.cjs, not the sources): `-c`, `-dc` and the libvirt helper
 // form, including the helper's config file, whose schema (dist/helper-config.cjs) is loaded only on demand; and the
 // bin's loader of V8 code caches.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawnSync } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -44,6 +44,40 @@ describe('fast forms of the built CLI', () => {
     const dec = await runCli(['-dc', '--ignore-warn'], enc.stdout)
     expect(dec.code).toBe(0)
     expect(dec.stdout.equals(stream)).toBe(true)
+  })
+
+  it('-dc into a pipe (written behind, straight to fd 1): verified bytes only on a corrupt stream; a reader that goes away gives one line and exit 4', async () => {
+    // 22 MB of real QEMU stream: a few dozen batches, so that writes are behind the decoding.
+    const big = fixture('pc-xbzrle-dirty.mig')
+    const enc = await runCli(['-c'], big)
+    expect(enc.code).toBe(0)
+    const ok = await runCli(['-dc'], enc.stdout)
+    expect(ok.code).toBe(0)
+    expect(ok.stdout.equals(big)).toBe(true)
+    const bad = Buffer.from(enc.stdout)
+    bad[Math.floor(bad.length * 0.6)]! ^= 0x40
+    const r = await runCli(['-dc'], bad)
+    expect(r.code).toBe(3)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stdout.length).toBeLessThan(big.length)
+    expect(r.stdout.equals(big.subarray(0, r.stdout.length))).toBe(true)
+    // The destination QEMU gone: `head -c 1` reads a byte and exits, the next write fails with EPIPE.
+    const file = join(dir, 'big.xbz')
+    writeFileSync(file, enc.stdout)
+    const gone = spawnSync(
+      'bash',
+      [
+        '-c',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash expansion, not a template
+        'cat "$2" | "$0" "$1" -dc | head -c 1 > /dev/null; exit "${PIPESTATUS[1]}"',
+        process.execPath,
+        CLI,
+        file,
+      ],
+      { encoding: 'utf8' },
+    )
+    expect(gone.status, gone.stderr).toBe(4)
+    expect(gone.stderr.trim().split('\n')).toHaveLength(1)
   })
 
   it('bare encode then decode (the fast forms too) give the input back', async () => {

@@ -8,11 +8,20 @@
  * - `xbzrle --libvirt-helper=NAME ...` (libvirt-helper/helper.ts).
  */
 import { pipeline } from 'node:stream/promises'
+import { XbzrleDecoder } from '@xbzrle/adapter-libvirt/filter'
 import { installSignalHandlers } from './atomic-output.js'
 import { ExitCode, reportError } from './errors.js'
-import { decoderFor, encoderFor, fileOutputSource, fileToFile } from './file-filter.js'
+import { decoderFor, encoderFor, feedFilter, fileOutputSource, fileToFile } from './file-filter.js'
 import { checkInput } from './input-check.js'
-import { assertStdoutNotInput, bypassMode, defaultCompression, defaultThreads, openInput } from './io.js'
+import {
+  assertStdoutNotInput,
+  bypassMode,
+  defaultCompression,
+  defaultThreads,
+  openInput,
+  stdoutIsPipeOrSocket,
+} from './io.js'
+import { WriteBehindDecoder } from './write-behind.js'
 
 // For scripts/code-cache.cjs, which runs a small stream through them before it saves V8's code cache.
 export { XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
@@ -29,6 +38,17 @@ export { runHelper } from './libvirt-helper/helper.js'
 
 const NO_PROGRESS = () => undefined
 
+/**
+ * process.stdout, for the stream paths. Created only here: creating it makes a pipe on fd 1 non-blocking, and the
+ * write-behind path writes fd 1 itself. A reader that stops early is no crash: the pipeline sees EPIPE through its
+ * own error handling (exit 4), and an error after it is dropped.
+ */
+function stdout(): NodeJS.WriteStream {
+  const out = process.stdout
+  if (out.listenerCount('error') === 0) out.on('error', () => {})
+  return out
+}
+
 export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
   try {
     installSignalHandlers()
@@ -44,13 +64,20 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
       const check = () => checkInput(encoder.stats)
       if (!stream) await fileToFile(undefined, undefined, source!, sink, encoder, true, NO_PROGRESS, check)
       else {
-        await pipeline(openInput(undefined), stream.drainsInto(process.stdout), process.stdout)
+        await pipeline(openInput(undefined), stream.drainsInto(stdout()), stdout())
         check()
       }
+    } else if (source === undefined && stdoutIsPipeOrSocket()) {
+      // A pipe out (QEMU's stdin at a migration's destination), or a socket: each verified batch is written
+      // straight to fd 1 behind the decoding of the next (write-behind.ts), from two reused buffers, not through
+      // process.stdout.
+      const decoder = new XbzrleDecoder(undefined, { reuseOutput: true })
+      const filter = new WriteBehindDecoder(decoder, { fd: 1 })
+      await feedFilter(openInput(undefined), filter, { reuse: false, idleFlush: false })
     } else {
       const { sink, filter, stream } = decoderFor(source, {})
       if (!stream) await fileToFile(undefined, undefined, source!, sink, filter, false, NO_PROGRESS, () => {})
-      else await pipeline(openInput(undefined), stream, process.stdout)
+      else await pipeline(openInput(undefined), stream, stdout())
     }
     return ExitCode.OK
   } catch (e) {

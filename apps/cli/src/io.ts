@@ -16,6 +16,25 @@ export function openInput(path: string | undefined): Readable {
   return createReadStream(path, { highWaterMark: IO_CHUNK })
 }
 
+/** Whether fd 1 is a pipe (QEMU's stdin at a migration's destination, libvirt's pipe to its iohelper). */
+export function stdoutIsPipe(): boolean {
+  try {
+    return fstatSync(1).isFIFO()
+  } catch {
+    return false
+  }
+}
+
+/** Whether fd 1 is a pipe or a socket (node's child_process gives a child a socket for 'pipe'). */
+export function stdoutIsPipeOrSocket(): boolean {
+  try {
+    const st = fstatSync(1)
+    return st.isFIFO() || st.isSocket()
+  } catch {
+    return false
+  }
+}
+
 /**
  * Refuses to write to stdout when stdout is a regular file that is also the input (`xbzrle decode X >> X`, or
  * `xbzrle -dc < X >> X`): the command would read its own output. With `>` the shell has already emptied it.

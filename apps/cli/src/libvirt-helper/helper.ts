@@ -19,7 +19,7 @@ import { DecodeStream, EncodeStream, XbzrleDecoder, XbzrleEncoder } from '@xbzrl
 import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
-import { openInput } from '../io.js'
+import { openInput, stdoutIsPipe } from '../io.js'
 import { WriteBehindDecoder } from '../write-behind.js'
 import { fillBlocking, pumpBlocking, waitIfAgain, writeBlocking } from './blocking-pipe.js'
 import { encoderOptionsOf, HelperConfigError, readHelperConfig } from './config-file.js'
@@ -192,14 +192,6 @@ async function encodePipe(options: EncoderOptions, pipe: { buf: Uint8Array; have
 async function decodeFile(): Promise<void> {
   const decoder = new XbzrleDecoder(undefined, { reuseOutput: true })
   await feedFilter(0, new WriteBehindDecoder(decoder, { fd: 1 }), { reuse: false })
-}
-
-function stdoutIsPipe(): boolean {
-  try {
-    return fstatSync(1).isFIFO()
-  } catch {
-    return false
-  }
 }
 
 function parentIsLibvirt(): boolean {
