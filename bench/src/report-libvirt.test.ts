@@ -26,11 +26,11 @@ describe('libvirt stage', () => {
     })
   })
 
-  it('judges the medians: smaller image met; save 1.70 s vs 1.80 s met', () => {
+  it('judges the medians: smaller image met; save 1.70 s vs 1.80 s, and −0.10 s round by round, met', () => {
     const [size, save] = libvirtVerdicts(parseMeasureOutput(OUTPUT))
     expect(size!.status).toBe('met')
     expect(save!.status).toBe('met')
-    expect(save!.measured).toBe('1.70 vs 1.80 s (0.94x)')
+    expect(save!.measured).toBe('1.70 vs 1.80 s (0.94x; −0.10 s round by round)')
     expect(save!.target).toMatch(/64 MiB guest/)
   })
 
@@ -65,6 +65,23 @@ describe('libvirt stage', () => {
       .split('\n')
       .find((l) => l.startsWith('| xbzrle helper'))!
     expect(helperLine.split('|').map((c) => c.trim())[5]).toBe('−0.10')
+  })
+
+  it('a save faster by the medians but slower round by round is a miss: both must agree', () => {
+    const rows = parseMeasureOutput(
+      [
+        'lzop\t1\t9000000\t1000\t700',
+        'xbzrle\t1\t7000000\t1100\t700',
+        'lzop\t2\t9000000\t2000\t700',
+        'xbzrle\t2\t7000000\t2100\t700',
+        'lzop\t3\t9000000\t3000\t700',
+        'xbzrle\t3\t7000000\t1500\t700',
+      ].join('\n'),
+    )
+    const save = libvirtVerdicts(rows)[1]!
+    expect(save.measured).toBe('1.50 vs 2.00 s (0.75x; +0.10 s round by round)')
+    expect(save.status).toBe('missed')
+    expect(save.cause).toMatch(/\+0\.10 s round by round/)
   })
 
   it('a slower save is a miss with a cause; no rows is not measured', () => {
