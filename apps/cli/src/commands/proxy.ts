@@ -348,11 +348,6 @@ export async function runProxyCommand(args: ProxyArgs, o: ProxyFlags = {}): Prom
       m.startsWith('refusing to listen') ? ExitCode.USAGE : ExitCode.IO,
     )
   }
-  if (!args.quiet) {
-    const to =
-      role === 'source' ? `tcp:${args.connect!.host}:${args.connect!.port}` : `unix:${args.qemuSocket}`
-    err(`xbzrle proxy ${role}: listening on ${proxy.address}, relaying to ${to}`)
-  }
   const code = await new Promise<ExitCodeValue>((resolve) => {
     const stop = (c: ExitCodeValue) => {
       process.off('SIGINT', onSignal)
@@ -360,8 +355,14 @@ export async function runProxyCommand(args: ProxyArgs, o: ProxyFlags = {}): Prom
       void proxy.close().then(() => resolve(c))
     }
     const onSignal = () => stop(ExitCode.OK)
+    // The handlers go in before "listening on" is printed: whoever reads that line may signal at once.
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
+    if (!args.quiet) {
+      const to =
+        role === 'source' ? `tcp:${args.connect!.host}:${args.connect!.port}` : `unix:${args.qemuSocket}`
+      err(`xbzrle proxy ${role}: listening on ${proxy.address}, relaying to ${to}`)
+    }
     if (args.once) void proxy.nextSession().then((r) => stop(r.ok ? ExitCode.OK : ExitCode.PEER))
   })
   await observers.close()

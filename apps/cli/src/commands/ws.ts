@@ -637,12 +637,14 @@ export async function runReceive(o: ReceiveCommandOptions): Promise<void> {
       finished(new CliError(`receive: interrupted by ${sig} before any migration completed`, code))
     else finished()
   }
+  // The handlers go in before "listening on" is printed: whoever reads that line may signal at once, and a signal
+  // before them would kill the process with no exit status of ours.
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   try {
     const addr = await receiver.listen(host, port)
     if (!toStdout || o.stats)
       process.stderr.write(`xbzrle receive: listening on ${addr.address}:${addr.port}\n`)
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
     await allDone
   } catch (e) {
     const err = e as Error & { code?: string }
