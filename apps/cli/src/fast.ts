@@ -8,7 +8,6 @@
  * - `xbzrle --libvirt-helper=NAME ...` (libvirt-helper/helper.ts).
  */
 import { pipeline } from 'node:stream/promises'
-import { XbzrleDecoder } from '@xbzrle/adapter-libvirt/filter'
 import { installSignalHandlers } from './atomic-output.js'
 import { ExitCode, reportError } from './errors.js'
 import { decoderFor, encoderFor, feedFilter, fileOutputSource, fileToFile } from './file-filter.js'
@@ -19,7 +18,7 @@ import {
   defaultCompression,
   defaultThreads,
   openInput,
-  stdoutIsPipeOrSocket,
+  stdoutIsPipe,
 } from './io.js'
 import { WriteBehindDecoder } from './write-behind.js'
 
@@ -67,16 +66,18 @@ export async function fastFilter(kind: 'encode' | 'decode'): Promise<number> {
         await pipeline(openInput(undefined), stream.drainsInto(stdout()), stdout())
         check()
       }
-    } else if (source === undefined && stdoutIsPipeOrSocket()) {
+    } else if (source === undefined && stdoutIsPipe(true)) {
       // A pipe out (QEMU's stdin at a migration's destination), or a socket: each verified batch is written
       // straight to fd 1 behind the decoding of the next (write-behind.ts), from two reused buffers, not through
       // process.stdout.
-      const decoder = new XbzrleDecoder(undefined, { reuseOutput: true })
-      const filter = new WriteBehindDecoder(decoder, { fd: 1 })
-      await feedFilter(openInput(undefined), filter, { reuse: false, idleFlush: false })
+      await feedFilter(openInput(undefined), new WriteBehindDecoder({ fd: 1 }), {
+        reuse: false,
+        idleFlush: false,
+      })
     } else {
       const { sink, filter, stream } = decoderFor(source, {})
-      if (!stream) await fileToFile(undefined, undefined, source!, sink, filter, false, NO_PROGRESS, () => {})
+      if (!stream)
+        await fileToFile(undefined, undefined, source!, sink, filter!, false, NO_PROGRESS, () => {})
       else await pipeline(openInput(undefined), stream, stdout())
     }
     return ExitCode.OK

@@ -19,7 +19,7 @@ import {
   DecodeStream,
   EncodeStream,
   IDLE_FLUSH_MS,
-  XbzrleDecoder,
+  type XbzrleDecoder,
   XbzrleEncoder,
 } from '@xbzrle/adapter-libvirt/filter'
 import { type AtomicOutput, createAtomicOutput, installSignalHandlers } from './atomic-output.js'
@@ -105,14 +105,19 @@ export function encoderFor(
 export function decoderFor(
   source: FileSource | undefined,
   options: DecoderOptions,
-): { sink: OutputSink; decoder: XbzrleDecoder; filter: SyncFilter; stream: DecodeStream | undefined } {
+): {
+  sink: OutputSink
+  decoder: XbzrleDecoder
+  filter: WriteBehindDecoder | undefined
+  stream: DecodeStream | undefined
+} {
   const sink: OutputSink = { fd: 1 }
   if (source === undefined) {
     const stream = new DecodeStream(options)
-    return { sink, decoder: stream.decoder, filter: stream.decoder, stream }
+    return { sink, decoder: stream.decoder, filter: undefined, stream }
   }
-  const decoder = new XbzrleDecoder(undefined, { ...options, reuseOutput: true })
-  return { sink, decoder, filter: new WriteBehindDecoder(decoder, sink), stream: undefined }
+  const filter = new WriteBehindDecoder(sink, options)
+  return { sink, decoder: filter.decoder, filter, stream: undefined }
 }
 
 /** Writes all of `chunk` to the sink (a regular file: a short write is unlikely, but allowed). */

@@ -16,20 +16,14 @@ export function openInput(path: string | undefined): Readable {
   return createReadStream(path, { highWaterMark: IO_CHUNK })
 }
 
-/** Whether fd 1 is a pipe (QEMU's stdin at a migration's destination, libvirt's pipe to its iohelper). */
-export function stdoutIsPipe(): boolean {
-  try {
-    return fstatSync(1).isFIFO()
-  } catch {
-    return false
-  }
-}
-
-/** Whether fd 1 is a pipe or a socket (node's child_process gives a child a socket for 'pipe'). */
-export function stdoutIsPipeOrSocket(): boolean {
+/**
+ * Whether fd 1 is a pipe (QEMU's stdin at a migration's destination, libvirt's pipe to its iohelper), or with
+ * `orSocket` a socket too (node's child_process gives a child a socket for 'pipe').
+ */
+export function stdoutIsPipe(orSocket = false): boolean {
   try {
     const st = fstatSync(1)
-    return st.isFIFO() || st.isSocket()
+    return st.isFIFO() || (orSocket && st.isSocket())
   } catch {
     return false
   }

@@ -5,11 +5,12 @@
  * or until QEMU reads the pipe) before it decodes on: on the 372 MB `sparse` bench stream that wait was about a
  * tenth of `xbzrle -dc`'s time.
  *
- * The decoder runs in pull mode with `reuseOutput`: it rebuilds batches in two buffers in turn, so the batch being
- * written is never the one being decoded. At most one write is in flight, so memory stays at two batches.
+ * The decoder runs in pull mode with `reuseOutput` (WriteBehindDecoder makes it so): it rebuilds batches in two
+ * buffers in turn, so the batch being written is never the one being decoded. At most one write is in flight, so memory stays at two batches.
  */
 import { write } from 'node:fs'
-import type { XbzrleDecoder } from '@xbzrle/adapter-libvirt'
+import type { DecoderOptions } from '@xbzrle/adapter-libvirt'
+import { XbzrleDecoder } from '@xbzrle/adapter-libvirt/filter'
 import type { OutputSink, SyncFilter } from './file-filter.js'
 
 /** Writes all of `chunk` at the descriptor's position; a pipe someone made non-blocking is retried (EAGAIN). */
@@ -26,15 +27,19 @@ export function writeAllAsync(fd: number, chunk: Uint8Array): Promise<void> {
   })
 }
 
-/** An XbzrleDecoder (pull mode, `reuseOutput`) fed by feedFilter, writing each verified batch behind. */
+/** An XbzrleDecoder fed by feedFilter, writing each verified batch to `sink` behind the decoding of the next. */
 export class WriteBehindDecoder implements SyncFilter {
+  /** Pull mode with `reuseOutput`: two output buffers in turn, the one being written is not decoded into. */
+  readonly decoder: XbzrleDecoder
   /** The write in flight, if any. */
   private pending: Promise<void> | undefined
 
   constructor(
-    readonly decoder: XbzrleDecoder,
     private readonly sink: OutputSink,
-  ) {}
+    options: DecoderOptions = {},
+  ) {
+    this.decoder = new XbzrleDecoder(undefined, { ...options, reuseOutput: true })
+  }
 
   push(chunk: Uint8Array): Promise<void> {
     this.decoder.push(chunk)

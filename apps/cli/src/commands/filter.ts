@@ -317,7 +317,7 @@ export async function runDecode(input: string | undefined, o: DecodeCommandOptio
   await obs.run(() =>
     stream
       ? filterToOutput(input, o.output, stream, progress, () => {}, based?.source)
-      : fileToFile(input, o.output, source!, sink, filter, false, progress, () => {}),
+      : fileToFile(input, o.output, source!, sink, filter!, false, progress, () => {}),
   )
   if (o.stats) {
     const s = decoder.stats

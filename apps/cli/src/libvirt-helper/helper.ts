@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream'
 import { Readable as ReadableStream } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { EncoderOptions } from '@xbzrle/adapter-libvirt'
-import { DecodeStream, EncodeStream, XbzrleDecoder, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
+import { DecodeStream, EncodeStream, XbzrleEncoder } from '@xbzrle/adapter-libvirt/filter'
 import { DEFAULT_BATCH_BYTES, isXbzrleStream } from '@xbzrle/protocol/stream'
 import { classify, ExitCode } from '../errors.js'
 import { encoderFor, feedFilter, fileOutputSource } from '../file-filter.js'
@@ -190,8 +190,7 @@ async function encodePipe(options: EncoderOptions, pipe: { buf: Uint8Array; have
  * (write-behind.ts), as `xbzrle -dc` does into a file: QEMU loads one batch while the next is decoded.
  */
 async function decodeFile(): Promise<void> {
-  const decoder = new XbzrleDecoder(undefined, { reuseOutput: true })
-  await feedFilter(0, new WriteBehindDecoder(decoder, { fd: 1 }), { reuse: false })
+  await feedFilter(0, new WriteBehindDecoder({ fd: 1 }), { reuse: false })
 }
 
 function parentIsLibvirt(): boolean {

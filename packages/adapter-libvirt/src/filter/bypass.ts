@@ -9,8 +9,9 @@
  * QEMU's own XBZRLE record of it passes through as PAGE_FOREIGN on a miss (SPEC.md §5.2). The cost is that the next
  * send of a bypassed page is a full page; that is why the rule below wants a clear gain before it bypasses.
  *
- * `chooseBypass` is the rule, pure (per path the time per input byte of the second stage's rule, pathNsPerByte). `BypassMeter` measures what it needs per mode (CPU per input byte, output per
- * input byte) over windows of input, with an injectable clock so that a test can replay a run exactly.
+ * `chooseBypass` is the rule, pure: each path's time per input byte as the second stage's rule counts it
+ * (pathNsPerByte). `BypassMeter` measures what it needs per mode (CPU per input byte, output per input byte) over
+ * windows of input, with an injectable clock so that a test can replay a run exactly.
  */
 import { monotonicNs, pathNsPerByte } from '@xbzrle/protocol/stream'
 
